@@ -1,0 +1,139 @@
+"""AffectVerse configuration: the Qwen2.5-Omni thinker config plus the Emotion World Module sizes.
+
+Imports no torch. Every EWM field defaults to the paper's value (Appendix B, Table 7); the
+decisions the paper left open are the ones recorded in DESIGN.md §4 and docs/design-notes.md.
+"""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
+
+CONTEXT_MODES = ("full", "self", "cross")
+
+
+@strict
+class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
+    r"""Configuration of [`AffectVerseForConditionalGeneration`].
+
+    Inherits every field of `Qwen2_5OmniThinkerConfig` (the backbone) and adds the Emotion
+    World Module (EWM) fields below, all defaulting to the paper's sizes.
+
+    Args:
+        belief_token_id (`int`, *optional*):
+            Id of the `<|belief|>` placeholder token. Set when the processor adds the token to the
+            tokenizer; `None` means the model cannot inject belief tokens (EWM inactive).
+        vision_start_token_id / vision_end_token_id (`int`):
+            Ids of `<|vision_bos|>` / `<|vision_eos|>`; the thinker's 3D position code reads them.
+        ewm_working_size (`int`, defaults to 512): working width W of the EWM (bottleneck D->W).
+        ewm_num_future_queries (`int`, defaults to 8): learned future queries per rollout step,
+            also the number of adaptive-pooling bins of the imagination target.
+        ewm_rollout_steps (`int`, defaults to 3): K, imagination rollout steps.
+        ewm_imagination_layers (`int`, defaults to 2): cross-attention layers per imagination block.
+        ewm_aggregation_layers (`int`, defaults to 1): cross-attention layers of each MAMA module.
+        ewm_num_heads (`int`, defaults to 8): attention heads of every EWM cross-attention.
+        ewm_ffn_ratio (`int`, defaults to 4): FFN width multiplier (GELU FFN).
+        ewm_belief_tokens_dual (`int`, defaults to 8): belief tokens when video and audio are present.
+        ewm_belief_tokens_single (`int`, defaults to 4): belief tokens when one modality is present.
+        ewm_num_type_embeddings (`int`, defaults to 6): rows of the MAMA type-embedding table
+            (row 0 video, row 1 audio, the rest reserved, as in the paper).
+        ewm_residual_scale_init (`float`, defaults to 0.1): initial alpha of the boundary residual.
+        ewm_context_mode (`str`, defaults to `"full"`): imagination context, an ablation switch.
+            `"full"`: own past + other modality's past (the paper); `"self"`: own past only;
+            `"cross"`: other modality's past only (own past when the other is absent).
+        ewm_keep_ratio_min (`float`, defaults to 0.3): training keep ratio rho ~ U(min, 1) when the
+            caller passes no `keep_ratio`.
+        ewm_cosine_weight (`float`, defaults to 0.5): weight of (1 - cos) in the imagination loss.
+        ewm_min_modality_tokens (`int`, defaults to 2): a modality with fewer tokens is absent for the EWM.
+    """
+
+    model_type = "affectverse"
+
+    belief_token_id: int | None = None
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+    ewm_working_size: int = 512
+    ewm_num_future_queries: int = 8
+    ewm_rollout_steps: int = 3
+    ewm_imagination_layers: int = 2
+    ewm_aggregation_layers: int = 1
+    ewm_num_heads: int = 8
+    ewm_ffn_ratio: int = 4
+    ewm_belief_tokens_dual: int = 8
+    ewm_belief_tokens_single: int = 4
+    ewm_num_type_embeddings: int = 6
+    ewm_residual_scale_init: float | int = 0.1
+    ewm_context_mode: str = "full"
+    ewm_keep_ratio_min: float | int = 0.3
+    ewm_cosine_weight: float | int = 0.5
+    ewm_min_modality_tokens: int = 2
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.check_ewm_fields()
+
+    def check_ewm_fields(self) -> None:
+        """Raise `ValueError` naming the field for EWM settings that cannot build a working module.
+
+        Not named `validate_*`: `@strict` would wrap the error in its own exception type.
+        """
+        positive = (
+            "ewm_working_size",
+            "ewm_num_future_queries",
+            "ewm_rollout_steps",
+            "ewm_imagination_layers",
+            "ewm_aggregation_layers",
+            "ewm_num_heads",
+            "ewm_ffn_ratio",
+            "ewm_num_type_embeddings",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"AffectVerseConfig.{name} must be a positive integer, got {value!r}")
+        if self.ewm_working_size % self.ewm_num_heads:
+            raise ValueError(
+                f"AffectVerseConfig.ewm_working_size ({self.ewm_working_size}) must be divisible by "
+                f"ewm_num_heads ({self.ewm_num_heads})"
+            )
+        for name in ("ewm_belief_tokens_dual", "ewm_belief_tokens_single"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 2 or value % 2:
+                raise ValueError(
+                    f"AffectVerseConfig.{name} must be an even integer >= 2 (half go to each injection "
+                    f"point), got {value!r}"
+                )
+        if self.ewm_num_type_embeddings < 2:
+            raise ValueError(
+                "AffectVerseConfig.ewm_num_type_embeddings must be >= 2 (video and audio rows), "
+                f"got {self.ewm_num_type_embeddings}"
+            )
+        if self.ewm_context_mode not in CONTEXT_MODES:
+            raise ValueError(
+                f"AffectVerseConfig.ewm_context_mode must be one of {CONTEXT_MODES}, got {self.ewm_context_mode!r}"
+            )
+        if not 0.0 < float(self.ewm_keep_ratio_min) <= 1.0:
+            raise ValueError(
+                f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}"
+            )
+        if float(self.ewm_cosine_weight) < 0:
+            raise ValueError(f"AffectVerseConfig.ewm_cosine_weight must be >= 0, got {self.ewm_cosine_weight!r}")
+        if not isinstance(self.ewm_min_modality_tokens, int) or self.ewm_min_modality_tokens < 2:
+            raise ValueError(
+                "AffectVerseConfig.ewm_min_modality_tokens must be an integer >= 2 (a past and a future "
+                f"token), got {self.ewm_min_modality_tokens!r}"
+            )
+        vocab_size = self.get_text_config().vocab_size
+        if self.belief_token_id is not None and not 0 <= self.belief_token_id < vocab_size:
+            raise ValueError(
+                f"AffectVerseConfig.belief_token_id ({self.belief_token_id}) must lie in the text vocabulary "
+                f"[0, {vocab_size})"
+            )
+
+    @property
+    def ewm_hidden_size(self) -> int:
+        """D: the LLM width the EWM reads from and writes back to."""
+        return self.get_text_config().hidden_size
+
+
+__all__ = ["AffectVerseConfig"]

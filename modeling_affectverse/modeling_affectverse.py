@@ -1,0 +1,427 @@
+"""AffectVerse: the Qwen2.5-Omni thinker with the Emotion World Module inside `forward` / `generate`.
+
+Flow of `forward` (DESIGN.md §4): embed tokens and merge the encoder outputs (the thinker's own
+methods) -> 3D mRoPE positions on the full sequence -> EWM on the merged embeddings -> belief
+tokens scattered into the `<|belief|>` placeholder positions -> (keep ratio < 1) drop the future
+video/audio tokens, gather positions/labels, re-pad -> language model -> LM loss.
+
+This file is copied as Hub remote code by `save_pretrained`: everything needed at load time
+(auto-class registration, checkpoint-key conversion) lives here or in the files it imports
+with `from .x import Y`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .configuration_affectverse import AffectVerseConfig
+from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, TemporalImagination
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class AffectVerseCausalLMOutputWithPast(ModelOutput):
+    """Output of [`AffectVerseForConditionalGeneration.forward`].
+
+    Attributes:
+        loss: LM cross-entropy on the label tokens (the imagination loss is NOT added; the trainer
+            adds `lambda * imagination_loss`, DESIGN §4.10).
+        imagination_loss: MSE + w * (1 - cos) of the imagined vs. the pooled real future
+            (None when nothing was held out as future, e.g. at inference).
+        logits: `(B, L', V)`; L' is the truncated length when future tokens were dropped.
+        past_key_values / hidden_states / attentions: as for the thinker.
+        belief_tokens: `(B, n_max, D)` belief tokens (zero rows past `belief_counts`), None when the
+            EWM did not run (no placeholders in the input: decode steps, plain-thinker use).
+        belief_counts: `(B,)` belief tokens per sample (dual / single / 0).
+        imagination_cosine: `(K,)` mean cosine of each rollout step with the real future.
+        kept_index: `(B, L')` index into the input sequence of each position the LLM saw (-1 for
+            padding), when future video/audio tokens were dropped; None otherwise.
+    """
+
+    loss: torch.FloatTensor | None = None
+    imagination_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    belief_tokens: torch.FloatTensor | None = None
+    belief_counts: torch.LongTensor | None = None
+    imagination_cosine: torch.FloatTensor | None = None
+    kept_index: torch.LongTensor | None = None
+
+
+def future_token_mask(modality_mask: torch.Tensor, past_len: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """`(B, L)` True at the positions of one modality stream that lie past its split point.
+
+    The stream is ordered by sequence position (= time, also for audio-in-video interleaving):
+    the i-th token of the stream is future when i >= past_len (DESIGN §4.3).
+    """
+    stream_index = modality_mask.long().cumsum(1) - 1
+    return modality_mask & (stream_index >= past_len[:, None]) & present[:, None]
+
+
+def drop_positions(
+    drop: torch.Tensor,
+    attention_mask: torch.Tensor,
+    inputs_embeds: torch.Tensor,
+    position_ids: torch.Tensor,
+    labels: torch.Tensor | None,
+):
+    """Remove the `drop` positions and re-pad the batch, keeping the input's padding side.
+
+    Positions are gathered from the full sequence's `position_ids` (`(R, B, L)`, R = 3 or 4),
+    never recomputed (DESIGN §4.8). Batched: one stable sort, no per-sample loop.
+
+    Returns `(inputs_embeds, attention_mask, position_ids, labels, kept_index)` of length
+    L' = max kept tokens; `kept_index` holds each position's source index, -1 on padding.
+    """
+    keep = attention_mask.bool() & ~drop
+    kept = keep.sum(1)
+    new_len = int(kept.max())
+    left_padded = bool((attention_mask[:, 0] == 0).any())
+    # stable sort puts the kept positions, in their original order, first (right pad) or last (left pad)
+    key = keep.int() if left_padded else (~keep).int()
+    order = torch.sort(key, dim=1, stable=True).indices
+    order = order[:, -new_len:] if left_padded else order[:, :new_len]
+    slots = torch.arange(new_len, device=drop.device)[None]
+    new_mask = slots >= (new_len - kept[:, None]) if left_padded else slots < kept[:, None]
+
+    embeds = inputs_embeds.gather(1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1]))
+    positions = position_ids.gather(2, order[None].expand(position_ids.shape[0], -1, -1))
+    positions = positions.masked_fill(~new_mask[None], 1)  # the thinker's value for padding
+    if labels is not None:
+        labels = labels.gather(1, order).masked_fill(~new_mask, IGNORE_INDEX)
+    kept_index = order.masked_fill(~new_mask, -1)
+    return embeds, new_mask.to(attention_mask.dtype), positions, labels, kept_index
+
+
+class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneration):
+    """Qwen2.5-Omni thinker + Emotion World Module (`self.ewm`). Every EWM weight is under `ewm.`."""
+
+    config: AffectVerseConfig
+    config_class = AffectVerseConfig
+    _keys_to_ignore_on_load_unexpected = [r"^talker", r"^token2wav"]
+    _extra_auto_classes = ("AutoModelForCausalLM",)
+
+    def __init__(self, config: AffectVerseConfig):
+        super().__init__(config)
+        self.ewm = EmotionWorldModule(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, TemporalImagination):
+            init.normal_(module.future_queries, mean=0.0, std=std)
+        elif isinstance(module, BeliefAggregator):
+            init.normal_(module.belief_queries, mean=0.0, std=std)
+        elif isinstance(module, EmotionWorldModule):
+            init.constant_(module.residual_scale, float(self.config.ewm_residual_scale_init))
+
+    # -- construction from Qwen2.5-Omni checkpoints ------------------------------------------------
+    @classmethod
+    def from_qwen_omni(
+        cls, checkpoint: str | os.PathLike, belief_token_id: int | None = None, **kwargs
+    ) -> AffectVerseForConditionalGeneration:
+        """Build AffectVerse from a local Qwen2.5-Omni checkpoint folder: full (thinker/talker) or thinker-only.
+
+        The config is built from the (nested) thinker config, so no backbone field silently falls
+        back to a default (DESIGN §7). Every backbone weight must come from the checkpoint: if any
+        weight other than `ewm.*` is missing, this raises instead of leaving it random.
+
+        Args:
+            checkpoint: folder with `config.json` and safetensors weights.
+            belief_token_id: id of `<|belief|>` in the tokenizer (see `AffectVerseProcessor`); the
+                input embeddings are resized if the id lies past the vocabulary.
+            **kwargs: EWM config fields (`ewm_*`) and `from_pretrained` keyword arguments.
+        """
+        with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as handle:
+            raw = json.load(handle)
+        thinker = raw.get("thinker_config", raw)
+        if thinker.get("model_type") not in ("qwen2_5_omni_thinker", "affectverse", None):
+            raise ValueError(
+                f"{checkpoint}/config.json is neither a Qwen2.5-Omni nor a thinker config "
+                f"(model_type={raw.get('model_type')!r})"
+            )
+        thinker = {k: v for k, v in thinker.items() if k not in ("model_type", "architectures", "auto_map")}
+        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("ewm_")}
+        config = AffectVerseConfig(**thinker, **config_fields)
+        kwargs["output_loading_info"] = True
+        model, info = super().from_pretrained(checkpoint, config=config, **kwargs)
+        foreign = sorted(k for k in info["missing_keys"] if not k.startswith("ewm."))
+        if foreign:
+            raise ValueError(
+                f"{checkpoint}: {len(foreign)} backbone weights were not found in the checkpoint and would be "
+                f"left random, e.g. {foreign[:5]}"
+            )
+        model.loading_info = info
+        if belief_token_id is not None:
+            model.set_belief_token_id(belief_token_id)
+        return model
+
+    def set_belief_token_id(self, belief_token_id: int) -> None:
+        """Record the `<|belief|>` id, growing the input/output embeddings if it lies past the vocabulary."""
+        vocab_size = self.config.get_text_config().vocab_size
+        if belief_token_id >= vocab_size:
+            self.resize_token_embeddings(belief_token_id + 1)
+        self.config.belief_token_id = int(belief_token_id)
+
+    # -- forward -----------------------------------------------------------------------------------
+    def _merge_multimodal(
+        self,
+        input_ids,
+        input_features,
+        pixel_values,
+        pixel_values_videos,
+        image_grid_thw,
+        video_grid_thw,
+        feature_attention_mask,
+        audio_feature_lengths,
+        mm_encoder_outputs,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Token embeddings with the encoders' outputs placed at their placeholders (the thinker's methods)."""
+        thinker = self.model
+        inputs_embeds = thinker.get_input_embeddings()(input_ids)
+        if input_features is not None:
+            audio = thinker.get_audio_features(
+                input_features, feature_attention_mask, audio_feature_lengths, return_dict=True, **kwargs
+            ).last_hidden_state
+            _, _, audio_mask = thinker.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)
+            if int(audio_mask.sum()) != audio.shape[0]:
+                raise ValueError(
+                    f"input_features give {audio.shape[0]} audio tokens but input_ids hold "
+                    f"{int(audio_mask.sum())} audio placeholders"
+                )
+            inputs_embeds = inputs_embeds.masked_scatter(audio_mask, audio.to(inputs_embeds.dtype))
+        encoded = dict(mm_encoder_outputs or {})
+        if encoded.get("image") is None and pixel_values is not None:
+            encoded["image"] = thinker.get_image_features(pixel_values, image_grid_thw, return_dict=True, **kwargs)
+        if encoded.get("video") is None and pixel_values_videos is not None:
+            encoded["video"] = thinker.get_video_features(
+                pixel_values_videos, video_grid_thw, return_dict=True, **kwargs
+            )
+        for name, index in (("image", 0), ("video", 1)):
+            if encoded.get(name) is None:
+                continue
+            features = torch.cat(encoded[name].pooler_output, dim=0).to(inputs_embeds.dtype)
+            masks = thinker.get_placeholder_mask(
+                input_ids, inputs_embeds=inputs_embeds, **{f"{name}_features": features}
+            )
+            inputs_embeds = inputs_embeds.masked_scatter(masks[index], features)
+        return inputs_embeds
+
+    def _check_inputs(self, input_ids, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
+                      attention_mask, position_ids, past_key_values) -> None:
+        """Clear errors for inputs that the thinker would otherwise mis-handle silently or cryptically."""
+        if pixel_values_videos is not None and video_grid_thw is None:
+            raise ValueError("pixel_values_videos were given without video_grid_thw: the video token grid is unknown")
+        if pixel_values is not None and image_grid_thw is None:
+            raise ValueError("pixel_values were given without image_grid_thw: the image token grid is unknown")
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if attention_mask is None and position_ids is None and prefill and input_ids is not None:
+            cfg = self.config
+            multimodal = (input_ids == cfg.video_token_id) | (input_ids == cfg.audio_token_id)
+            multimodal |= input_ids == cfg.image_token_id
+            if multimodal.any():
+                raise ValueError(
+                    "attention_mask is required for inputs with video/audio/image tokens: without it the thinker "
+                    "silently falls back to 1-D positions instead of 3D mRoPE"
+                )
+
+    def _belief_mask(self, input_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """`(B, L)` placeholder positions, or None when the input holds none (the EWM then does not run)."""
+        belief_id = self.config.belief_token_id
+        if input_ids is None or belief_id is None:
+            return None
+        mask = input_ids == belief_id
+        return mask if bool(mask.any()) else None
+
+    def _keep_ratio(self, keep_ratio, batch: int, device) -> torch.Tensor | None:
+        """rho per sample: given by the caller, else U(rho_min, 1) in training, else None (= 1, nothing dropped)."""
+        if keep_ratio is None:
+            if not self.training:
+                return None
+            low = float(self.config.ewm_keep_ratio_min)
+            return low + (1.0 - low) * torch.rand(batch, device=device)
+        keep_ratio = torch.as_tensor(keep_ratio, dtype=torch.float32, device=device).expand(batch)
+        if bool(((keep_ratio <= 0) | (keep_ratio > 1)).any()):
+            raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio.tolist()}")
+        return keep_ratio
+
+    def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput) -> torch.Tensor:
+        """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer."""
+        found = belief_mask.sum(1)
+        wrong = (found != ewm_out.belief_counts).nonzero().squeeze(1).tolist()
+        if wrong:
+            details = "; ".join(
+                f"sample {i}: {int(found[i])} placeholders, expected {int(ewm_out.belief_counts[i])} "
+                f"(video {'present' if ewm_out.video_present[i] else 'absent'}, "
+                f"audio {'present' if ewm_out.audio_present[i] else 'absent'})"
+                for i in wrong
+            )
+            raise ValueError(
+                f"<|belief|> placeholder count does not match the modalities: {details}. Expected "
+                f"{self.config.ewm_belief_tokens_dual} with video and audio, {self.config.ewm_belief_tokens_single} "
+                f"with one, 0 with neither (a stream of fewer than {self.config.ewm_min_modality_tokens} tokens "
+                "counts as absent); build inputs with AffectVerseProcessor"
+            )
+        slots = torch.arange(ewm_out.belief_tokens.shape[1], device=found.device) < found[:, None]
+        beliefs = ewm_out.belief_tokens[slots].to(inputs_embeds.dtype)  # (sum n, D), batch then slot order
+        return inputs_embeds.masked_scatter(belief_mask[..., None], beliefs)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        audio_feature_lengths: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        use_audio_in_video: bool | None = None,
+        video_second_per_grid: torch.LongTensor | None = None,
+        mm_encoder_outputs: dict | None = None,
+        keep_ratio: torch.Tensor | float | None = None,
+        **kwargs,
+    ) -> AffectVerseCausalLMOutputWithPast:
+        r"""The thinker's forward with the EWM (arguments as for the thinker, plus `keep_ratio`).
+
+        keep_ratio (`float` or `torch.Tensor` of shape `(batch_size,)`, *optional*):
+            Fraction rho of each video/audio stream kept as observed past. The rest is the
+            imagination target and is removed from the LLM input. Default: U(ewm_keep_ratio_min, 1)
+            per sample in training, 1 (nothing removed) in eval. Only acts when the input holds
+            `<|belief|>` placeholders; without them the model is exactly the thinker.
+        """
+        self._check_inputs(input_ids, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
+                           attention_mask, position_ids, past_key_values)
+        belief_mask = self._belief_mask(input_ids)
+        if inputs_embeds is None:
+            inputs_embeds = self._merge_multimodal(
+                input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
+                feature_attention_mask, audio_feature_lengths, mm_encoder_outputs, **kwargs,
+            )
+        if position_ids is None:
+            if feature_attention_mask is not None:
+                audio_feature_lengths = feature_attention_mask.sum(1)
+            position_ids = self.model.compute_3d_position_ids(
+                input_ids=input_ids,
+                image_grid_thw=image_grid_thw,
+                video_grid_thw=video_grid_thw,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                use_audio_in_video=use_audio_in_video,
+                audio_feature_lengths=audio_feature_lengths,
+                video_second_per_grid=video_second_per_grid,
+            )
+
+        ewm_out = kept_index = None
+        if belief_mask is not None:
+            video_mask = input_ids == self.config.video_token_id
+            audio_mask = input_ids == self.config.audio_token_id
+            rho = self._keep_ratio(keep_ratio, input_ids.shape[0], input_ids.device)
+            ewm_out = self.ewm(inputs_embeds, video_mask, audio_mask, rho)
+            inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask, ewm_out)
+            drop = future_token_mask(video_mask, ewm_out.video_past_len, ewm_out.video_present)
+            drop |= future_token_mask(audio_mask, ewm_out.audio_past_len, ewm_out.audio_present)
+            if bool(drop.any()):
+                if past_key_values is not None and past_key_values.get_seq_length() > 0:
+                    raise ValueError("keep_ratio < 1 drops tokens and cannot continue from a KV cache")
+                if attention_mask is None:
+                    attention_mask = torch.ones_like(input_ids)
+                if position_ids is None:
+                    raise ValueError("dropping future tokens needs the full sequence's position_ids")
+                inputs_embeds, attention_mask, position_ids, labels, kept_index = drop_positions(
+                    drop, attention_mask, inputs_embeds, position_ids, labels
+                )
+                use_cache, past_key_values = False, None
+
+        outputs = self.model(
+            input_ids=None,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.get_text_config().vocab_size, **kwargs
+            )
+        return AffectVerseCausalLMOutputWithPast(
+            loss=loss,
+            imagination_loss=None if ewm_out is None else ewm_out.imagination_loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            belief_tokens=None if ewm_out is None else ewm_out.belief_tokens,
+            belief_counts=None if ewm_out is None else ewm_out.belief_counts,
+            imagination_cosine=None if ewm_out is None else ewm_out.imagination_cosine,
+            kept_index=kept_index,
+        )
+
+    # -- generation ---------------------------------------------------------------------------------
+    def generate(self, *args, **kwargs):
+        """The thinker's `generate`, with the `<|belief|>` id suppressed so it is never produced.
+
+        Belief tokens are computed at prefill only: decode steps carry no placeholders, so the
+        EWM does not run on them (see `forward`).
+        """
+        belief_id = self.config.belief_token_id
+        if belief_id is not None:
+            if kwargs.get("generation_config") is not None:
+                generation_config = copy.deepcopy(kwargs["generation_config"])
+                suppress = set(generation_config.suppress_tokens or []) | {belief_id}
+                generation_config.suppress_tokens = sorted(suppress)
+                kwargs["generation_config"] = generation_config
+            else:
+                suppress = kwargs.get("suppress_tokens") or self.generation_config.suppress_tokens or []
+                kwargs["suppress_tokens"] = sorted(set(suppress) | {belief_id})
+        return super().generate(*args, **kwargs)
+
+    # -- saving -------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`save_pretrained` that also lists the extra auto classes in `config.auto_map` (DESIGN §7)."""
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        auto_map.setdefault("AutoConfig", "configuration_affectverse.AffectVerseConfig")
+        for auto_class in ("AutoModel", *self._extra_auto_classes):
+            auto_map[auto_class] = "modeling_affectverse.AffectVerseForConditionalGeneration"
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+# Registration that must also happen when this file is loaded as remote code.
+AffectVerseConfig.register_for_auto_class()
+AffectVerseForConditionalGeneration.register_for_auto_class("AutoModel")
+register_checkpoint_conversion_mapping(
+    "AffectVerseForConditionalGeneration",
+    get_checkpoint_conversion_mapping("Qwen2_5OmniThinkerForConditionalGeneration"),
+    overwrite=True,
+)
+
+__all__ = ["AffectVerseCausalLMOutputWithPast", "AffectVerseForConditionalGeneration", "drop_positions"]

@@ -1,0 +1,280 @@
+"""AffectVerseProcessor: the Qwen2.5-Omni processor plus belief placeholders, the paper's prompt and a token budget.
+
+Belief placeholders (DESIGN §4.7): `<|belief|>` tokens are inserted in two places per sample,
+half right after the last audio/video block of the user turn and half right before the answer
+(after the assistant header): 4+4 with video and audio, 2+2 with one of them, none for text only.
+The model scatters its belief tokens into exactly those positions.
+
+Token budget (DESIGN §5): a sample longer than `max_length` tokens is fitted by lowering its
+frame rate, then shortening its audio, with a warning; text is never cut, and a prompt whose
+text alone is over the budget raises.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from transformers import AddedToken
+from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import (
+    Qwen2_5OmniProcessor,
+    _get_feat_extract_output_lengths,
+)
+
+BELIEF_TOKEN = "<|belief|>"
+SYSTEM_PROMPT = "You are an emotion recognition assistant"
+ASSISTANT_HEADER = "<|im_start|>assistant\n"
+
+
+def task_question(task: str, label_set: list[str] | None = None) -> str:
+    """The task question of the paper's prompt (Appendix A) for `emotion`, `sentiment` or `open_vocabulary`."""
+    if task == "emotion":
+        if not label_set:
+            raise ValueError("task 'emotion' needs a label_set to list in the question")
+        return (
+            "Please recognize the emotion of the person in this clip. "
+            f"Choose one of: {', '.join(label_set)}. Answer with the emotion word only."
+        )
+    if task == "sentiment":
+        return "Is the sentiment of the person in this clip positive or negative? Answer positive or negative."
+    if task == "open_vocabulary":
+        return "List every emotion word that fits the person in this clip, separated by commas."
+    raise ValueError(f"unknown task {task!r}: expected 'emotion', 'sentiment' or 'open_vocabulary'")
+
+
+class AffectVerseProcessor(Qwen2_5OmniProcessor):
+    """Qwen2.5-Omni processor that inserts `<|belief|>` placeholders and enforces a token budget.
+
+    Args:
+        belief_tokens_dual / belief_tokens_single: belief tokens with both / one modality
+            (must equal the model config's `ewm_belief_tokens_*`).
+        max_length: token budget per sample (the paper's 1024).
+        fps: frame rate of the pre-decoded frames handed to the processor (the paper's 3).
+        frame_size: frames are resized to `frame_size` x `frame_size` (the paper's 224; a multiple
+            of patch_size * merge_size).
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        video_processor=None,
+        feature_extractor=None,
+        tokenizer=None,
+        chat_template=None,
+        belief_tokens_dual: int = 8,
+        belief_tokens_single: int = 4,
+        max_length: int = 1024,
+        fps: float = 3.0,
+        frame_size: int = 224,
+    ):
+        if tokenizer is None or BELIEF_TOKEN not in tokenizer.get_vocab():
+            raise ValueError(
+                f"the tokenizer has no {BELIEF_TOKEN} token; add it first with "
+                "AffectVerseProcessor.add_belief_token(tokenizer) (or build the processor with "
+                "AffectVerseProcessor.from_omni_processor) and resize the model's embeddings to match"
+            )
+        for name in ("belief_tokens_dual", "belief_tokens_single"):
+            value = locals()[name]
+            if value < 2 or value % 2:
+                raise ValueError(f"{name} must be an even integer >= 2, got {value}")
+        super().__init__(image_processor, video_processor, feature_extractor, tokenizer, chat_template=chat_template)
+        self.belief_tokens_dual = belief_tokens_dual
+        self.belief_tokens_single = belief_tokens_single
+        self.max_length = max_length
+        self.fps = fps
+        self.frame_size = frame_size
+        self.belief_token = BELIEF_TOKEN
+        self.belief_token_id = tokenizer.convert_tokens_to_ids(BELIEF_TOKEN)
+
+    # -- construction ------------------------------------------------------------------------------
+    @staticmethod
+    def add_belief_token(tokenizer) -> int:
+        """Add `<|belief|>` to `tokenizer` as a special token (no-op if present); return its id."""
+        if BELIEF_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_tokens([AddedToken(BELIEF_TOKEN, special=True, normalized=False)], special_tokens=True)
+        return tokenizer.convert_tokens_to_ids(BELIEF_TOKEN)
+
+    @classmethod
+    def from_omni_processor(cls, processor: Qwen2_5OmniProcessor, **kwargs) -> AffectVerseProcessor:
+        """Wrap a Qwen2.5-Omni processor's components, adding `<|belief|>` to its tokenizer."""
+        cls.add_belief_token(processor.tokenizer)
+        return cls(
+            processor.image_processor,
+            processor.video_processor,
+            processor.feature_extractor,
+            processor.tokenizer,
+            chat_template=getattr(processor, "chat_template", None),
+            **kwargs,
+        )
+
+    # -- prompt ------------------------------------------------------------------------------------
+    def build_prompt(
+        self,
+        question: str,
+        subtitle: str | None = None,
+        video: bool = False,
+        audio: bool = False,
+        answer: str | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> str:
+        """The chat text of DESIGN §5 / Appendix A, without belief placeholders (`__call__` adds them).
+
+        `video` + `audio` with `load_audio_from_video=True` in `__call__` means the video's own
+        track (interleaved); `audio` alone adds a separate audio block.
+        """
+        media = ""
+        if video:
+            media += f"{self.vision_bos_token}{self.video_token}{self.vision_eos_token}"
+        if audio:
+            media += f"{self.audio_bos_token}{self.audio_token}{self.audio_eos_token}"
+        subtitle_line = f"Subtitle: {subtitle}\n" if subtitle else ""
+        text = (
+            f"<|im_start|>system\n{system_prompt}<|im_end|>\n"
+            f"<|im_start|>user\n{media}{subtitle_line}{question}<|im_end|>\n{ASSISTANT_HEADER}"
+        )
+        if answer is not None:
+            text += f"{answer}<|im_end|>\n"
+        return text
+
+    def insert_belief_placeholders(self, text: str, video: bool, audio: bool) -> str:
+        """Insert the two halves of placeholders into one sample's text (DESIGN §4.7).
+
+        First half right after the last `<|vision_eos|>` / `<|audio_eos|>`; second half right after
+        the last assistant header (the end of the prompt, before any answer). A text that already
+        holds placeholders is left as it is (the model checks the count).
+        """
+        count = self.belief_tokens_dual if (video and audio) else self.belief_tokens_single if (video or audio) else 0
+        if count == 0 or self.belief_token in text:
+            return text
+        half = self.belief_token * (count // 2)
+        media_end = max(text.rfind(self.vision_eos_token) + len(self.vision_eos_token),
+                        text.rfind(self.audio_eos_token) + len(self.audio_eos_token))
+        header = text.rfind(ASSISTANT_HEADER)
+        if header < 0:
+            raise ValueError(f"no assistant header {ASSISTANT_HEADER!r} in the prompt: cannot place belief tokens")
+        answer_start = header + len(ASSISTANT_HEADER)
+        if media_end > answer_start:
+            raise ValueError("the audio/video block comes after the assistant header: cannot place belief tokens")
+        return text[:media_end] + half + text[media_end:answer_start] + half + text[answer_start:]
+
+    # -- processing ------------------------------------------------------------------------------
+    def __call__(self, text=None, images=None, videos=None, audio=None, **kwargs):
+        """Process a batch like the Omni processor, with belief placeholders and the token budget.
+
+        Extra keyword: `max_length` (overrides the processor's budget for this call; None disables).
+        Video frames are taken as already decoded at `self.fps` (no resampling).
+        """
+        texts = [text] if isinstance(text, str) else list(text or [])
+        from_video = bool(kwargs.get("load_audio_from_video") or kwargs.get("use_audio_in_video"))
+        budget = kwargs.pop("max_length", self.max_length)
+        has_video = [self.video_token in t for t in texts]
+        has_audio = [self.audio_token in t or (v and from_video) for t, v in zip(texts, has_video)]
+        texts = [self.insert_belief_placeholders(t, v, a) for t, v, a in zip(texts, has_video, has_audio)]
+
+        videos = None if videos is None else list(videos) if isinstance(videos, (list, tuple)) else [videos]
+        audio = None if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        fps = [float(kwargs.get("videos_kwargs", {}).get("fps", self.fps))] * len(videos or [])
+        if budget is not None:
+            videos, audio, fps = self._fit_budget(texts, videos, audio, fps, budget, from_video, kwargs)
+
+        videos_kwargs = {
+            "do_sample_frames": False,
+            "cap_pixels_per_frame": True,
+            "size": self._frame_size_kwargs(),
+            **kwargs.pop("videos_kwargs", {}),
+        }
+        videos_kwargs.pop("fps", None)
+        self._call_fps = fps
+        try:
+            return super().__call__(text=texts, images=images, videos=videos, audio=audio,
+                                    videos_kwargs=videos_kwargs, **kwargs)
+        finally:
+            self._call_fps = None
+
+    def _frame_size_kwargs(self) -> dict:
+        pixels = self.frame_size * self.frame_size
+        return {"shortest_edge": pixels, "longest_edge": pixels}
+
+    def _process_videos(self, videos, audio=None, processed_audio=None, video_to_audio_indices=None, **kwargs):
+        """As the Omni processor, but with each video's own frame rate (lowered ones included)."""
+        processed = self.video_processor(videos, **kwargs["videos_kwargs"])
+        fps = self._call_fps or [self.fps] * len(processed["video_grid_thw"])
+        processed["video_second_per_grid"] = [self.video_processor.temporal_patch_size / f for f in fps]
+        replacements = [
+            self.replace_video_token(processed, video_idx=i, processed_audio=processed_audio,
+                                     video_to_audio_indices=video_to_audio_indices, **kwargs)
+            for i in range(len(processed["video_grid_thw"]))
+        ]
+        return processed, replacements
+
+    # -- token budget ------------------------------------------------------------------------------
+    def _video_tokens(self, num_frames: int) -> int:
+        vp = self.video_processor
+        grid_t = math.ceil(num_frames / vp.temporal_patch_size)
+        side = self.frame_size // vp.patch_size
+        return grid_t * side * side // (vp.merge_size**2)
+
+    def _audio_tokens(self, num_samples: int) -> int:
+        frames = math.ceil(num_samples / self.feature_extractor.hop_length)
+        return int(_get_feat_extract_output_lengths(frames))
+
+    def _fit_budget(self, texts, videos, audio, fps, budget, from_video, kwargs):
+        """Fit each sample into `budget` tokens: halve its frame rate, then cut its audio (warned).
+
+        Media are matched to samples by placeholder order (one video and one audio per sample,
+        the prompt format of `build_prompt`); audio-in-video pairs audio i with video i.
+        """
+        videos = list(videos) if videos is not None else None
+        audio = list(audio) if audio is not None else None
+        video_iter = audio_iter = 0
+        max_samples = int(self.feature_extractor.n_samples)  # the Whisper window (30 s for Qwen)
+        for i, text in enumerate(texts):
+            n_video, n_audio = text.count(self.video_token), text.count(self.audio_token)
+            if n_video > 1 or n_audio > 1:
+                raise ValueError(f"sample {i}: the token budget supports one video and one audio per sample")
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            text_tokens = len(ids) - n_video - n_audio
+            if text_tokens > budget:
+                raise ValueError(
+                    f"sample {i}: the text alone is {text_tokens} tokens, over the budget of {budget} "
+                    "(text is never cut; shorten the subtitle or raise max_length)"
+                )
+            v = video_iter if n_video else None
+            a = (v if from_video and n_video else audio_iter) if (n_audio or (from_video and n_video)) else None
+            video_iter += n_video
+            audio_iter += n_audio if not from_video else 0
+            if a is not None and audio is not None and len(audio[a]) > max_samples:
+                warnings.warn(f"sample {i}: audio of {len(audio[a]) / self.feature_extractor.sampling_rate:.1f} s "
+                              f"cut to {max_samples / self.feature_extractor.sampling_rate:.0f} s (the feature extractor window)", stacklevel=3)
+                audio[a] = audio[a][:max_samples]
+
+            def total() -> int:
+                n = text_tokens
+                if v is not None:
+                    n += self._video_tokens(len(videos[v]))
+                if a is not None and audio is not None:
+                    n += self._audio_tokens(len(audio[a]))
+                return n
+
+            frames_before, fps_before = (len(videos[v]), fps[v]) if v is not None else (0, 0.0)
+            while v is not None and total() > budget and len(videos[v]) > 2 * self.video_processor.temporal_patch_size:
+                videos[v] = videos[v][::2]
+                fps[v] /= 2
+            if v is not None and len(videos[v]) != frames_before:
+                warnings.warn(f"sample {i}: {frames_before} frames at {fps_before:g} fps lowered to "
+                              f"{len(videos[v])} frames at {fps[v]:g} fps to fit {budget} tokens", stacklevel=3)
+            if total() > budget and a is not None and audio is not None:
+                over = total() - budget
+                keep_tokens = self._audio_tokens(len(audio[a])) - over
+                if keep_tokens >= 2:
+                    samples = keep_tokens * 4 * self.feature_extractor.hop_length  # 4 frames per audio token
+                    warnings.warn(f"sample {i}: audio shortened from {len(audio[a])} to {samples} samples "
+                                  f"to fit {budget} tokens", stacklevel=3)
+                    audio[a] = np.asarray(audio[a])[:samples]
+            if total() > budget:
+                raise ValueError(f"sample {i}: {total()} tokens cannot be fitted into the budget of {budget}")
+        return videos, audio, fps
+
+
+__all__ = ["BELIEF_TOKEN", "SYSTEM_PROMPT", "AffectVerseProcessor", "task_question"]
