@@ -113,9 +113,7 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
                 f"AffectVerseConfig.ewm_context_mode must be one of {CONTEXT_MODES}, got {self.ewm_context_mode!r}"
             )
         if not 0.0 < float(self.ewm_keep_ratio_min) <= 1.0:
-            raise ValueError(
-                f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}"
-            )
+            raise ValueError(f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}")
         if float(self.ewm_cosine_weight) < 0:
             raise ValueError(f"AffectVerseConfig.ewm_cosine_weight must be >= 0, got {self.ewm_cosine_weight!r}")
         if not isinstance(self.ewm_min_modality_tokens, int) or self.ewm_min_modality_tokens < 2:

@@ -64,6 +64,8 @@ class ModalityStream:
 
     def boundary(self) -> torch.Tensor:
         """Last past token per sample, `(B, W)`; zeros where the modality is absent."""
+        if self.tokens.shape[1] == 0:  # absent in the whole batch
+            return self.tokens.new_zeros(self.tokens.shape[0], self.tokens.shape[2])
         index = (self.past_len - 1).clamp(min=0)
         last = self.tokens[torch.arange(self.tokens.shape[0], device=index.device), index]
         return last * self.present[:, None].to(last.dtype)
@@ -237,9 +239,9 @@ class EmotionWorldModule(nn.Module):
 
     def _imagination_terms(self, own: ModalityStream, index: torch.Tensor, imagined: torch.Tensor):
         """Per-(sample, step) loss and cosine against the pooled, detached future; plus which samples count."""
-        target = pool_future(
-            own.tokens[index].detach(), own.past_len[index], own.future_len[index], imagined.shape[2]
-        )[:, None]  # (B', 1, Q, W): stop-gradient after the down-projection
+        target = pool_future(own.tokens[index].detach(), own.past_len[index], own.future_len[index], imagined.shape[2])[
+            :, None
+        ]  # (B', 1, Q, W): stop-gradient after the down-projection
         mse = (imagined - target).pow(2).mean(dim=(2, 3))  # (B', K)
         cosine = F.cosine_similarity(imagined, target, dim=-1).mean(dim=2)  # (B', K)
         loss = mse + self.config.ewm_cosine_weight * (1.0 - cosine)

@@ -223,8 +223,17 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             inputs_embeds = inputs_embeds.masked_scatter(masks[index], features)
         return inputs_embeds
 
-    def _check_inputs(self, input_ids, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
-                      attention_mask, position_ids, past_key_values) -> None:
+    def _check_inputs(
+        self,
+        input_ids,
+        pixel_values,
+        pixel_values_videos,
+        image_grid_thw,
+        video_grid_thw,
+        attention_mask,
+        position_ids,
+        past_key_values,
+    ) -> None:
         """Clear errors for inputs that the thinker would otherwise mis-handle silently or cryptically."""
         if pixel_values_videos is not None and video_grid_thw is None:
             raise ValueError("pixel_values_videos were given without video_grid_thw: the video token grid is unknown")
@@ -313,13 +322,29 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             per sample in training, 1 (nothing removed) in eval. Only acts when the input holds
             `<|belief|>` placeholders; without them the model is exactly the thinker.
         """
-        self._check_inputs(input_ids, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
-                           attention_mask, position_ids, past_key_values)
+        self._check_inputs(
+            input_ids,
+            pixel_values,
+            pixel_values_videos,
+            image_grid_thw,
+            video_grid_thw,
+            attention_mask,
+            position_ids,
+            past_key_values,
+        )
         belief_mask = self._belief_mask(input_ids)
         if inputs_embeds is None:
             inputs_embeds = self._merge_multimodal(
-                input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
-                feature_attention_mask, audio_feature_lengths, mm_encoder_outputs, **kwargs,
+                input_ids,
+                input_features,
+                pixel_values,
+                pixel_values_videos,
+                image_grid_thw,
+                video_grid_thw,
+                feature_attention_mask,
+                audio_feature_lengths,
+                mm_encoder_outputs,
+                **kwargs,
             )
         if position_ids is None:
             if feature_attention_mask is not None:

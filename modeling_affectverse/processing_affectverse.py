@@ -148,8 +148,10 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         if count == 0 or self.belief_token in text:
             return text
         half = self.belief_token * (count // 2)
-        media_end = max(text.rfind(self.vision_eos_token) + len(self.vision_eos_token),
-                        text.rfind(self.audio_eos_token) + len(self.audio_eos_token))
+        media_end = max(
+            text.rfind(self.vision_eos_token) + len(self.vision_eos_token),
+            text.rfind(self.audio_eos_token) + len(self.audio_eos_token),
+        )
         header = text.rfind(ASSISTANT_HEADER)
         if header < 0:
             raise ValueError(f"no assistant header {ASSISTANT_HEADER!r} in the prompt: cannot place belief tokens")
@@ -162,21 +164,26 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
     def __call__(self, text=None, images=None, videos=None, audio=None, **kwargs):
         """Process a batch like the Omni processor, with belief placeholders and the token budget.
 
-        Extra keyword: `max_length` (overrides the processor's budget for this call; None disables).
+        Extra keywords: `max_length` (overrides the processor's budget for this call; None disables),
+        `belief_placeholders` (default True; False gives plain Qwen2.5-Omni inputs, for baselines).
         Video frames are taken as already decoded at `self.fps` (no resampling).
         """
         texts = [text] if isinstance(text, str) else list(text or [])
         from_video = bool(kwargs.get("load_audio_from_video") or kwargs.get("use_audio_in_video"))
         budget = kwargs.pop("max_length", self.max_length)
+        with_beliefs = kwargs.pop("belief_placeholders", True)
         has_video = [self.video_token in t for t in texts]
-        has_audio = [self.audio_token in t or (v and from_video) for t, v in zip(texts, has_video)]
-        texts = [self.insert_belief_placeholders(t, v, a) for t, v, a in zip(texts, has_video, has_audio)]
+        has_audio = [self.audio_token in t or (v and from_video) for t, v in zip(texts, has_video, strict=True)]
+        if with_beliefs:
+            texts = [
+                self.insert_belief_placeholders(t, v, a) for t, v, a in zip(texts, has_video, has_audio, strict=True)
+            ]
 
         videos = None if videos is None else list(videos) if isinstance(videos, (list, tuple)) else [videos]
         audio = None if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
         fps = [float(kwargs.get("videos_kwargs", {}).get("fps", self.fps))] * len(videos or [])
         if budget is not None:
-            videos, audio, fps = self._fit_budget(texts, videos, audio, fps, budget, from_video, kwargs)
+            videos, audio, fps = self._fit_budget(texts, videos, audio, fps, budget, from_video)
 
         videos_kwargs = {
             "do_sample_frames": False,
@@ -187,8 +194,9 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         videos_kwargs.pop("fps", None)
         self._call_fps = fps
         try:
-            return super().__call__(text=texts, images=images, videos=videos, audio=audio,
-                                    videos_kwargs=videos_kwargs, **kwargs)
+            return super().__call__(
+                text=texts, images=images, videos=videos, audio=audio, videos_kwargs=videos_kwargs, **kwargs
+            )
         finally:
             self._call_fps = None
 
@@ -202,8 +210,13 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         fps = self._call_fps or [self.fps] * len(processed["video_grid_thw"])
         processed["video_second_per_grid"] = [self.video_processor.temporal_patch_size / f for f in fps]
         replacements = [
-            self.replace_video_token(processed, video_idx=i, processed_audio=processed_audio,
-                                     video_to_audio_indices=video_to_audio_indices, **kwargs)
+            self.replace_video_token(
+                processed,
+                video_idx=i,
+                processed_audio=processed_audio,
+                video_to_audio_indices=video_to_audio_indices,
+                **kwargs,
+            )
             for i in range(len(processed["video_grid_thw"]))
         ]
         return processed, replacements
@@ -219,7 +232,16 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         frames = math.ceil(num_samples / self.feature_extractor.hop_length)
         return int(_get_feat_extract_output_lengths(frames))
 
-    def _fit_budget(self, texts, videos, audio, fps, budget, from_video, kwargs):
+    def _sample_tokens(self, text_tokens: int, frames, samples) -> int:
+        """Tokens of one sample: its text plus its video frames and audio samples (either may be None)."""
+        total = text_tokens
+        if frames is not None:
+            total += self._video_tokens(len(frames))
+        if samples is not None:
+            total += self._audio_tokens(len(samples))
+        return total
+
+    def _fit_budget(self, texts, videos, audio, fps, budget, from_video):
         """Fit each sample into `budget` tokens: halve its frame rate, then cut its audio (warned).
 
         Media are matched to samples by placeholder order (one video and one audio per sample,
@@ -227,53 +249,62 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         """
         videos = list(videos) if videos is not None else None
         audio = list(audio) if audio is not None else None
-        video_iter = audio_iter = 0
-        max_samples = int(self.feature_extractor.n_samples)  # the Whisper window (30 s for Qwen)
+        rate = self.feature_extractor.sampling_rate
+        window = int(self.feature_extractor.n_samples)  # the Whisper window (30 s for Qwen): longer is cut
+        min_frames = 2 * self.video_processor.temporal_patch_size
+        next_video = next_audio = 0
         for i, text in enumerate(texts):
             n_video, n_audio = text.count(self.video_token), text.count(self.audio_token)
             if n_video > 1 or n_audio > 1:
                 raise ValueError(f"sample {i}: the token budget supports one video and one audio per sample")
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            text_tokens = len(ids) - n_video - n_audio
+            text_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - n_video - n_audio
             if text_tokens > budget:
                 raise ValueError(
                     f"sample {i}: the text alone is {text_tokens} tokens, over the budget of {budget} "
                     "(text is never cut; shorten the subtitle or raise max_length)"
                 )
-            v = video_iter if n_video else None
-            a = (v if from_video and n_video else audio_iter) if (n_audio or (from_video and n_video)) else None
-            video_iter += n_video
-            audio_iter += n_audio if not from_video else 0
-            if a is not None and audio is not None and len(audio[a]) > max_samples:
-                warnings.warn(f"sample {i}: audio of {len(audio[a]) / self.feature_extractor.sampling_rate:.1f} s "
-                              f"cut to {max_samples / self.feature_extractor.sampling_rate:.0f} s (the feature extractor window)", stacklevel=3)
-                audio[a] = audio[a][:max_samples]
+            v = next_video if n_video else None
+            a = None
+            if audio is not None and from_video and n_video:
+                a = v
+            elif audio is not None and n_audio:
+                a = next_audio
+            next_video += n_video
+            next_audio += 0 if from_video else n_audio
+            if a is not None and len(audio[a]) > window:
+                warnings.warn(
+                    f"sample {i}: audio of {len(audio[a]) / rate:.1f} s cut to {window / rate:.0f} s "
+                    "(the feature extractor's window)",
+                    stacklevel=3,
+                )
+                audio[a] = audio[a][:window]
 
-            def total() -> int:
-                n = text_tokens
-                if v is not None:
-                    n += self._video_tokens(len(videos[v]))
-                if a is not None and audio is not None:
-                    n += self._audio_tokens(len(audio[a]))
-                return n
+            def count(v=v, a=a, text_tokens=text_tokens) -> int:
+                return self._sample_tokens(
+                    text_tokens, None if v is None else videos[v], None if a is None else audio[a]
+                )
 
-            frames_before, fps_before = (len(videos[v]), fps[v]) if v is not None else (0, 0.0)
-            while v is not None and total() > budget and len(videos[v]) > 2 * self.video_processor.temporal_patch_size:
-                videos[v] = videos[v][::2]
-                fps[v] /= 2
-            if v is not None and len(videos[v]) != frames_before:
-                warnings.warn(f"sample {i}: {frames_before} frames at {fps_before:g} fps lowered to "
-                              f"{len(videos[v])} frames at {fps[v]:g} fps to fit {budget} tokens", stacklevel=3)
-            if total() > budget and a is not None and audio is not None:
-                over = total() - budget
-                keep_tokens = self._audio_tokens(len(audio[a])) - over
+            if v is not None:
+                frames_before, fps_before = len(videos[v]), fps[v]
+                while count() > budget and len(videos[v]) > min_frames:
+                    videos[v], fps[v] = videos[v][::2], fps[v] / 2
+                if len(videos[v]) != frames_before:
+                    warnings.warn(
+                        f"sample {i}: {frames_before} frames at {fps_before:g} fps lowered to "
+                        f"{len(videos[v])} frames at {fps[v]:g} fps to fit {budget} tokens",
+                        stacklevel=3,
+                    )
+            if count() > budget and a is not None:
+                keep_tokens = self._audio_tokens(len(audio[a])) - (count() - budget)
                 if keep_tokens >= 2:
-                    samples = keep_tokens * 4 * self.feature_extractor.hop_length  # 4 frames per audio token
-                    warnings.warn(f"sample {i}: audio shortened from {len(audio[a])} to {samples} samples "
-                                  f"to fit {budget} tokens", stacklevel=3)
+                    samples = keep_tokens * 4 * self.feature_extractor.hop_length  # 4 mel frames per audio token
+                    warnings.warn(
+                        f"sample {i}: audio shortened from {len(audio[a])} to {samples} samples to fit {budget} tokens",
+                        stacklevel=3,
+                    )
                     audio[a] = np.asarray(audio[a])[:samples]
-            if total() > budget:
-                raise ValueError(f"sample {i}: {total()} tokens cannot be fitted into the budget of {budget}")
+            if count() > budget:
+                raise ValueError(f"sample {i}: {count()} tokens cannot be fitted into the budget of {budget}")
         return videos, audio, fps
 
 

@@ -8,7 +8,6 @@ processors are built from their classes with small sizes.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -22,13 +21,22 @@ from transformers import (
 )
 
 from .configuration_affectverse import AffectVerseConfig
+from .count_ewm import load_preset
 from .modeling_affectverse import AffectVerseForConditionalGeneration
 from .processing_affectverse import SYSTEM_PROMPT, AffectVerseProcessor, task_question
 
 # Special tokens in id order; ids 0..9 are what configuration/tiny.json names.
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
-    "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+    "<|IMAGE|>",
+    "<|VIDEO|>",
+    "<|vision_bos|>",
+    "<|vision_eos|>",
 )
 MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")
 TINY_FRAME_SIZE = 56  # 2x2 patches of 14 after 2x2 merging: 4 tokens per temporal grid
@@ -37,8 +45,11 @@ TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def _corpus() -> list[str]:
     """Text the tiny BPE is trained on: the prompt vocabulary, so prompts tokenize compactly."""
-    questions = [task_question("emotion", list(MER_LABELS)), task_question("sentiment"),
-                 task_question("open_vocabulary")]
+    questions = [
+        task_question("emotion", list(MER_LABELS)),
+        task_question("sentiment"),
+        task_question("open_vocabulary"),
+    ]
     words = " ".join(MER_LABELS) + " positive negative system user assistant Subtitle: I am fine, thank you."
     return [SYSTEM_PROMPT, *questions, words] * 4
 
@@ -49,8 +60,10 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     backend.train_from_iterator(_corpus(), trainer)
     return PreTrainedTokenizerFast(
@@ -59,9 +72,13 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         pad_token="<|endoftext|>",
         padding_side="left",
         extra_special_tokens={
-            "image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
-            "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
-            "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+            "image_token": "<|IMAGE|>",
+            "audio_token": "<|AUDIO|>",
+            "video_token": "<|VIDEO|>",
+            "vision_bos_token": "<|vision_bos|>",
+            "vision_eos_token": "<|vision_eos|>",
+            "audio_bos_token": "<|audio_bos|>",
+            "audio_eos_token": "<|audio_eos|>",
         },
     )
 
@@ -70,28 +87,40 @@ def build_tiny_processor(num_mel_bins: int = 20, max_length: int = 1024) -> Affe
     """The Omni processor pieces at tiny sizes, wrapped as an AffectVerseProcessor (belief token added)."""
     tokenizer = build_tiny_tokenizer()
     AffectVerseProcessor.add_belief_token(tokenizer)
-    feature_extractor = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=16000, hop_length=160,
-                                                chunk_length=30, n_fft=400)
+    feature_extractor = WhisperFeatureExtractor(
+        feature_size=num_mel_bins, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400
+    )
     pixels = TINY_FRAME_SIZE * TINY_FRAME_SIZE
     size = {"shortest_edge": pixels, "longest_edge": pixels}
     image_processor = Qwen2VLImageProcessor(patch_size=14, temporal_patch_size=2, merge_size=2, size=size)
     video_processor = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2, size=size)
-    return AffectVerseProcessor(image_processor, video_processor, feature_extractor, tokenizer,
-                                max_length=max_length, fps=3.0, frame_size=TINY_FRAME_SIZE)
+    return AffectVerseProcessor(
+        image_processor,
+        video_processor,
+        feature_extractor,
+        tokenizer,
+        max_length=max_length,
+        fps=3.0,
+        frame_size=TINY_FRAME_SIZE,
+    )
 
 
 def tiny_config(processor: AffectVerseProcessor, path: str = TINY_CONFIG, **overrides) -> AffectVerseConfig:
     """The tiny preset with the processor's token ids; raises if the preset and the tokenizer disagree."""
-    with open(path, encoding="utf-8") as handle:
-        fields = {k: v for k, v in json.load(handle).items() if k not in ("model_type", "architectures")}
-    config = AffectVerseConfig(**fields, belief_token_id=processor.belief_token_id, **overrides)
+    config = load_preset(path, belief_token_id=processor.belief_token_id, **overrides)
     tokenizer = processor.tokenizer
-    for field, token in (("video_token_id", "<|VIDEO|>"), ("audio_token_id", "<|AUDIO|>"),
-                         ("image_token_id", "<|IMAGE|>"), ("vision_start_token_id", "<|vision_bos|>"),
-                         ("audio_start_token_id", "<|audio_bos|>")):
+    for field, token in (
+        ("video_token_id", "<|VIDEO|>"),
+        ("audio_token_id", "<|AUDIO|>"),
+        ("image_token_id", "<|IMAGE|>"),
+        ("vision_start_token_id", "<|vision_bos|>"),
+        ("audio_start_token_id", "<|audio_bos|>"),
+    ):
         if getattr(config, field) != tokenizer.convert_tokens_to_ids(token):
-            raise ValueError(f"{path}: {field}={getattr(config, field)} but the tokenizer has {token} at "
-                             f"{tokenizer.convert_tokens_to_ids(token)}")
+            raise ValueError(
+                f"{path}: {field}={getattr(config, field)} but the tokenizer has {token} at "
+                f"{tokenizer.convert_tokens_to_ids(token)}"
+            )
     if len(tokenizer) > config.get_text_config().vocab_size:
         raise ValueError(f"{path}: vocab_size {config.get_text_config().vocab_size} < tokenizer size {len(tokenizer)}")
     return config
@@ -105,8 +134,9 @@ def build_tiny_model(seed: int = 0, **overrides) -> tuple[AffectVerseForConditio
     return model, processor
 
 
-def synthetic_clip(seconds: float = 2.0, fps: float = 3.0, size: int = TINY_FRAME_SIZE, sampling_rate: int = 16000,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_clip(
+    seconds: float = 2.0, fps: float = 3.0, size: int = TINY_FRAME_SIZE, sampling_rate: int = 16000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Frames `(T, size, size, 3)` uint8 of a drifting gradient and a gliding tone `(S,)` float32 (deterministic)."""
     rng = np.random.default_rng(seed)
     num_frames = max(1, round(seconds * fps))

@@ -1,0 +1,53 @@
+"""Quickstart driver: needs only Python. Creates ./.venv, installs the project into it, then runs a job.
+
+    python3 quickstart.py demo   # the main job on the embedded default (tiny model + synthetic clip)
+    python3 quickstart.py test   # the test suite
+
+The install step is skipped when setup.cfg has not changed since the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(ROOT, ".venv")
+PYTHON = os.path.join(VENV, "bin", "python")
+STAMP = os.path.join(VENV, ".affectverse-installed")
+JOBS = {
+    "demo": [PYTHON, "-m", "modeling_affectverse.demo"],
+    "test": [PYTHON, "-m", "pytest", "-q", "tests"],
+}
+
+
+def ensure_environment() -> None:
+    """Create the venv and (re)install `.[dev]` when setup.cfg changed."""
+    if not os.path.exists(PYTHON):
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    with open(os.path.join(ROOT, "setup.cfg"), "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    if os.path.exists(STAMP) and open(STAMP).read() == digest:
+        return
+    print("installing affectverse[dev] into .venv (torch and friends: a few minutes the first time)", flush=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"], check=True)
+    with open(STAMP, "w") as handle:
+        handle.write(digest)
+
+
+def main() -> int:
+    job = sys.argv[1] if len(sys.argv) > 1 else ""
+    if job not in JOBS:
+        print(__doc__)
+        return 2
+    ensure_environment()
+    return subprocess.run(JOBS[job] + sys.argv[2:], cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
