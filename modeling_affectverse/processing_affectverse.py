@@ -286,7 +286,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
 
             if v is not None:
                 frames_before, fps_before = len(videos[v]), fps[v]
-                while count() > budget and len(videos[v]) > min_frames:
+                while count() > budget and math.ceil(len(videos[v]) / 2) >= min_frames:
                     videos[v], fps[v] = videos[v][::2], fps[v] / 2
                 if len(videos[v]) != frames_before:
                     warnings.warn(
@@ -307,5 +307,8 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
                 raise ValueError(f"sample {i}: {count()} tokens cannot be fitted into the budget of {budget}")
         return videos, audio, fps
 
+
+# Copied as remote code with the processor: `AutoProcessor.from_pretrained(folder, trust_remote_code=True)`.
+AffectVerseProcessor.register_for_auto_class()
 
 __all__ = ["BELIEF_TOKEN", "SYSTEM_PROMPT", "AffectVerseProcessor", "task_question"]

@@ -100,3 +100,4 @@ def test_audio_is_shortened_when_frames_are_not_enough(processor):
         fitted = processor(text=[text], videos=[frames], audio=[wave], max_length=budget, return_tensors="pt")
     assert fitted["input_ids"].shape[1] <= budget
     assert fitted["feature_attention_mask"].sum() < full["feature_attention_mask"].sum()
+    assert fitted["video_grid_thw"][0, 0] == 3  # 24 -> 12 -> 6 frames; 3 would be under 2 temporal patches

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
@@ -61,9 +62,15 @@ REMOTE = textwrap.dedent(
     else:
         raise SystemExit("modeling_affectverse is importable: the check would prove nothing")
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoProcessor
     model = AutoModel.from_pretrained({folder!r}, trust_remote_code=True).eval()
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    processor = AutoProcessor.from_pretrained({folder!r}, trust_remote_code=True)
+    assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
+    prompt = processor.build_prompt("q?", video=True)
+    ids = processor(text=[prompt], videos=[torch.zeros(6, 56, 56, 3, dtype=torch.uint8).numpy()],
+                    return_tensors="pt")["input_ids"]
+    torch.save(ids, {out!r} + ".ids")
     inputs = torch.load({inputs!r})
     with torch.no_grad():
         torch.save(model(**inputs).logits, {out!r})
@@ -71,10 +78,11 @@ REMOTE = textwrap.dedent(
 )
 
 
-def test_remote_code_loads_in_a_clean_process(model, make_inputs, tmp_path):
+def test_remote_code_loads_in_a_clean_process(model, make_inputs, tmp_path, processor):
     inputs = make_inputs(["audio-in-video"])
     folder, out = tmp_path / "export", tmp_path / "logits.pt"
     model.save_pretrained(folder)
+    processor.save_pretrained(folder)
     torch.save(dict(inputs), tmp_path / "inputs.pt")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = REMOTE.format(repo=repo, folder=str(folder), inputs=str(tmp_path / "inputs.pt"), out=str(out))
@@ -84,6 +92,9 @@ def test_remote_code_loads_in_a_clean_process(model, make_inputs, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(out), _logits(model, inputs), rtol=0, atol=1e-6)
+    frames = torch.zeros(6, 56, 56, 3, dtype=torch.uint8).numpy()
+    expected_ids = processor(text=[processor.build_prompt("q?", video=True)], videos=[frames], return_tensors="pt")
+    assert torch.equal(torch.load(str(out) + ".ids"), expected_ids["input_ids"])
 
 
 def _tiny_thinker_config(model) -> dict:
@@ -109,6 +120,12 @@ def test_from_full_qwen_omni_checkpoint_initialises_only_ewm(model, make_inputs,
     full.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert "thinker_config" in saved
+    # a real Omni checkpoint also holds the speech generator's weights: add some
+    weights = load_file(tmp_path / "model.safetensors")
+    assert any(k.startswith("thinker.") for k in weights)
+    weights["talker.model.embed_tokens.weight"] = torch.zeros(4, 4)
+    weights["token2wav.code_embedding.weight"] = torch.zeros(4, 4)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     loaded = AffectVerseForConditionalGeneration.from_qwen_omni(tmp_path, belief_token_id=processor.belief_token_id)
     missing = set(loaded.loading_info["missing_keys"])
     assert missing == {k for k in loaded.state_dict() if k.startswith("ewm.")}
