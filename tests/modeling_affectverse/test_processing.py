@@ -76,13 +76,19 @@ def test_text_over_budget_raises(processor):
         processor(text=[text], max_length=64)
 
 
-def test_long_clip_is_fitted_by_lowering_the_frame_rate(processor):
+def _fit_long_clip(processor, tokens_over: int, warning: str):
+    """An 8 s clip processed without a budget, and again with a budget `tokens_over` tokens smaller."""
     frames, wave = synthetic_clip(8.0)
     text = processor.build_prompt("q?", video=True, audio=True)
     full = processor(text=[text], videos=[frames], audio=[wave], max_length=None, return_tensors="pt")
-    budget = full["input_ids"].shape[1] - 20
-    with pytest.warns(UserWarning, match="lowered to"):
+    budget = full["input_ids"].shape[1] - tokens_over
+    with pytest.warns(UserWarning, match=warning):
         fitted = processor(text=[text], videos=[frames], audio=[wave], max_length=budget, return_tensors="pt")
+    return full, fitted, budget
+
+
+def test_long_clip_is_fitted_by_lowering_the_frame_rate(processor):
+    full, fitted, budget = _fit_long_clip(processor, 20, "lowered to")
     assert fitted["input_ids"].shape[1] <= budget
     assert fitted["video_grid_thw"][0, 0] < full["video_grid_thw"][0, 0]
     # the lowered frame rate is what the positions see: seconds per temporal grid doubled
@@ -92,12 +98,7 @@ def test_long_clip_is_fitted_by_lowering_the_frame_rate(processor):
 
 
 def test_audio_is_shortened_when_frames_are_not_enough(processor):
-    frames, wave = synthetic_clip(8.0)
-    text = processor.build_prompt("q?", video=True, audio=True)
-    full = processor(text=[text], videos=[frames], audio=[wave], max_length=None, return_tensors="pt")
-    budget = full["input_ids"].shape[1] - 150
-    with pytest.warns(UserWarning, match="audio shortened"):
-        fitted = processor(text=[text], videos=[frames], audio=[wave], max_length=budget, return_tensors="pt")
+    full, fitted, budget = _fit_long_clip(processor, 150, "audio shortened")
     assert fitted["input_ids"].shape[1] <= budget
     assert fitted["feature_attention_mask"].sum() < full["feature_attention_mask"].sum()
     assert fitted["video_grid_thw"][0, 0] == 3  # 24 -> 12 -> 6 frames; 3 would be under 2 temporal patches
