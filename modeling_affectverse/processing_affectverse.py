@@ -55,6 +55,8 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             of patch_size * merge_size).
     """
 
+    _call_fps: list[float] | None = None  # per-video frame rates of the call in progress (after fitting)
+
     def __init__(
         self,
         image_processor=None,
