@@ -113,7 +113,6 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
     config: AffectVerseConfig
     config_class = AffectVerseConfig
     _keys_to_ignore_on_load_unexpected = [r"^talker", r"^token2wav"]
-    _extra_auto_classes = ("AutoModelForCausalLM",)
 
     def __init__(self, config: AffectVerseConfig):
         super().__init__(config)
@@ -434,7 +433,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         """`save_pretrained` that also lists the extra auto classes in `config.auto_map` (DESIGN §7)."""
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map.setdefault("AutoConfig", "configuration_affectverse.AffectVerseConfig")
-        for auto_class in ("AutoModel", *self._extra_auto_classes):
+        for auto_class in ("AutoModel", "AutoModelForCausalLM"):
             auto_map[auto_class] = "modeling_affectverse.AffectVerseForConditionalGeneration"
         self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)

@@ -7,16 +7,14 @@ from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 from modeling_affectverse import AffectVerseConfig
 
-from ..conftest import COMBOS
+from ..conftest import COMBOS, thinker_config
 
 LORA_TARGETS = r".*language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
 
 
 def plain_thinker(model):
     """A Qwen2.5-Omni thinker holding the same backbone weights as `model`."""
-    fields = {k: v for k, v in model.config.to_dict().items() if not k.startswith("ewm_") and k != "belief_token_id"}
-    fields.pop("model_type", None)
-    thinker = Qwen2_5OmniThinkerForConditionalGeneration(type(model.config).__mro__[1](**fields)).eval()
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(model.config)).eval()
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("ewm.")}
     thinker.load_state_dict(state, strict=True)
     return thinker

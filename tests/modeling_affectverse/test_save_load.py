@@ -14,11 +14,12 @@ from transformers import (
     AutoModelForCausalLM,
     Qwen2_5OmniConfig,
     Qwen2_5OmniForConditionalGeneration,
-    Qwen2_5OmniThinkerConfig,
     Qwen2_5OmniThinkerForConditionalGeneration,
 )
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
+
+from ..conftest import thinker_config
 
 
 def _logits(model, inputs):
@@ -97,15 +98,6 @@ def test_remote_code_loads_in_a_clean_process(model, make_inputs, tmp_path, proc
     assert torch.equal(torch.load(str(out) + ".ids"), expected_ids["input_ids"])
 
 
-def _tiny_thinker_config(model) -> dict:
-    fields = {
-        k: v
-        for k, v in model.config.to_dict().items()
-        if not k.startswith("ewm_") and k not in ("belief_token_id", "model_type", "architectures", "auto_map")
-    }
-    return fields
-
-
 def _assert_backbone_equal(loaded, source_state):
     ours = loaded.state_dict()
     for key, value in source_state.items():
@@ -113,8 +105,8 @@ def _assert_backbone_equal(loaded, source_state):
 
 
 def test_from_full_qwen_omni_checkpoint_initialises_only_ewm(model, make_inputs, tmp_path, processor):
-    thinker_config = Qwen2_5OmniThinkerConfig(**_tiny_thinker_config(model))
-    full_config = Qwen2_5OmniConfig(thinker_config=thinker_config.to_dict(), enable_audio_output=False)
+    backbone = thinker_config(model.config)
+    full_config = Qwen2_5OmniConfig(thinker_config=backbone.to_dict(), enable_audio_output=False)
     torch.manual_seed(3)
     full = Qwen2_5OmniForConditionalGeneration(full_config).eval()
     full.save_pretrained(tmp_path)
@@ -130,13 +122,13 @@ def test_from_full_qwen_omni_checkpoint_initialises_only_ewm(model, make_inputs,
     missing = set(loaded.loading_info["missing_keys"])
     assert missing == {k for k in loaded.state_dict() if k.startswith("ewm.")}
     _assert_backbone_equal(loaded, full.thinker.state_dict())
-    assert loaded.config.get_text_config().hidden_size == thinker_config.get_text_config().hidden_size
+    assert loaded.config.get_text_config().hidden_size == backbone.get_text_config().hidden_size
     assert loaded.config.belief_token_id == processor.belief_token_id
 
 
 def test_from_thinker_only_checkpoint(model, make_inputs, tmp_path, processor):
     torch.manual_seed(4)
-    thinker = Qwen2_5OmniThinkerForConditionalGeneration(Qwen2_5OmniThinkerConfig(**_tiny_thinker_config(model)))
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(model.config))
     thinker.save_pretrained(tmp_path)
     loaded = AffectVerseForConditionalGeneration.from_qwen_omni(tmp_path, belief_token_id=processor.belief_token_id)
     assert set(loaded.loading_info["missing_keys"]) == {k for k in loaded.state_dict() if k.startswith("ewm.")}
@@ -147,7 +139,7 @@ def test_from_thinker_only_checkpoint(model, make_inputs, tmp_path, processor):
 
 def test_checkpoint_missing_backbone_weights_raises(model, tmp_path, processor):
     torch.manual_seed(5)
-    thinker = Qwen2_5OmniThinkerForConditionalGeneration(Qwen2_5OmniThinkerConfig(**_tiny_thinker_config(model)))
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(model.config))
     state = {k: v for k, v in thinker.state_dict().items() if "layers.1." not in k}
     thinker.save_pretrained(tmp_path, state_dict=state)
     with pytest.raises(ValueError, match="left random"):
