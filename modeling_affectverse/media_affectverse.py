@@ -32,6 +32,7 @@ import torchaudio.functional as AF
 
 __all__ = [
     "AudioClip",
+    "ClipMedia",
     "CorruptMediaError",
     "EmptyMediaError",
     "MediaError",
@@ -40,6 +41,7 @@ __all__ = [
     "MissingStreamError",
     "VideoClip",
     "augment_audio",
+    "decode_clip",
     "decode_audio",
     "decode_video",
     "probe_media",
@@ -111,6 +113,23 @@ class AudioClip:
     source_rate: int
     duration: float
     truncated: bool = False
+
+
+@dataclass
+class ClipMedia:
+    """What one sample shows and sounds like, ready for the processor.
+
+    Attributes:
+        video: sampled frames, or None for a sample without video.
+        audio: mono audio, or None for a sample without audio (or whose video has no audio track).
+        audio_from_video: the audio is the video's own track (feed it interleaved, `use_audio_in_video=True`).
+        notes: fallbacks taken, one line each.
+    """
+
+    video: VideoClip | None
+    audio: AudioClip | None
+    audio_from_video: bool
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -386,3 +405,39 @@ def augment_audio(
         noise = torch.randn(audio.shape, generator=generator)
         audio = AF.add_noise(audio, noise, torch.tensor([float(snr_db)]))
     return audio.squeeze(0).numpy().astype(np.float32, copy=False)
+
+
+def decode_clip(
+    video: str | os.PathLike | None,
+    audio: str | os.PathLike | None,
+    segment: tuple[float, float] | list[float] | None = None,
+    fps: float = 3.0,
+    size: int = 224,
+    sample_rate: int = 16_000,
+    max_frames: int | None = None,
+    max_audio_seconds: float | None = None,
+) -> ClipMedia:
+    """Decode one sample's video and audio, as a manifest row names them.
+
+    `audio` equal to `video` means the video's own audio track; `segment` ([start, end] seconds) cuts the video file
+    and, for its own track, the audio. Documented fallback: when the video has no audio track, the sample goes on
+    without audio (noted, warned). Anything else that cannot be decoded raises the `MediaError` naming the file.
+    """
+    start, end = segment if segment is not None else (None, None)
+    notes: list[str] = []
+    frames = None
+    if video is not None:
+        frames = decode_video(video, fps=fps, size=size, start=start, end=end, max_frames=max_frames)
+    from_video = video is not None and audio is not None and os.fspath(audio) == os.fspath(video)
+    sound = None
+    if audio is not None:
+        window = (start, end) if from_video else (None, None)
+        try:
+            sound = decode_audio(audio, sample_rate, start=window[0], end=window[1], max_seconds=max_audio_seconds)
+        except MissingStreamError:
+            if not from_video:
+                raise
+            notes.append(f"{os.fspath(video)}: no audio track, the sample is used without audio")
+            warnings.warn(notes[-1], stacklevel=2)
+            from_video = False
+    return ClipMedia(frames, sound, from_video and sound is not None, notes)

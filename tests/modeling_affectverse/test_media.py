@@ -16,6 +16,7 @@ from modeling_affectverse.media_affectverse import (
     MissingStreamError,
     augment_audio,
     decode_audio,
+    decode_clip,
     decode_video,
     probe_media,
 )
@@ -78,6 +79,14 @@ def test_video_without_audio_track(tmp_path):
     assert len(decode_video(path).frames) == 3
     with pytest.raises(MissingStreamError, match="silent.mp4: has no audio track"):
         decode_audio(path)
+    # a manifest row that takes its audio from this video: documented fallback, the sample goes on without audio
+    with pytest.warns(UserWarning, match="silent.mp4: no audio track, the sample is used without audio"):
+        media = decode_clip(path, path)
+    assert media.audio is None and not media.audio_from_video and len(media.video.frames) == 3
+    assert media.notes == [f"{path}: no audio track, the sample is used without audio"]
+    # a separate audio file that is not there is an error, not a silent loss
+    with pytest.raises(MediaNotFoundError, match="speech.wav: file not found"):
+        decode_clip(path, str(tmp_path / "speech.wav"))
 
 
 @pytest.mark.parametrize("extension", ["wav", "mp3", "flac", "m4a"])
@@ -130,6 +139,13 @@ def test_segment_of_a_longer_recording(tmp_path):
     clip = decode_video(path, start=1.0, end=2.5)
     assert len(clip.frames) == math.ceil(1.5 * 3) and clip.timestamps[0] == pytest.approx(1.0)
     assert decode_audio(path, start=1.0, end=2.5).duration == pytest.approx(1.5, abs=1e-3)
+    media = decode_clip(path, path, segment=[1.0, 2.5])  # a manifest row with a segment and the video's own audio
+    assert media.audio_from_video and media.audio.duration == pytest.approx(1.5, abs=1e-3)
+    np.testing.assert_array_equal(media.video.frames, clip.frames)
+    separate = str(tmp_path / "utterance.wav")
+    write_audio(separate, 1.2)
+    media = decode_clip(path, separate, segment=[1.0, 2.5])  # IEMOCAP: the segment cuts the video, not the wav
+    assert not media.audio_from_video and media.audio.duration == pytest.approx(1.2, abs=0.01)
 
 
 def test_zero_byte_file(tmp_path):
