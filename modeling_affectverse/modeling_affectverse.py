@@ -269,6 +269,56 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio.tolist()}")
         return keep_ratio
 
+    def _mixed_layout_positions(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        video_grid_thw,
+        use_audio_in_video,
+        audio_feature_lengths,
+        video_second_per_grid,
+        past_key_values,
+    ) -> torch.Tensor | None:
+        """3D positions of a batch mixing interleaved audio-in-video samples with plain (silent) video samples.
+
+        The thinker takes one `use_audio_in_video` flag per call, and under it a video without its audio gets text
+        positions, silently. Modality dropout and silent clips make such batches in training, so each sample is
+        positioned alone with its own layout (read from its tokens: `<|vision_bos|><|audio_bos|>` is interleaved).
+        Returns None when the batch is not mixed (the thinker's own computation applies).
+        """
+        if not use_audio_in_video or input_ids is None or attention_mask is None or video_grid_thw is None:
+            return None
+        if past_key_values is not None and past_key_values.get_seq_length() > 0:
+            return None
+        config = self.config
+        starts = input_ids == config.vision_start_token_id  # (B, L)
+        following = torch.roll(input_ids, -1, dims=1)
+        plain = (starts & (following == config.video_token_id)).any(1)
+        interleaved = (starts & (following == config.audio_start_token_id)).any(1)
+        if not bool(plain.any()) or not bool(interleaved.any()):
+            return None
+        if pixel_values is not None:
+            raise ValueError("images cannot be mixed into a batch of interleaved and plain video samples")
+        videos = starts.sum(1).tolist()  # per sample
+        audios = (input_ids == config.audio_start_token_id).sum(1).tolist()
+        positions, deltas, v0, a0 = [], [], 0, 0
+        for i, (nv, na) in enumerate(zip(videos, audios, strict=True)):
+            position, delta = self.model.get_rope_index(
+                input_ids[i : i + 1],
+                None,
+                video_grid_thw[v0 : v0 + nv] if nv else None,
+                attention_mask[i : i + 1],
+                bool(interleaved[i]),
+                audio_feature_lengths[a0 : a0 + na] if na else None,
+                video_second_per_grid[v0 : v0 + nv] if nv and video_second_per_grid is not None else None,
+            )
+            positions.append(position)  # (3, 1, L)
+            deltas.append(delta.reshape(1, 1))
+            v0, a0 = v0 + nv, a0 + na
+        self.model.rope_deltas = torch.cat(deltas).to(input_ids.device)  # what decode steps continue from
+        return torch.cat(positions, dim=1)
+
     def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput) -> torch.Tensor:
         """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer."""
         found = belief_mask.sum(1)
@@ -348,6 +398,17 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         if position_ids is None:
             if feature_attention_mask is not None:
                 audio_feature_lengths = feature_attention_mask.sum(1)
+            position_ids = self._mixed_layout_positions(
+                input_ids,
+                attention_mask,
+                pixel_values,
+                video_grid_thw,
+                use_audio_in_video,
+                audio_feature_lengths,
+                video_second_per_grid,
+                past_key_values,
+            )
+        if position_ids is None:
             position_ids = self.model.compute_3d_position_ids(
                 input_ids=input_ids,
                 image_grid_thw=image_grid_thw,

@@ -174,18 +174,26 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         from_video = bool(kwargs.get("load_audio_from_video") or kwargs.get("use_audio_in_video"))
         budget = kwargs.pop("max_length", self.max_length)
         with_beliefs = kwargs.pop("belief_placeholders", True)
+        videos = None if videos is None else list(videos) if isinstance(videos, (list, tuple)) else [videos]
+        audio = None if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        video_audio, standalone = self._audio_slots(len(videos or []), len(audio or []), from_video, kwargs)
         has_video = [self.video_token in t for t in texts]
-        has_audio = [self.audio_token in t or (v and from_video) for t, v in zip(texts, has_video, strict=True)]
+        video_of_sample = np.cumsum(has_video) - 1  # one video per sample: video k is the k-th sample with one
+        has_audio = [
+            self.audio_token in t or (v and int(video_of_sample[i]) in video_audio)
+            for i, (t, v) in enumerate(zip(texts, has_video, strict=True))
+        ]
         if with_beliefs:
             texts = [
                 self.insert_belief_placeholders(t, v, a) for t, v, a in zip(texts, has_video, has_audio, strict=True)
             ]
 
-        videos = None if videos is None else list(videos) if isinstance(videos, (list, tuple)) else [videos]
-        audio = None if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
-        fps = [float(kwargs.get("videos_kwargs", {}).get("fps", self.fps))] * len(videos or [])
+        fps = kwargs.get("videos_kwargs", {}).get("fps", self.fps)
+        fps = [float(f) for f in fps] if isinstance(fps, (list, tuple)) else [float(fps)] * len(videos or [])
+        if len(fps) != len(videos or []):
+            raise ValueError(f"videos_kwargs['fps'] lists {len(fps)} frame rates for {len(videos or [])} videos")
         if budget is not None:
-            videos, audio, fps = self._fit_budget(texts, videos, audio, fps, budget, from_video)
+            videos, audio, fps = self._fit_budget(texts, videos, audio, fps, budget, video_audio, standalone)
 
         videos_kwargs = {
             "do_sample_frames": False,
@@ -243,11 +251,26 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             total += self._audio_tokens(len(samples))
         return total
 
-    def _fit_budget(self, texts, videos, audio, fps, budget, from_video):
+    @staticmethod
+    def _audio_slots(num_videos: int, num_audio: int, from_video: bool, kwargs: dict) -> tuple[dict, list[int]]:
+        """Which audio belongs to which video's own track, and which audio stand alone (in placeholder order).
+
+        With `load_audio_from_video`, `audio_from_video_indices[j]` is the video whose track audio j is, or None for
+        a standalone audio; videos absent from it are silent. Without the list, audio j is video j's track.
+        """
+        if not from_video:
+            return {}, list(range(num_audio))
+        indices = kwargs.get("audio_from_video_indices")
+        if indices is None:
+            return {v: v for v in range(min(num_videos, num_audio))}, []
+        return {v: j for j, v in enumerate(indices) if v is not None}, [j for j, v in enumerate(indices) if v is None]
+
+    def _fit_budget(self, texts, videos, audio, fps, budget, video_audio, standalone):
         """Fit each sample into `budget` tokens: halve its frame rate, then cut its audio (warned).
 
-        Media are matched to samples by placeholder order (one video and one audio per sample,
-        the prompt format of `build_prompt`); audio-in-video pairs audio i with video i.
+        Media are matched to samples by placeholder order (one video and one audio per sample, the prompt format of
+        `build_prompt`); `video_audio` maps a video to the audio that is its own track, `standalone` lists the other
+        audio in placeholder order.
         """
         videos = list(videos) if videos is not None else None
         audio = list(audio) if audio is not None else None
@@ -266,13 +289,11 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
                     "(text is never cut; shorten the subtitle or raise max_length)"
                 )
             v = next_video if n_video else None
-            a = None
-            if audio is not None and from_video and n_video:
-                a = v
-            elif audio is not None and n_audio:
-                a = next_audio
+            a = video_audio.get(v) if v is not None else None
+            if n_audio and audio is not None:
+                a = standalone[next_audio]
             next_video += n_video
-            next_audio += 0 if from_video else n_audio
+            next_audio += n_audio
             if a is not None and len(audio[a]) > window:
                 warnings.warn(
                     f"sample {i}: audio of {len(audio[a]) / rate:.1f} s cut to {window / rate:.0f} s "

@@ -83,9 +83,7 @@ def make_inputs(processor):
             "belief_placeholders": belief_placeholders,
             "max_length": max_length,
         }
-        if in_video:
-            if any(COMBOS[c][0] and not COMBOS[c][2] for c in combos):
-                raise ValueError("audio-in-video batches here take no separate-audio video samples")
+        if in_video:  # videos without their own audio are silent in such a batch (None slots: standalone audio)
             kwargs.update(load_audio_from_video=True, audio_from_video_indices=audio_sources)
         inputs = processor(text=texts, videos=videos or None, audio=audios or None, **kwargs)
         forward = dict(inputs)

@@ -160,6 +160,23 @@ def test_mixed_batch_equals_each_sample_alone(model, make_inputs):
             torch.testing.assert_close(together.belief_tokens[b, :n], alone.belief_tokens[0, :n], rtol=1e-4, atol=1e-5)
 
 
+def test_audio_in_video_batch_with_silent_and_separate_samples(model, make_inputs):
+    """One `use_audio_in_video` flag per call, yet modality dropout puts plain video samples next to interleaved
+    ones: each sample must still get the positions (and logits) it gets alone."""
+    combos = ["audio-in-video", "video", "video+audio", "audio"]
+    seconds = (2.0, 1.4, 1.0, 2.0)
+    batch = make_inputs(combos, seconds=seconds)
+    assert batch["use_audio_in_video"]
+    with torch.no_grad():
+        together = model(**batch)
+        for b, combo in enumerate(combos):
+            alone_inputs = make_inputs([combo], seconds=(seconds[b],), seeds=[b])
+            alone = model(**alone_inputs)
+            length = int(alone_inputs["attention_mask"][0].sum())
+            torch.testing.assert_close(together.logits[b, -length:], alone.logits[0], rtol=1e-4, atol=1e-5)
+            assert int(together.belief_counts[b]) == (8, 4, 8, 4)[b]
+
+
 def test_errors_name_the_problem(model, make_inputs, processor):
     inputs = make_inputs(["video+audio"])
     broken = dict(inputs)
