@@ -26,7 +26,7 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniTh
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_affectverse import AffectVerseConfig
-from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, TemporalImagination
+from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, TemporalImagination, split_lengths
 
 IGNORE_INDEX = -100
 
@@ -60,6 +60,25 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
     belief_counts: torch.LongTensor | None = None
     imagination_cosine: torch.FloatTensor | None = None
     kept_index: torch.LongTensor | None = None
+
+
+def count_imagination_targets(input_ids: torch.Tensor, keep_ratio: torch.Tensor | None, config) -> int:
+    """How many (sample, modality) pairs the imagination loss of these inputs averages over.
+
+    The same rule as the EWM (DESIGN §4.3, §4.5): a stream of at least `ewm_min_modality_tokens` tokens whose future
+    (after ceil(rho * N) past tokens) is non-empty. Known before the forward, so a trainer can normalise the loss over
+    a whole gradient-accumulation window (or all processes) instead of per micro-batch.
+    """
+    belief = config.belief_token_id
+    if keep_ratio is None or belief is None or not bool((input_ids == belief).any()):
+        return 0
+    keep_ratio = torch.as_tensor(keep_ratio, dtype=torch.float32, device=input_ids.device).expand(input_ids.shape[0])
+    total = 0
+    for token in (config.video_token_id, config.audio_token_id):
+        count = (input_ids == token).sum(1)
+        count = count * (count >= config.ewm_min_modality_tokens)
+        total += int(((count - split_lengths(count, keep_ratio)) > 0).sum())
+    return total
 
 
 def future_token_mask(modality_mask: torch.Tensor, past_len: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -509,4 +528,9 @@ register_checkpoint_conversion_mapping(
     overwrite=True,
 )
 
-__all__ = ["AffectVerseCausalLMOutputWithPast", "AffectVerseForConditionalGeneration", "drop_positions"]
+__all__ = [
+    "AffectVerseCausalLMOutputWithPast",
+    "AffectVerseForConditionalGeneration",
+    "count_imagination_targets",
+    "drop_positions",
+]

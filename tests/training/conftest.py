@@ -1,0 +1,57 @@
+"""Fixtures for the training tests: a small generated demo dataset and a runner for training/sft.py's main()."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from training.demo_data import generate_demo_dataset
+
+RECIPE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configuration", "recipes", "demo.yaml"
+)
+
+
+@pytest.fixture(scope="session")
+def demo_manifest(tmp_path_factory) -> str:
+    """12 demo clips (10 train, 2 test); the emotion manifest's path."""
+    folder = tmp_path_factory.mktemp("demo-data")
+    return generate_demo_dataset(str(folder), num_clips=12, seed=0, progress=False)["emotion"]
+
+
+def parse_recipe(*overrides: str):
+    """The demo recipe's three argument dataclasses, with command-line style overrides."""
+    from trl import ModelConfig, TrlParser
+
+    from training.sft import ScriptArguments
+    from training.trainer import AffectVerseSFTConfig
+
+    parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
+    return parser.parse_args_and_config(["--config", RECIPE, "--report_to", "none", *overrides])
+
+
+@pytest.fixture
+def run_sft(demo_manifest, tmp_path):
+    """Run training/sft.py's main() on the demo recipe with overrides; returns the trainer."""
+
+    def _run(*overrides: str, output_dir: str | None = None):
+        from training.sft import main
+
+        output_dir = output_dir or str(tmp_path / "out")
+        args = parse_recipe(
+            "--train_manifest",
+            demo_manifest,
+            "--demo_data",
+            "",
+            "--predict_held_out",
+            "false",
+            "--output_dir",
+            output_dir,
+            "--save_strategy",
+            "no",
+            *overrides,
+        )
+        return main(*args)
+
+    return _run

@@ -1,0 +1,100 @@
+"""The collator: labels on the answer only (either padding side), seeded draws, modality dropout, bad rows."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from training.collator import AffectVerseCollator, DataError, answer_text
+from training.manifest import load_manifest
+
+
+@pytest.fixture(scope="module")
+def rows(demo_manifest, tmp_path_factory):
+    dataset = load_manifest(demo_manifest, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return [dataset[i] for i in range(len(dataset))]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_labels_cover_exactly_the_answer(processor, rows, side):
+    tokenizer = processor.tokenizer
+    original = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        batch = AffectVerseCollator(processor, modality_dropout=0.0)(rows[:3])
+    finally:
+        tokenizer.padding_side = original
+    assert (batch["attention_mask"][:, 0 if side == "left" else -1] == 0).any()  # really padded on that side
+    for i, row in enumerate(rows[:3]):
+        labelled = batch["labels"][i] != -100
+        assert tokenizer.decode(batch["input_ids"][i][labelled]) == f"{row['label']}<|im_end|>"
+        positions = labelled.nonzero().squeeze(1)
+        assert bool((positions.diff() == 1).all())  # one contiguous span
+        np.testing.assert_array_equal(batch["labels"][i][labelled], batch["input_ids"][i][labelled])
+
+
+def test_answers_by_task():
+    assert answer_text({"task": "emotion", "label": " happy "}) == "happy"
+    assert answer_text({"task": "sentiment", "label": -0.4}) == "negative"
+    assert answer_text({"task": "sentiment", "label": 2}) == "positive"
+    assert answer_text({"task": "open_vocabulary", "label": ["calm", "content"]}) == "calm, content"
+    with pytest.raises(DataError, match="'x': sentiment label 0 has no positive/negative answer"):
+        answer_text({"id": "x", "task": "sentiment", "label": 0.0})
+
+
+def test_keep_ratio_and_dropout_draws_are_seeded_per_sample_and_epoch(processor, rows):
+    first = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)(rows[:4])
+    again = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)(rows[:4])
+    for key in ("keep_ratio", "input_ids", "labels"):
+        torch.testing.assert_close(first[key], again[key])
+    alone = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)(rows[2:3])  # batch-independent draws
+    assert float(alone["keep_ratio"][0]) == float(first["keep_ratio"][2])
+    assert ((first["keep_ratio"] >= 0.3) & (first["keep_ratio"] <= 1.0)).all()
+    later = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    later.epoch = 1
+    assert not torch.equal(later(rows[:4])["keep_ratio"], first["keep_ratio"])
+    evaluation = AffectVerseCollator(processor, train=False)(rows[:2])
+    assert "keep_ratio" not in evaluation  # rho = 1: nothing dropped, nothing imagined past the clip
+
+
+def test_modality_dropout_removes_one_modality_for_the_llm_too(processor, rows):
+    collator = AffectVerseCollator(processor, modality_dropout=1.0, seed=0)
+    batch = collator(rows[:6])
+    assert sum(collator.dropped_modality.values()) == 6 and set(collator.dropped_modality) == {"video", "audio"}
+    video_id, audio_id = processor.tokenizer.convert_tokens_to_ids(["<|VIDEO|>", "<|AUDIO|>"])
+    has_video = (batch["input_ids"] == video_id).any(1)
+    has_audio = (batch["input_ids"] == audio_id).any(1)
+    assert not bool((has_video & has_audio).any())  # every sample kept exactly one modality
+    assert int(has_video.sum()) == collator.dropped_modality["audio"]
+    beliefs = (batch["input_ids"] == processor.belief_token_id).sum(1)
+    assert beliefs.tolist() == [4] * 6  # single-modality placeholders (2 + 2)
+    untouched = AffectVerseCollator(processor, modality_dropout=0.0)(rows[:6])
+    assert ((untouched["input_ids"] == processor.belief_token_id).sum(1) == 8).all()
+
+
+def test_bad_rows_are_skipped_and_counted_or_raise_in_strict_mode(processor, rows, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    bad = [
+        {**rows[0], "id": "missing", "video": str(tmp_path / "nope.mp4"), "audio": str(tmp_path / "nope.mp4")},
+        {**rows[1], "id": "unreadable", "video": str(garbage), "audio": str(garbage)},
+        {**rows[2], "id": "no-answer", "task": "sentiment", "label": 0.0, "label_set": None},
+    ]
+    collator = AffectVerseCollator(processor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = collator([*bad, rows[3]])
+    assert batch["input_ids"].shape[0] == 1  # only the good row
+    assert dict(collator.skipped) == {"MediaNotFoundError": 1, "CorruptMediaError": 1, "no_answer": 1}
+    messages = [str(w.message) for w in caught]
+    assert any("skipping row 'missing'" in m and "nope.mp4: file not found" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        empty = collator(bad)  # a batch with nothing usable: an empty step, counted
+    assert (empty["labels"] == -100).all() and collator.skipped["empty_batch"] == 1
+    strict = AffectVerseCollator(processor, strict=True)
+    with pytest.raises(DataError, match="row 'unreadable': .*garbage.mp4: cannot be read as media"):
+        strict([bad[1], rows[3]])

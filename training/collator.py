@@ -1,0 +1,247 @@
+"""Manifest rows -> decoded media -> `AffectVerseProcessor` batches, for training and evaluation.
+
+The collator decodes each row's media (`decode_clip`), builds the paper's prompt (Appendix A) with the answer, and
+runs the processor on the batch. It also draws, per sample, the keep ratio rho (DESIGN §4.3) and the modality
+dropout (DESIGN §4.9): from a generator seeded by (seed, epoch, sample id), so a run is reproducible, a resumed run
+draws what the uninterrupted run drew, and every data-parallel process agrees without sharing state.
+
+Bad rows never stop an epoch: rows whose media cannot be decoded or whose label gives no answer are skipped with a
+warning and counted (`skipped`), or raise `DataError` in strict mode. A batch whose rows all fail becomes one
+text-only sample without labelled tokens: a step that changes nothing, counted as `empty_batch`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from modeling_affectverse.media_affectverse import MediaError, decode_clip
+from modeling_affectverse.processing_affectverse import AffectVerseProcessor, task_question
+
+
+class DataError(ValueError):
+    """A manifest row that cannot be used (strict mode). The message names the row and the problem."""
+
+
+def answer_text(row: dict) -> str:
+    """The assistant's answer for a row: the emotion word, positive / negative, or the comma-joined word list.
+
+    A sentiment of exactly 0 has no positive / negative answer (the paper's question asks for one of the two) and
+    raises, as does an empty label.
+    """
+    label, task = row.get("label"), row.get("task")
+    if task == "emotion" and isinstance(label, str) and label.strip():
+        return label.strip()
+    if task == "sentiment" and isinstance(label, int | float) and math.isfinite(label) and label != 0:
+        return "positive" if label > 0 else "negative"
+    if task == "open_vocabulary" and isinstance(label, list) and any(str(x).strip() for x in label):
+        return ", ".join(str(x).strip() for x in label if str(x).strip())
+    if task == "sentiment" and label == 0:
+        raise DataError(f"row {row.get('id')!r}: sentiment label 0 has no positive/negative answer")
+    raise DataError(f"row {row.get('id')!r}: empty or invalid label {label!r} for task {task!r}")
+
+
+def row_problem(row: dict) -> str | None:
+    """Why a row cannot be trained on, from cheap checks (answer, media files exist and are non-empty), else None."""
+    try:
+        answer_text(row)
+    except DataError as err:
+        return str(err)
+    for name in ("video", "audio"):
+        path = row.get(name)
+        if path is not None and (not os.path.isfile(path) or os.path.getsize(path) == 0):
+            return f"row {row.get('id')!r}: {name} file {'is empty' if os.path.isfile(path) else 'not found'}: {path}"
+    return None
+
+
+@dataclass
+class _Sample:
+    row: dict
+    frames: np.ndarray | None
+    fps: float
+    wave: np.ndarray | None
+    audio_from_video: bool
+
+
+class AffectVerseCollator:
+    """Turns a list of manifest rows into model inputs (tensors), with labels on the answer tokens only.
+
+    Args:
+        processor: the `AffectVerseProcessor` (prompt format, belief placeholders, token budget).
+        train: draw keep ratios and modality dropout (training); evaluation keeps everything (rho = 1).
+        keep_ratio_range: rho ~ U(low, high) per sample (DESIGN §4.3: U(0.3, 1)).
+        modality_dropout: probability of dropping one modality of a sample that has both, half video, half audio
+            (DESIGN §4.9: 0.15).
+        seed: seeds the per-sample draws, together with `epoch` (set by the trainer) and the sample id.
+        fps: decoding frame rate (the paper's 3).
+        max_frames, max_audio_seconds: memory guards for long clips (the processor then fits the token budget).
+        strict: raise `DataError` on a bad row instead of skipping it.
+        with_answer: put the answer in the prompt and label it (training, scoring); False gives prompts that end at
+            the assistant header, for generation (no labels, the rows need none).
+    """
+
+    def __init__(
+        self,
+        processor: AffectVerseProcessor,
+        train: bool = True,
+        keep_ratio_range: tuple[float, float] = (0.3, 1.0),
+        modality_dropout: float = 0.15,
+        seed: int = 0,
+        fps: float = 3.0,
+        max_frames: int | None = 64,
+        max_audio_seconds: float | None = 30.0,
+        strict: bool = False,
+        with_answer: bool = True,
+    ):
+        low, high = keep_ratio_range
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"keep_ratio_range must satisfy 0 < low <= high <= 1, got {keep_ratio_range}")
+        if not 0 <= modality_dropout <= 1:
+            raise ValueError(f"modality_dropout must lie in [0, 1], got {modality_dropout}")
+        self.processor = processor
+        self.train = train
+        self.keep_ratio_range = (float(low), float(high))
+        self.modality_dropout = float(modality_dropout)
+        self.seed = seed
+        self.fps = fps
+        self.max_frames = max_frames
+        self.max_audio_seconds = max_audio_seconds
+        self.strict = strict
+        self.with_answer = with_answer
+        self.epoch = 0
+        self.skipped: Counter = Counter()
+        self.dropped_modality: Counter = Counter()
+
+    # -- per-sample randomness ---------------------------------------------------------------------
+    def _rng(self, row: dict) -> np.random.Generator:
+        """A generator for one sample in one epoch: (seed, epoch, crc32 of the id). No state carried between calls."""
+        return np.random.default_rng([self.seed, self.epoch, zlib.crc32(str(row["id"]).encode("utf-8"))])
+
+    def _skip(self, row: dict, reason: str, error: Exception) -> None:
+        if self.strict:
+            raise DataError(f"row {row.get('id')!r}: {error}") from error
+        self.skipped[reason] += 1
+        warnings.warn(
+            f"skipping row {row.get('id')!r} ({reason}, {sum(self.skipped.values())} so far): {error}", stacklevel=3
+        )
+
+    def _decode(self, row: dict) -> _Sample | None:
+        try:
+            if self.with_answer:
+                answer_text(row)
+        except DataError as err:
+            self._skip(row, "no_answer", err)
+            return None
+        try:
+            media = decode_clip(
+                row.get("video"),
+                row.get("audio"),
+                row.get("segment"),
+                fps=self.fps,
+                size=self.processor.frame_size,
+                sample_rate=self.processor.feature_extractor.sampling_rate,
+                max_frames=self.max_frames,
+                max_audio_seconds=self.max_audio_seconds,
+            )
+        except MediaError as err:
+            self._skip(row, type(err).__name__, err)
+            return None
+        frames = None if media.video is None else media.video.frames
+        fps = self.fps if media.video is None else media.video.fps
+        wave = None if media.audio is None else media.audio.waveform
+        return _Sample(row, frames, fps, wave, media.audio_from_video)
+
+    def _drop_modality(self, sample: _Sample, rng: np.random.Generator) -> None:
+        """DESIGN §4.9: with probability p drop video or audio (half each) of a sample that has both."""
+        if sample.frames is None or sample.wave is None or rng.random() >= self.modality_dropout:
+            return
+        if rng.random() < 0.5:
+            sample.frames, sample.audio_from_video = None, False  # its soundtrack stays, now a standalone audio
+            self.dropped_modality["video"] += 1
+        else:
+            sample.wave, sample.audio_from_video = None, False  # a silent video
+            self.dropped_modality["audio"] += 1
+
+    # -- batch ---------------------------------------------------------------------------------------
+    def __call__(self, rows: list[dict]) -> dict:
+        samples = [s for s in map(self._decode, rows) if s is not None]
+        keep = []
+        for sample in samples:
+            rng = self._rng(sample.row)
+            low, high = self.keep_ratio_range
+            keep.append(low + (high - low) * rng.random())
+            if self.train:
+                self._drop_modality(sample, rng)
+        if not samples:
+            self.skipped["empty_batch"] += 1
+            warnings.warn(f"every row of a batch of {len(rows)} was skipped: an empty step is taken", stacklevel=2)
+            return self._empty_batch()
+
+        processor = self.processor
+        texts, videos, fps, audio, sources = [], [], [], [], []
+        for sample in samples:
+            row = sample.row
+            has_video, has_audio = sample.frames is not None, sample.wave is not None
+            question = task_question(row["task"], row.get("label_set"))
+            texts.append(
+                processor.build_prompt(
+                    question,
+                    subtitle=row.get("subtitle") or None,
+                    video=has_video,
+                    audio=has_audio and not sample.audio_from_video,
+                    answer=answer_text(row),
+                )
+            )
+            if has_video:
+                videos.append(sample.frames)
+                fps.append(sample.fps)
+            if has_audio:
+                audio.append(sample.wave)
+                sources.append(len(videos) - 1 if sample.audio_from_video else None)
+        in_video = any(s is not None for s in sources)
+        kwargs = {"padding": True, "return_tensors": "pt", "videos_kwargs": {"fps": fps}}
+        if in_video:
+            kwargs.update(load_audio_from_video=True, audio_from_video_indices=sources)
+        batch = dict(processor(text=texts, videos=videos or None, audio=audio or None, **kwargs))
+        if self.with_answer:
+            batch["labels"] = self._answer_labels(batch["input_ids"], batch["attention_mask"], samples)
+        if in_video:
+            batch["use_audio_in_video"] = True
+        if self.train:
+            batch["keep_ratio"] = torch.tensor(keep, dtype=torch.float32)
+        return batch
+
+    def _answer_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, samples) -> torch.Tensor:
+        """-100 everywhere but the answer and its `<|im_end|>` (the template's trailing newline is not learned)."""
+        tokenizer = self.processor.tokenizer
+        tail = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        labels = torch.full_like(input_ids, -100)
+        for i, sample in enumerate(samples):
+            answer = tokenizer(answer_text(sample.row) + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            real = attention_mask[i].nonzero().squeeze(1)
+            end = int(real[-1]) + 1 - len(tail)  # one past the answer's <|im_end|>, whatever the padding side
+            start = end - len(answer)
+            if input_ids[i, start:end].tolist() != answer:
+                raise DataError(
+                    f"row {sample.row.get('id')!r}: the answer's tokens are not at the end of the prompt "
+                    "(the tokenizer merged them with the text before); cannot place labels"
+                )
+            labels[i, start:end] = input_ids[i, start:end]
+        return labels
+
+    def _empty_batch(self) -> dict:
+        text = self.processor.build_prompt("(skipped)", answer="" if self.with_answer else None)
+        batch = dict(self.processor(text=[text], return_tensors="pt"))
+        if self.with_answer:
+            batch["labels"] = torch.full_like(batch["input_ids"], -100)
+        return batch
+
+
+__all__ = ["AffectVerseCollator", "DataError", "answer_text", "row_problem"]

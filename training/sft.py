@@ -1,0 +1,177 @@
+"""Fine-tune AffectVerse: LoRA on the thinker's LLM attention + the Emotion World Module, with the imagination loss.
+
+The embedded default (tiny random model, generated demo clips, CPU, a few minutes):
+
+    python -m training.demo_data --output data/demo
+    accelerate launch training/sft.py --config configuration/recipes/demo.yaml
+
+The paper's recipe (Qwen2.5-Omni-7B, GPUs; manifests from `python -m training.convert`):
+
+    accelerate launch --config_file configuration/accelerate/multi_gpu.yaml training/sft.py \\
+        --config configuration/recipes/paper.yaml --train_manifest data/manifests/train.jsonl
+
+Two CPU processes (gloo), as tested:
+
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
+        training/sft.py --config configuration/recipes/demo.yaml --use_cpu true
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout (DESIGN §2)
+
+import torch  # noqa: E402
+from transformers import Qwen2_5OmniProcessor  # noqa: E402
+from trl import ModelConfig, TrlParser  # noqa: E402
+
+from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
+from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
+from training.adapters import affectverse_lora_config, export_merged  # noqa: E402
+from training.collator import AffectVerseCollator, row_problem  # noqa: E402
+from training.demo_data import generate_demo_dataset  # noqa: E402
+from training.manifest import load_manifest  # noqa: E402
+from training.trainer import AffectVerseSFTConfig, AffectVerseSFTTrainer  # noqa: E402
+
+
+@dataclass
+class ScriptArguments:
+    """Data and end-of-run options."""
+
+    train_manifest: str = field(default="data/demo/emotion.jsonl", metadata={"help": "Training manifest (JSONL)."})
+    train_split: str = field(default="train", metadata={"help": "Rows of this split are trained on."})
+    eval_manifest: str | None = field(default=None, metadata={"help": "Evaluation manifest (default: none)."})
+    eval_split: str = field(default="test", metadata={"help": "Rows of this split are evaluated / predicted on."})
+    media_root: str | None = field(default=None, metadata={"help": "Media paths root (default: manifest folder)."})
+    demo_data: str | None = field(
+        default=None, metadata={"help": "Generate the embedded demo dataset here first if it is missing."}
+    )
+    merge: bool = field(default=False, metadata={"help": "Also export a merged full checkpoint to <output>/merged."})
+    predict_held_out: bool = field(
+        default=False, metadata={"help": "After training, print the prediction on the first held-out clip."}
+    )
+
+
+def load_model_and_processor(model_args: ModelConfig):
+    """`tiny` (the embedded random default), an AffectVerse checkpoint, or a Qwen2.5-Omni checkpoint."""
+    name = model_args.model_name_or_path or "tiny"
+    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
+    if name == "tiny":
+        return build_tiny_model(seed=0)  # seed fixed: the adapter's base must be rebuilt identically
+    config_path = os.path.join(name, "config.json")
+    if os.path.isfile(config_path) and json.load(open(config_path)).get("model_type") == "affectverse":
+        processor = AffectVerseProcessor.from_pretrained(name)
+        return AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype), processor
+    processor = AffectVerseProcessor.from_omni_processor(Qwen2_5OmniProcessor.from_pretrained(name))
+    model = AffectVerseForConditionalGeneration.from_qwen_omni(
+        name, belief_token_id=processor.belief_token_id, dtype=dtype
+    )
+    return model, processor
+
+
+def load_rows(path: str, split: str, media_root: str | None, strict: bool):
+    """The manifest's rows of one split, minus rows that cannot be trained on (counted, or raised when strict)."""
+    rows = load_manifest(path, media_root=media_root)
+    rows = rows.filter(lambda row: row["split"] == split, desc=f"split {split}")
+    problems = [p for p in map(row_problem, rows) if p is not None]
+    if problems and strict:
+        raise ValueError(f"{len(problems)} unusable row(s) in {path}, first: {problems[0]}")
+    if problems:
+        print(f"skipping {len(problems)} unusable row(s) of {path} ({split}), first: {problems[0]}")
+        rows = rows.filter(lambda row: row_problem(row) is None)
+    if len(rows) == 0:
+        raise ValueError(f"{path} has no usable rows in split {split!r}")
+    return rows
+
+
+def predict(model, processor, row: dict, fps: float = 3.0) -> str:
+    """Greedy answer of the (trained) model on one manifest row."""
+    inputs = AffectVerseCollator(processor, train=False, with_answer=False, fps=fps)([row])
+    prompt_length = inputs["input_ids"].shape[1]
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    return processor.tokenizer.decode(out[0, prompt_length:], skip_special_tokens=True).strip()
+
+
+def report_processes(trainer: AffectVerseSFTTrainer) -> None:
+    """Data-parallel runs: each process reports its optimizer steps; rank 0 checks the trained weights agree."""
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1:
+        return
+    print(f"process {accelerator.process_index}: {trainer.state.global_step} optimizer steps")
+    trained = torch.cat([p.detach().double().flatten() for p in trainer.model.parameters() if p.requires_grad])
+    sums = accelerator.gather(torch.stack([trained.sum(), trained.pow(2).sum()]).unsqueeze(0).to(accelerator.device))
+    if accelerator.is_main_process:
+        same = bool((sums == sums[0]).all())
+        state = "identical" if same else "DIFFERENT"
+        print(f"trainable parameters {state} on all {accelerator.num_processes} processes")
+
+
+def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, model_args: ModelConfig):
+    # Model
+    model, processor = load_model_and_processor(model_args)
+    peft_config = affectverse_lora_config(
+        processor.belief_token_id,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules,
+        modules_to_save=model_args.lora_modules_to_save,
+    )
+
+    # Dataset
+    if script_args.demo_data and not os.path.isfile(script_args.train_manifest):
+        generate_demo_dataset(script_args.demo_data)
+    strict = training_args.strict_data
+    train_rows = load_rows(script_args.train_manifest, script_args.train_split, script_args.media_root, strict)
+    eval_manifest = script_args.eval_manifest
+    eval_rows = None
+    if eval_manifest:
+        eval_rows = load_rows(eval_manifest, script_args.eval_split, script_args.media_root, strict)
+    collator = AffectVerseCollator(
+        processor,
+        keep_ratio_range=(training_args.keep_ratio_min, training_args.keep_ratio_max),
+        modality_dropout=training_args.modality_dropout,
+        seed=training_args.seed,
+        fps=training_args.decode_fps,
+        max_frames=training_args.max_frames,
+        strict=strict,
+    )
+    processor.max_length = training_args.max_length
+
+    # Training
+    trainer = AffectVerseSFTTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=processor,
+        peft_config=peft_config,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    report_processes(trainer)
+    trainer.save_model(training_args.output_dir)  # the adapter: LoRA + EWM + belief row
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        if script_args.merge:
+            export_merged(trainer.model, processor, os.path.join(training_args.output_dir, "merged"))
+        if collator.skipped:
+            print(f"skipped rows during training: {dict(collator.skipped)}")
+        if script_args.predict_held_out:
+            rows = load_rows(script_args.train_manifest, script_args.eval_split, script_args.media_root, strict)
+            row = rows[0]
+            answer = predict(trainer.model, processor, row, fps=collator.fps)
+            print(f"held-out clip {row['id']}: predicted {answer!r}, label {row['label']!r}")
+        print(f"adapter (LoRA + EWM) saved to {os.path.abspath(training_args.output_dir)}")
+    return trainer
+
+
+if __name__ == "__main__":
+    parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
+    main(*parser.parse_args_and_config())

@@ -1,0 +1,147 @@
+"""`AffectVerseSFTTrainer`: TRL's SFTTrainer with the model's own forward and the imagination loss (DESIGN §4.10).
+
+TRL's `compute_loss` runs the backbone through a fused LM head and never calls a subclass `forward` (DESIGN §7),
+which would skip the Emotion World Module. This trainer calls `model(**inputs)` and optimises
+
+    loss = LM cross-entropy + imagination_loss_weight * imagination_loss
+
+Both terms are normalised over the whole optimizer step, not per micro-batch: the LM term by the answer tokens of
+the gradient-accumulation window (the Trainer's `num_items_in_batch`), the imagination term by the (sample,
+modality) pairs it supervises in that window (`count_imagination_targets`, known before the forward because the
+collator draws the keep ratios). So 2 micro-batches of 1 give the gradients of 1 batch of 2, and N processes give
+the gradients of one process with N times the batch. LM loss, imagination loss and the per-step imagination cosine
+are logged as separate metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from modeling_affectverse.modeling_affectverse import count_imagination_targets
+
+
+@dataclass
+class AffectVerseSFTConfig(SFTConfig):
+    """SFTConfig plus the AffectVerse training terms (DESIGN §4.3, §4.9, §4.10; paper Table 7)."""
+
+    imagination_loss_weight: float = field(
+        default=1.0, metadata={"help": "lambda: weight of the imagination loss added to the LM loss."}
+    )
+    keep_ratio_min: float = field(default=0.3, metadata={"help": "Lower end of the per-sample keep ratio rho ~ U."})
+    keep_ratio_max: float = field(default=1.0, metadata={"help": "Upper end of the per-sample keep ratio rho ~ U."})
+    modality_dropout: float = field(
+        default=0.15,
+        metadata={"help": "Probability of dropping video or audio (half each) of a sample that has both."},
+    )
+    strict_data: bool = field(
+        default=False,
+        metadata={"help": "Raise on a bad manifest row (missing media, empty answer) instead of skipping it."},
+    )
+    decode_fps: float = field(default=3.0, metadata={"help": "Frame rate the clips are decoded at."})
+    max_frames: int = field(default=64, metadata={"help": "Memory guard: longer clips are decoded at a lower rate."})
+    # the collator builds model inputs from manifest rows: TRL must not tokenize or drop columns
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the manifest columns."})
+    dataset_kwargs: dict | None = field(
+        default_factory=lambda: {"skip_prepare_dataset": True},
+        metadata={"help": "TRL dataset preparation is skipped: the collator runs the processor."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.keep_ratio_min <= self.keep_ratio_max <= 1:
+            raise ValueError(
+                f"keep_ratio_min/keep_ratio_max must satisfy 0 < min <= max <= 1, got "
+                f"{self.keep_ratio_min}/{self.keep_ratio_max}"
+            )
+        if not 0 <= self.modality_dropout <= 1:
+            raise ValueError(f"modality_dropout must lie in [0, 1], got {self.modality_dropout}")
+        if self.imagination_loss_weight < 0:
+            raise ValueError(f"imagination_loss_weight must be >= 0, got {self.imagination_loss_weight}")
+
+
+class EpochToCollator(TrainerCallback):
+    """Tells the collator the epoch, which seeds its per-sample draws (so each epoch draws anew, reproducibly)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch or 0)
+
+
+class AffectVerseSFTTrainer(SFTTrainer):
+    """SFTTrainer that runs AffectVerse's forward and adds `imagination_loss_weight * imagination_loss`."""
+
+    # compute_loss normalises both terms over the accumulation window itself
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if hasattr(self.data_collator, "epoch"):
+            self.add_callback(EpochToCollator(self.data_collator))
+        self._imagination_targets = None
+
+    def _config(self):
+        model = self.accelerator.unwrap_model(self.model)
+        return (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+
+    def _targets(self, batch: dict) -> int:
+        return count_imagination_targets(batch["input_ids"], batch.get("keep_ratio"), self._config())
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """As the Trainer's, plus the imagination targets of the whole window (summed over processes)."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        targets = torch.tensor(sum(self._targets(b) for b in batch_samples), device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            targets = self.accelerator.gather(targets).sum()
+        self._imagination_targets = targets
+        return batch_samples, num_items_in_batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        inputs = {**inputs, "use_cache": False}
+        outputs = model(**inputs)  # the model's own forward: EWM, belief injection, truncation
+        lm_loss, imagination = outputs.loss, outputs.imagination_loss
+        weight = self.args.imagination_loss_weight
+        window = mode == "train" and num_items_in_batch is not None and self._imagination_targets is not None
+        if window:
+            labels = inputs["labels"][..., 1:]
+            loss = lm_loss * (labels != -100).sum() / num_items_in_batch
+            if imagination is not None and weight > 0:
+                share = self._targets(inputs) / self._imagination_targets.clamp(min=1)
+                loss = loss + weight * imagination * share
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients; the shares sum over ranks
+        else:
+            loss = lm_loss if imagination is None or weight == 0 else lm_loss + weight * imagination
+        self._log_terms(mode, lm_loss, imagination, outputs.imagination_cosine)
+        return (loss, outputs) if return_outputs else loss
+
+    def _log_terms(self, mode, lm_loss, imagination, cosine) -> None:
+        """Per-micro-batch means, averaged by `log` over the logging interval (console and TensorBoard).
+
+        One gather of a fixed-size vector per step: a process whose micro-batch has no imagination target (text-only,
+        or rho = 1) still takes part, so no process waits on another.
+        """
+        steps = self._config().ewm_rollout_steps
+        present = imagination is not None
+        stats = torch.zeros(3 + steps, device=lm_loss.device)
+        stats[0] = lm_loss.detach()
+        if present:
+            stats[1], stats[2] = imagination.detach(), 1.0
+            stats[3:] = cosine.detach()
+        stats = self.accelerator.gather_for_metrics(stats.unsqueeze(0))  # (processes, 3 + K)
+        metrics = self._metrics[mode]
+        metrics["lm_loss"].append(stats[:, 0].mean().item())
+        with_targets = stats[stats[:, 2] > 0]
+        if len(with_targets):
+            metrics["imagination_loss"].append(with_targets[:, 1].mean().item())
+            for step in range(steps):
+                metrics[f"imagination_cosine_step{step + 1}"].append(with_targets[:, 3 + step].mean().item())
+
+
+__all__ = ["AffectVerseSFTConfig", "AffectVerseSFTTrainer", "EpochToCollator"]
