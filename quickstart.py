@@ -1,6 +1,6 @@
 """Quickstart driver: needs only Python. Creates ./.venv, installs the project into it, then runs a job.
 
-    python3 quickstart.py demo   # the main job on the embedded default (tiny model + synthetic clip)
+    python3 quickstart.py demo   # the main job on the embedded default: demo clips -> training -> a prediction
     python3 quickstart.py test   # the test suite
 
 The install step is skipped when setup.cfg has not changed since the last one.
@@ -18,9 +18,28 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(ROOT, ".venv")
 PYTHON = os.path.join(VENV, "bin", "python")
 STAMP = os.path.join(VENV, ".affectverse-installed")
+ACCELERATE = os.path.join(VENV, "bin", "accelerate")
+# each job is a list of commands run in order; extra command-line arguments go to the last one
 JOBS = {
-    "demo": [PYTHON, "-m", "modeling_affectverse.demo"],
-    "test": [PYTHON, "-m", "pytest", "-q", "tests"],
+    "demo": [
+        [PYTHON, "-m", "training.demo_data", "--output", "data/demo"],
+        [
+            ACCELERATE,
+            "launch",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "training/sft.py",
+            "--config",
+            "configuration/recipes/demo.yaml",
+        ],
+    ],
+    "test": [[PYTHON, "-m", "pytest", "-q", "tests"]],
 }
 
 
@@ -46,7 +65,11 @@ def main() -> int:
         print(__doc__)
         return 2
     ensure_environment()
-    return subprocess.run(JOBS[job] + sys.argv[2:], cwd=ROOT).returncode
+    *first, last = JOBS[job]
+    for command in first:
+        if subprocess.run(command, cwd=ROOT).returncode:
+            return 1
+    return subprocess.run(last + sys.argv[2:], cwd=ROOT).returncode
 
 
 if __name__ == "__main__":

@@ -20,15 +20,15 @@ def demo_manifest(tmp_path_factory) -> str:
     return generate_demo_dataset(str(folder), num_clips=12, seed=0, progress=False)["emotion"]
 
 
-def parse_recipe(*overrides: str):
-    """The demo recipe's three argument dataclasses, with command-line style overrides."""
+def parse_recipe(*overrides: str, recipe: str = RECIPE):
+    """A recipe's three argument dataclasses (the demo recipe by default), with command-line style overrides."""
     from trl import ModelConfig, TrlParser
 
     from training.sft import ScriptArguments
     from training.trainer import AffectVerseSFTConfig
 
     parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
-    return parser.parse_args_and_config(["--config", RECIPE, "--report_to", "none", *overrides])
+    return parser.parse_args_and_config(["--config", recipe, "--report_to", "none", *overrides])
 
 
 @pytest.fixture
