@@ -138,10 +138,12 @@ def test_training_forward_on_interleaved_sample(make_model, make_inputs, process
     assert frozen and all(p.grad is None for n, p in lora.named_parameters() if not p.requires_grad)
 
 
-def test_mixed_batch_equals_each_sample_alone(model, make_inputs):
-    combos = ["video+audio", "video", "audio", "text"]
+def assert_batch_equals_each_sample_alone(model, make_inputs, combos, belief_counts, **batch_checks) -> None:
+    """Logits (and belief tokens) of each sample in a batch equal those of the sample run alone."""
     seconds = (2.0, 1.4, 1.0, 2.0)
     batch = make_inputs(combos, seconds=seconds)
+    for key, expected in batch_checks.items():
+        assert bool(batch[key]) == expected
     assert (batch["attention_mask"][:, 0] == 0).any()  # left-padded
     with torch.no_grad():
         together = model(**batch)
@@ -152,7 +154,7 @@ def test_mixed_batch_equals_each_sample_alone(model, make_inputs):
             assert int(batch["attention_mask"][b].sum()) == length
             torch.testing.assert_close(together.logits[b, -length:], alone.logits[0], rtol=1e-4, atol=1e-5)
             n = int(together.belief_counts[b])
-            assert n == (8, 4, 4, 0)[b]
+            assert n == belief_counts[b]
             if combo == "text":  # no placeholders alone: the EWM does not run at all
                 assert alone.belief_tokens is None
                 continue
@@ -160,21 +162,15 @@ def test_mixed_batch_equals_each_sample_alone(model, make_inputs):
             torch.testing.assert_close(together.belief_tokens[b, :n], alone.belief_tokens[0, :n], rtol=1e-4, atol=1e-5)
 
 
+def test_mixed_batch_equals_each_sample_alone(model, make_inputs):
+    assert_batch_equals_each_sample_alone(model, make_inputs, ["video+audio", "video", "audio", "text"], (8, 4, 4, 0))
+
+
 def test_audio_in_video_batch_with_silent_and_separate_samples(model, make_inputs):
     """One `use_audio_in_video` flag per call, yet modality dropout puts plain video samples next to interleaved
     ones: each sample must still get the positions (and logits) it gets alone."""
     combos = ["audio-in-video", "video", "video+audio", "audio"]
-    seconds = (2.0, 1.4, 1.0, 2.0)
-    batch = make_inputs(combos, seconds=seconds)
-    assert batch["use_audio_in_video"]
-    with torch.no_grad():
-        together = model(**batch)
-        for b, combo in enumerate(combos):
-            alone_inputs = make_inputs([combo], seconds=(seconds[b],), seeds=[b])
-            alone = model(**alone_inputs)
-            length = int(alone_inputs["attention_mask"][0].sum())
-            torch.testing.assert_close(together.logits[b, -length:], alone.logits[0], rtol=1e-4, atol=1e-5)
-            assert int(together.belief_counts[b]) == (8, 4, 8, 4)[b]
+    assert_batch_equals_each_sample_alone(model, make_inputs, combos, (8, 4, 8, 4), use_audio_in_video=True)
 
 
 def test_errors_name_the_problem(model, make_inputs, processor):

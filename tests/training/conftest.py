@@ -20,6 +20,10 @@ def demo_manifest(tmp_path_factory) -> str:
     return generate_demo_dataset(str(folder), num_clips=12, seed=0, progress=False)["emotion"]
 
 
+# overrides every test run takes: no TensorBoard, no checkpoints, no demo data generation, no prediction
+COMMON = ["--report_to", "none", "--save_strategy", "no", "--demo_data", "", "--predict_held_out", "false"]
+
+
 def parse_recipe(*overrides: str, recipe: str = RECIPE):
     """A recipe's three argument dataclasses (the demo recipe by default), with command-line style overrides."""
     from trl import ModelConfig, TrlParser
@@ -28,7 +32,7 @@ def parse_recipe(*overrides: str, recipe: str = RECIPE):
     from training.trainer import AffectVerseSFTConfig
 
     parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
-    return parser.parse_args_and_config(["--config", recipe, "--report_to", "none", *overrides])
+    return parser.parse_args_and_config(["--config", recipe, *COMMON, *overrides])
 
 
 @pytest.fixture
@@ -39,19 +43,7 @@ def run_sft(demo_manifest, tmp_path):
         from training.sft import main
 
         output_dir = output_dir or str(tmp_path / "out")
-        args = parse_recipe(
-            "--train_manifest",
-            demo_manifest,
-            "--demo_data",
-            "",
-            "--predict_held_out",
-            "false",
-            "--output_dir",
-            output_dir,
-            "--save_strategy",
-            "no",
-            *overrides,
-        )
+        args = parse_recipe("--train_manifest", demo_manifest, "--output_dir", output_dir, *overrides)
         return main(*args)
 
     return _run

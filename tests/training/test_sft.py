@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.tiny import build_tiny_model
-from tests.training.conftest import RECIPE
+from tests.training.conftest import COMMON, RECIPE
 from training.adapters import load_adapter
 from training.collator import AffectVerseCollator
 from training.manifest import load_manifest, write_manifest
@@ -31,22 +31,8 @@ def trained(demo_manifest, tmp_path_factory):
     from training.sft import main
 
     output_dir = str(tmp_path_factory.mktemp("sft") / "out")
-    args = parse_recipe(
-        "--train_manifest",
-        demo_manifest,
-        "--demo_data",
-        "",
-        "--output_dir",
-        output_dir,
-        "--max_steps",
-        "40",
-        "--save_strategy",
-        "no",
-        "--merge",
-        "true",
-        "--predict_held_out",
-        "true",
-    )
+    args = parse_recipe("--train_manifest", demo_manifest, "--output_dir", output_dir, "--max_steps", "40",
+                        "--merge", "true", "--predict_held_out", "true")  # fmt: skip
     return main(*args), output_dir
 
 
@@ -126,26 +112,14 @@ def test_four_steps_equal_two_steps_then_resume(run_sft, tmp_path):
     assert logged(resumed, "loss") == pytest.approx(logged(straight, "loss"), abs=1e-6)  # steps 3-4 recomputed
 
 
+# one plain-SGD step per optimizer step (lr 1: the update is the gradient), no clipping, no LoRA dropout
+SGD = ["--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+       "--max_grad_norm", "0", "--lora_dropout", "0.0"]  # fmt: skip
+
+
 def one_sgd_step(run_sft, output_dir: str, *overrides: str) -> dict[str, torch.Tensor]:
-    """Trainable parameters after one plain-SGD step (lr 1: the update is the gradient), no clipping, no dropout."""
-    trainer = run_sft(
-        "--max_steps",
-        "1",
-        "--optim",
-        "sgd",
-        "--learning_rate",
-        "1.0",
-        "--lr_scheduler_type",
-        "constant",
-        "--warmup_steps",
-        "0",
-        "--max_grad_norm",
-        "0",
-        "--lora_dropout",
-        "0.0",
-        *overrides,
-        output_dir=output_dir,
-    )
+    """Trainable parameters after one SGD step."""
+    trainer = run_sft("--max_steps", "1", *SGD, *overrides, output_dir=output_dir)
     return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
 
 
@@ -168,60 +142,14 @@ def test_gradient_accumulation_matches_the_full_batch(run_sft, tmp_path):
 
 def test_two_process_cpu_run_matches_one_process_with_the_same_global_batch(run_sft, demo_manifest, tmp_path):
     """DESIGN §7's launch line (gloo on CPU): both processes step, stay in sync, and match one process."""
-    sgd = [
-        "--max_steps",
-        "2",
-        "--optim",
-        "sgd",
-        "--learning_rate",
-        "1.0",
-        "--lr_scheduler_type",
-        "constant",
-        "--warmup_steps",
-        "0",
-        "--max_grad_norm",
-        "0",
-        "--lora_dropout",
-        "0.0",
-        "--logging_steps",
-        "1",
-    ]
+    sgd = ["--max_steps", "2", "--logging_steps", "1", *SGD]
     single = run_sft("--per_device_train_batch_size", "2", *sgd, output_dir=str(tmp_path / "single"))
     output_dir = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "training/sft.py",
-        "--config",
-        RECIPE,
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--save_strategy",
-        "no",
-        "--train_manifest",
-        demo_manifest,
-        "--demo_data",
-        "",
-        "--predict_held_out",
-        "false",
-        "--output_dir",
-        str(output_dir),
-        "--per_device_train_batch_size",
-        "1",
-        *sgd,
-    ]
+    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no"]  # fmt: skip
+    script = ["--config", RECIPE, "--use_cpu", "true", *COMMON, "--train_manifest", demo_manifest]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launch, "training/sft.py", *script,
+               "--output_dir", str(output_dir), "--per_device_train_batch_size", "1", *sgd]  # fmt: skip
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
