@@ -1,0 +1,82 @@
+"""Open-vocabulary emotion scores: set precision / recall over emotion-wheel groups (OV-MERD+)."""
+
+import datasets
+import evaluate
+
+from modeling_affectverse.emotion_lexicon import WHEELS, load_wheels, wheel_groups
+
+_DESCRIPTION = """
+For each sample, the predicted words and the true words are mapped to the groups of an emotion wheel. Precision is
+|predicted groups & true groups| / |predicted groups| and recall |...| / |true groups|, per sample; both are
+averaged over samples, F is computed from those two means, and each of the three is averaged over the wheels. An
+empty prediction (or one with no emotion word) scores precision 0 and recall 0. A sample whose true words map to no
+group of a wheel is skipped for that wheel and counted.
+
+Built-in wheels: `modeling_affectverse.emotion_lexicon.WHEELS` (Plutchik 2001, Parrott 2001, Geneva Emotion Wheel
+2005, written for AffectVerse). `wheel_file` replaces them with a CSV of `wheel,group,word` rows.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `str` or `list` of `list` of `str`): answers, comma-separated text or word lists.
+    references (`list` of `list` of `str`): the true open-vocabulary labels.
+    wheel_file (`str`, *optional*): CSV of `wheel,group,word` rows replacing the built-in wheels.
+Returns:
+    precision, recall, f_score (`float`, averaged over wheels); precision_<wheel>, recall_<wheel>, f_score_<wheel>,
+    skipped_<wheel> per wheel; num_samples (`int`).
+Examples:
+    >>> metric = evaluate.load("metrics/open_vocabulary_emotion")
+    >>> metric.compute(predictions=["happy, excited"], references=[["joyful"]])["recall"]
+    1.0
+"""
+
+_CITATION = """
+@article{lian2024ovmer, title={Open-vocabulary Multimodal Emotion Recognition: Dataset, Metric, and Benchmark},
+  author={Lian, Zheng and others}, journal={arXiv preprint arXiv:2410.01495}, year={2024}}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class OpenVocabularyEmotion(evaluate.Metric):
+    def _info(self):
+        words = datasets.Sequence(datasets.Value("string"))
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=[
+                datasets.Features({"predictions": datasets.Value("string"), "references": words}),
+                datasets.Features({"predictions": words, "references": words}),
+            ],
+        )
+
+    def _compute(self, predictions, references, wheel_file=None):
+        wheels = load_wheels(wheel_file) if wheel_file else WHEELS
+        result, per_wheel = {}, []
+        for name in sorted(wheels):
+            wheel = wheels[name]
+            precisions, recalls = [], []
+            for prediction, reference in zip(predictions, references, strict=True):
+                truth = wheel_groups(list(reference), wheel)
+                if not truth:
+                    continue
+                predicted = wheel_groups(prediction if isinstance(prediction, str) else list(prediction), wheel)
+                common = len(predicted & truth)
+                precisions.append(common / len(predicted) if predicted else 0.0)
+                recalls.append(common / len(truth))
+            result[f"skipped_{name}"] = len(references) - len(precisions)
+            if not precisions:
+                result[f"precision_{name}"] = result[f"recall_{name}"] = result[f"f_score_{name}"] = None
+                continue
+            precision, recall = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+            f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            result[f"precision_{name}"], result[f"recall_{name}"], result[f"f_score_{name}"] = (
+                precision,
+                recall,
+                f_score,
+            )
+            per_wheel.append((precision, recall, f_score))
+        for index, key in enumerate(("precision", "recall", "f_score")):
+            result[key] = sum(w[index] for w in per_wheel) / len(per_wheel) if per_wheel else None
+        result["num_samples"] = len(references)
+        return result

@@ -1,0 +1,109 @@
+"""Sentiment polarity scores under each convention in use: Has0 / Non0 Acc-2 and F1, Acc-3, and the SIMS one."""
+
+import math
+import re
+
+import datasets
+import evaluate
+from sklearn.metrics import accuracy_score, f1_score
+
+UNMATCHED = "<unmatched>"
+WORDS = {"positive": 1.0, "negative": -1.0, "neutral": 0.0}
+
+_DESCRIPTION = """
+Polarity scores for CMU-MOSI, CMU-MOSEI, CH-SIMS and CH-SIMS v2, each under its own name, because the papers'
+"Acc-2" means different things:
+
+- has0_acc2 / has0_f1: all samples; positive means >= 0 (MMSA's "Has0"). F1 is weighted by support.
+- non0_acc2 / non0_f1: samples whose reference is not 0; positive means > 0 (MMSA's "Non0"). non0_f1 is also what
+  MER-UniBench reports as "weighted F1" for sentiment sets.
+- acc3: three classes, negative / neutral / positive, from round(clip(x, -1, 1)).
+- sims_acc2 / sims_f1: all samples; 0 counts as negative (positive means > 0), the CH-SIMS convention.
+
+Predictions are numbers or words: "positive" (1), "negative" (-1), "neutral" (0), also inside a sentence. A word
+answer naming none or several of these is `unmatched`: scored wrong, never coerced.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `float` or `str`): predicted scores, or polarity words.
+    references (`list` of `float`): true sentiment scores (e.g. MOSI in [-3, 3], SIMS in [-1, 1]).
+Returns:
+    has0_acc2, has0_f1, non0_acc2, non0_f1, acc3, sims_acc2, sims_f1 (`float`), unmatched, num_samples,
+    num_nonzero (`int`).
+Examples:
+    >>> metric = evaluate.load("metrics/sentiment_polarity")
+    >>> metric.compute(predictions=[1.2, -0.5, 0.3], references=[2.0, -1.0, 0.0])["non0_acc2"]
+    1.0
+"""
+
+_CITATION = """
+@inproceedings{yu2021learning,
+  title={Learning Modality-Specific Representations with Self-Supervised Multi-Task Learning for Multimodal
+         Sentiment Analysis},
+  author={Yu, Wenmeng and Xu, Hua and Yuan, Ziqi and Wu, Jiele},
+  booktitle={AAAI}, year={2021}
+}
+"""
+
+
+def _score(prediction) -> float | None:
+    if isinstance(prediction, int | float):
+        return float(prediction) if math.isfinite(prediction) else None
+    named = {WORDS[w] for w in re.findall(r"[a-z]+", str(prediction).lower()) if w in WORDS}
+    return named.pop() if len(named) == 1 else None
+
+
+def _side(value: float | None, positive) -> str:
+    return UNMATCHED if value is None else ("positive" if positive(value) else "negative")
+
+
+def _three(value: float | None) -> str:
+    return UNMATCHED if value is None else str(int(round(min(1.0, max(-1.0, value)))))
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class SentimentPolarity(evaluate.Metric):
+    def _info(self):
+        reference = datasets.Value("float64")
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=[
+                datasets.Features({"predictions": datasets.Value("float64"), "references": reference}),
+                datasets.Features({"predictions": datasets.Value("string"), "references": reference}),
+            ],
+        )
+
+    def _compute(self, predictions, references):
+        scores = [_score(p) for p in predictions]
+        truth = [float(r) for r in references]
+        sides = ["negative", "positive"]
+
+        def acc_f1(keep, positive):
+            y_true = [_side(t, positive) for t, k in zip(truth, keep, strict=True) if k]
+            y_pred = [_side(s, positive) for s, k in zip(scores, keep, strict=True) if k]
+            if not y_true:
+                return float("nan"), float("nan")
+            f1 = f1_score(y_true, y_pred, labels=sides, average="weighted", zero_division=0)
+            return float(accuracy_score(y_true, y_pred)), float(f1)
+
+        everyone = [True] * len(truth)
+        nonzero = [t != 0 for t in truth]
+        has0_acc2, has0_f1 = acc_f1(everyone, lambda x: x >= 0)
+        non0_acc2, non0_f1 = acc_f1(nonzero, lambda x: x > 0)
+        sims_acc2, sims_f1 = acc_f1(everyone, lambda x: x > 0)
+        acc3 = float(accuracy_score([_three(t) for t in truth], [_three(s) for s in scores]))
+        return {
+            "has0_acc2": has0_acc2,
+            "has0_f1": has0_f1,
+            "non0_acc2": non0_acc2,
+            "non0_f1": non0_f1,
+            "acc3": acc3,
+            "sims_acc2": sims_acc2,
+            "sims_f1": sims_f1,
+            "unmatched": sum(s is None for s in scores),
+            "num_samples": len(truth),
+            "num_nonzero": sum(nonzero),
+        }

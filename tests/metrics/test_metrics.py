@@ -1,0 +1,132 @@
+"""The evaluate metric modules, loaded offline from their folders, against scikit-learn and hand-computed values."""
+
+from __future__ import annotations
+
+import os
+
+import evaluate
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+from modeling_affectverse.emotion_lexicon import WHEELS, map_to_label, write_wheels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MER = ["worried", "happy", "neutral", "angry", "surprise", "sad"]
+
+
+def load(name: str):
+    return evaluate.load(os.path.join(ROOT, "metrics", name))
+
+
+@pytest.mark.parametrize("case", range(20))
+def test_emotion_classification_equals_scikit_learn(case):
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(5, 40))
+    references = [str(x) for x in rng.choice(MER[: int(rng.integers(2, 7))], n)]
+    # exact labels, decorated labels ("Sad."), and answers that name no label at all
+    predictions = []
+    for _ in range(n):
+        kind = rng.random()
+        label = str(rng.choice(MER))
+        predictions.append(label if kind < 0.6 else f"{label.title()}." if kind < 0.85 else "no idea")
+    expected_pred = [p.rstrip(".").lower() if p != "no idea" else "<unmatched>" for p in predictions]
+    present = [label for label in MER if label in references]
+    result = load("emotion_classification").compute(predictions=predictions, references=references, label_set=MER)
+    assert result["accuracy"] == pytest.approx(accuracy_score(references, expected_pred))
+    assert result["uar"] == pytest.approx(recall_score(references, expected_pred, labels=present, average="macro",
+                                                       zero_division=0))  # fmt: skip
+    for average in ("macro", "weighted"):
+        expected = f1_score(references, expected_pred, labels=present, average=average, zero_division=0)
+        assert result[f"{average}_f1"] == pytest.approx(expected)
+    assert result["unmatched"] == predictions.count("no idea") and result["num_samples"] == n
+
+
+def test_emotion_classification_rejects_unknown_references():
+    with pytest.raises(ValueError, match=r"references hold labels outside label_set .*\['bored'\]"):
+        load("emotion_classification").compute(predictions=["happy"], references=["bored"], label_set=MER)
+
+
+def test_free_text_is_mapped_by_concept_never_coerced():
+    meld = ["anger", "joy", "sadness", "neutral", "disgust", "fear", "surprise"]
+    assert map_to_label("The speaker seems joyful.", meld) == "joy"
+    assert map_to_label("The speaker seems joyful.", MER) == "happy"
+    assert map_to_label("scared", meld) == "fear" and map_to_label("scared", MER) is None  # MER has no fear
+    assert map_to_label("not happy", MER) is None and map_to_label("happy or sad", MER) is None
+
+
+def test_sentiment_polarity_variants_by_hand():
+    references = [2.0, -1.0, 0.0, 0.0, 1.5, -2.0]
+    predictions = [1.0, 0.5, 0.0, -0.2, -1.0, -0.3]
+    result = load("sentiment_polarity").compute(predictions=predictions, references=references)
+    # Has0 (>= 0 is positive): sides P,N,P,P,P,N vs P,P,P,N,N,N -> 3 of 6; F1 P = 4/7 (support 4), N = 0.4 (2)
+    assert result["has0_acc2"] == pytest.approx(3 / 6)
+    assert result["has0_f1"] == pytest.approx((4 * 4 / 7 + 2 * 0.4) / 6)
+    # Non0 (zeros dropped, > 0 positive): P,N,P,N vs P,P,N,N -> 2 of 4; both classes F1 0.5
+    assert result["non0_acc2"] == pytest.approx(0.5) and result["non0_f1"] == pytest.approx(0.5)
+    # SIMS (0 is negative): P,N,N,N,P,N vs P,P,N,N,N,N -> 4 of 6
+    assert result["sims_acc2"] == pytest.approx(4 / 6)
+    # Acc-3 on round(clip(x, -1, 1)): 1,-1,0,0,1,-1 vs 1,0,0,0,-1,0 -> 3 of 6
+    assert result["acc3"] == pytest.approx(3 / 6)
+    assert (result["num_nonzero"], result["unmatched"]) == (4, 0)
+
+
+def test_sentiment_polarity_words():
+    words = ["positive", "Negative.", "neutral", "I'd say positive", "positive and negative"]
+    result = load("sentiment_polarity").compute(predictions=words, references=[1.0, -2.0, 0.0, 0.5, 1.0])
+    assert result["unmatched"] == 1  # names both: scored wrong, not coerced
+    assert result["has0_acc2"] == pytest.approx(4 / 5)  # "neutral" is 0, which Has0 counts as positive
+    assert result["acc3"] == pytest.approx(3 / 5)  # the 0.5 reference rounds to the neutral class
+
+
+HIT_PREDICTIONS = ["joyful and excited", "a bit nervous", "calm", "happy", "heartbroken, lonely", "shocked"]
+HIT_REFERENCES = ["happy", "worried", "angry", "neutral", "sad", "surprise"]
+
+
+def test_hit_rate_by_hand():
+    result = load("emotion_hit_rate").compute(predictions=HIT_PREDICTIONS, references=HIT_REFERENCES)
+    # "calm" misses "angry" everywhere; "neutral" is in no wheel; the Geneva wheel has no "surprise" family
+    assert (result["hit_rate_plutchik"], result["skipped_plutchik"]) == (pytest.approx(4 / 5), 1)
+    assert (result["hit_rate_parrott"], result["skipped_parrott"]) == (pytest.approx(4 / 5), 1)
+    assert (result["hit_rate_geneva"], result["skipped_geneva"]) == (pytest.approx(3 / 4), 2)
+    assert result["hit_rate"] == pytest.approx((0.8 + 0.8 + 0.75) / 3)
+
+
+OV_PREDICTIONS = ["joyful", "worried and angry", ""]
+OV_REFERENCES = [["happy", "excited"], ["nervous"], ["sad"]]
+
+
+def test_open_vocabulary_by_hand():
+    result = load("open_vocabulary_emotion").compute(predictions=OV_PREDICTIONS, references=OV_REFERENCES)
+    # Plutchik and Parrott: P = (1 + 1/2 + 0) / 3, R = (1 + 1 + 0) / 3; the empty answer scores 0 / 0
+    for wheel in ("plutchik", "parrott"):
+        assert result[f"precision_{wheel}"] == pytest.approx(0.5)
+        assert result[f"recall_{wheel}"] == pytest.approx(2 / 3)
+        assert result[f"f_score_{wheel}"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    # Geneva: "excited" is interest, not joy: the first sample's recall is 1/2
+    assert result["recall_geneva"] == pytest.approx(0.5) and result["f_score_geneva"] == pytest.approx(0.5)
+    assert result["f_score"] == pytest.approx((2 * (2 * 0.5 * (2 / 3) / (0.5 + 2 / 3)) + 0.5) / 3)
+    as_lists = load("open_vocabulary_emotion").compute(
+        predictions=[["joyful"], ["worried", "angry"], []], references=OV_REFERENCES
+    )
+    assert as_lists == result
+
+
+def test_external_wheel_file_gives_the_built_in_result(tmp_path):
+    path = tmp_path / "wheels.csv"
+    write_wheels(WHEELS, path)
+    hit = load("emotion_hit_rate")
+    assert hit.compute(predictions=HIT_PREDICTIONS, references=HIT_REFERENCES, wheel_file=str(path)) == hit.compute(
+        predictions=HIT_PREDICTIONS, references=HIT_REFERENCES
+    )
+    ov = load("open_vocabulary_emotion")
+    assert ov.compute(predictions=OV_PREDICTIONS, references=OV_REFERENCES, wheel_file=str(path)) == ov.compute(
+        predictions=OV_PREDICTIONS, references=OV_REFERENCES
+    )
+    # a one-wheel file: only that wheel is scored
+    (tmp_path / "mine.csv").write_text("wheel,group,word\nmine,good,happy\nmine,bad,sad\n")
+    mine = hit.compute(predictions=["glad", "sad"], references=["happy", "sad"], wheel_file=str(tmp_path / "mine.csv"))
+    assert mine["hit_rate"] == pytest.approx(0.5) and "hit_rate_plutchik" not in mine  # glad is not listed there
+    (tmp_path / "broken.csv").write_text("wheel,word\nx,y\n")
+    with pytest.raises(ValueError, match=r"broken.csv: missing column\(s\) \['group'\]"):
+        hit.compute(predictions=["a"], references=["b"], wheel_file=str(tmp_path / "broken.csv"))
