@@ -34,8 +34,10 @@ def answer_text(row: dict) -> str:
     """The assistant's answer for a row: the emotion word, positive / negative, or the comma-joined word list.
 
     A sentiment of exactly 0 has no positive / negative answer (the paper's question asks for one of the two) and
-    raises, as does an empty label.
+    raises, as does an empty label. An `answer` key (closed-set scoring's candidates) takes precedence.
     """
+    if row.get("answer"):
+        return str(row["answer"])
     label, task = row.get("label"), row.get("task")
     if task == "emotion" and isinstance(label, str) and label.strip():
         return label.strip()
@@ -196,7 +198,7 @@ class AffectVerseCollator:
                     subtitle=row.get("subtitle") or None,
                     video=has_video,
                     audio=has_audio and not sample.audio_from_video,
-                    answer=answer_text(row),
+                    answer=answer_text(row) if self.with_answer else None,
                 )
             )
             if has_video:
@@ -217,6 +219,11 @@ class AffectVerseCollator:
         if self.train:
             batch["keep_ratio"] = torch.tensor(keep, dtype=torch.float32)
         return batch
+
+    def collate_candidates(self, rows: list[dict], candidates: list[str]) -> dict:
+        """One sequence per (row, candidate answer), candidates of a row consecutive, answers labelled: the input of
+        `closed_set_probabilities`. Each clip is decoded once per candidate (simple; the model's cost dominates)."""
+        return self([{**row, "answer": candidate} for row in rows for candidate in candidates])
 
     def _answer_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, samples) -> torch.Tensor:
         """-100 everywhere but the answer and its `<|im_end|>` (the template's trailing newline is not learned)."""

@@ -98,3 +98,12 @@ def test_bad_rows_are_skipped_and_counted_or_raise_in_strict_mode(processor, row
     strict = AffectVerseCollator(processor, strict=True)
     with pytest.raises(DataError, match="row 'unreadable': .*garbage.mp4: cannot be read as media"):
         strict([bad[1], rows[3]])
+
+
+def test_prompt_only_batches_end_at_the_assistant_turn(processor, rows):
+    """What generation and closed-set scoring start from: no answer, no labels, belief placeholders last."""
+    batch = AffectVerseCollator(processor, train=False, with_answer=False)([{**rows[0], "label": None}])
+    assert "labels" not in batch and "keep_ratio" not in batch
+    tokens = processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    assert tokens[-4:] == ["<|belief|>"] * 4
+    assert processor.tokenizer.decode(batch["input_ids"][0]).endswith("<|im_start|>assistant\n" + "<|belief|>" * 4)
