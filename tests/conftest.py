@@ -9,6 +9,7 @@ from transformers import Qwen2_5OmniThinkerConfig
 from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.processing_affectverse import task_question
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config
+from training.demo_data import generate_demo_dataset
 
 # modality combinations of the Must-show list: (video, audio, audio from the video's own track)
 COMBOS = {
@@ -92,3 +93,10 @@ def make_inputs(processor):
         return forward
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def demo_manifest(tmp_path_factory) -> str:
+    """12 demo clips (10 train, 2 test); the emotion manifest's path."""
+    folder = tmp_path_factory.mktemp("demo-data")
+    return generate_demo_dataset(str(folder), num_clips=12, seed=0, progress=False)["emotion"]

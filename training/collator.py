@@ -87,6 +87,8 @@ class AffectVerseCollator:
         strict: raise `DataError` on a bad row instead of skipping it.
         with_answer: put the answer in the prompt and label it (training, scoring); False gives prompts that end at
             the assistant header, for generation (no labels, the rows need none).
+        observe_ratio: evaluation protocol of the paper's Table 2: the model sees only the first fraction of each
+            clip's video frames and audio samples (at least one temporal patch of 2 frames).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class AffectVerseCollator:
         max_audio_seconds: float | None = 30.0,
         strict: bool = False,
         with_answer: bool = True,
+        observe_ratio: float = 1.0,
     ):
         low, high = keep_ratio_range
         if not 0 < low <= high <= 1:
@@ -117,6 +120,9 @@ class AffectVerseCollator:
         self.max_audio_seconds = max_audio_seconds
         self.strict = strict
         self.with_answer = with_answer
+        if not 0 < observe_ratio <= 1:
+            raise ValueError(f"observe_ratio must lie in (0, 1], got {observe_ratio}")
+        self.observe_ratio = observe_ratio
         self.epoch = 0
         self.skipped: Counter = Counter()
         self.dropped_modality: Counter = Counter()
@@ -158,6 +164,11 @@ class AffectVerseCollator:
         frames = None if media.video is None else media.video.frames
         fps = self.fps if media.video is None else media.video.fps
         wave = None if media.audio is None else media.audio.waveform
+        if self.observe_ratio < 1:  # only the clip's beginning is observed
+            if frames is not None:
+                frames = frames[: max(2, math.ceil(self.observe_ratio * len(frames)))]
+            if wave is not None:
+                wave = wave[: max(1, math.ceil(self.observe_ratio * len(wave)))]
         return _Sample(row, frames, fps, wave, media.audio_from_video)
 
     def _drop_modality(self, sample: _Sample, rng: np.random.Generator) -> None:

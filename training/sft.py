@@ -61,7 +61,9 @@ def load_model_and_processor(model_args: ModelConfig):
     name = model_args.model_name_or_path or "tiny"
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
     if name == "tiny":
-        return build_tiny_model(seed=0)  # seed fixed: the adapter's base must be rebuilt identically
+        # seed fixed: the adapter's base must be rebuilt identically. PEFT records no base name for it (a name
+        # would make PEFT look it up on the Hub when saving); the benchmark runner reads a missing base as tiny.
+        return build_tiny_model(seed=0)
     config_path = os.path.join(name, "config.json")
     if os.path.isfile(config_path) and json.load(open(config_path)).get("model_type") == "affectverse":
         processor = AffectVerseProcessor.from_pretrained(name)

@@ -6,18 +6,9 @@ import os
 
 import pytest
 
-from training.demo_data import generate_demo_dataset
-
 RECIPE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configuration", "recipes", "demo.yaml"
 )
-
-
-@pytest.fixture(scope="session")
-def demo_manifest(tmp_path_factory) -> str:
-    """12 demo clips (10 train, 2 test); the emotion manifest's path."""
-    folder = tmp_path_factory.mktemp("demo-data")
-    return generate_demo_dataset(str(folder), num_clips=12, seed=0, progress=False)["emotion"]
 
 
 # overrides every test run takes: no TensorBoard, no checkpoints, no demo data generation, no prediction

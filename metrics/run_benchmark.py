@@ -1,0 +1,271 @@
+"""Benchmark runner: a model on manifests, under the paper's modality settings and keep-ratio protocol.
+
+    python -m metrics.run_benchmark --model outputs/demo --manifest data/demo/emotion.jsonl --output outputs/bench \\
+        --modalities AVT AT VT --keep-ratios 1.0 0.7 0.5 0.3 0.1
+
+`--model` is `tiny` (the embedded random model), an adapter folder from `training/sft.py` (its base is read from
+`adapter_config.json`), or an AffectVerse checkpoint folder / hub id. For every (manifest, modality setting, keep
+ratio) the test split is run in batches (free generation, or `--scoring closed_set` for label sets), and each
+prediction is appended to `predictions.jsonl` as soon as its batch ends. A run that is interrupted resumes from that
+file: finished predictions are not redone. At the end the metric modules in `metrics/` score every group, under
+their own names, into `results.json`, `results.md` (Table 1: modality settings at keep ratio 1; Table 2: keep
+ratios under A+V+T) and `keep_ratio.png`.
+
+Modality settings: AVT = video + its audio + subtitle; AT = the audio only (+ subtitle); VT = the video only
+(+ subtitle). Keep ratio rho (Table 2): only the first rho of each clip's frames and audio is observed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import evaluate  # noqa: E402
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
+from modeling_affectverse.scoring_affectverse import closed_set_probabilities  # noqa: E402
+from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
+from training.adapters import load_adapter  # noqa: E402
+from training.collator import AffectVerseCollator  # noqa: E402
+from training.manifest import iter_manifest  # noqa: E402
+
+METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
+MODALITIES = {"AVT": "A+V+T", "AT": "A+T", "VT": "V+T"}
+# the score each table shows per task, under its metric module's own name
+PRIMARY = {"emotion": "weighted_f1", "sentiment": "non0_f1", "open_vocabulary": "f_score"}
+SENTIMENT_CANDIDATES = ["positive", "negative"]
+
+
+def load_model(name: str):
+    """(model, processor) for `tiny`, an adapter folder, or an AffectVerse checkpoint folder / hub id (eval mode)."""
+    if name == "tiny":
+        model, processor = build_tiny_model(seed=0)
+        return model.eval(), processor
+    adapter_config = os.path.join(name, "adapter_config.json")
+    if os.path.isfile(adapter_config):
+        base_name = json.load(open(adapter_config)).get("base_model_name_or_path") or "tiny"
+        base, processor = load_model(base_name)
+        return load_adapter(base, name).eval(), processor
+    model = AffectVerseForConditionalGeneration.from_pretrained(name, trust_remote_code=True)
+    return model.eval(), AffectVerseProcessor.from_pretrained(name, trust_remote_code=True)
+
+
+def with_modalities(row: dict, setting: str) -> dict:
+    """The row as a modality setting sees it: AT keeps the audio (its own file or the video's track), VT the video.
+
+    A `segment` indexes into the video file, so AT drops it with the video (no converter pairs a segment with the
+    video's own track: IEMOCAP's audio is a separate utterance file).
+    """
+    row = dict(row)
+    if setting == "AT":
+        row["video"], row["segment"] = None, None
+    elif setting == "VT":
+        row["audio"] = None
+    return row
+
+
+def read_predictions(path: str) -> list[dict]:
+    """Predictions written so far. A last line cut by an interruption is dropped (and the file trimmed to match)."""
+    if not os.path.isfile(path):
+        return []
+    records, good_bytes = [], 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good_bytes += len(line)
+    if good_bytes != os.path.getsize(path):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_bytes)
+    return records
+
+
+def _key(record: dict) -> tuple:
+    return record["dataset"], record["modality"], float(record["keep_ratio"]), record["id"]
+
+
+@torch.no_grad()
+def predict_batch(model, collator: AffectVerseCollator, rows: list[dict], scoring: str) -> list[dict]:
+    """Predictions for rows of one task: generated text, or the best candidate with the distribution."""
+    task = rows[0]["task"]
+    if scoring == "closed_set" and task in ("emotion", "sentiment"):
+        candidates = rows[0]["label_set"] if task == "emotion" else SENTIMENT_CANDIDATES
+        inputs = collator.collate_candidates(rows, candidates)
+        _, probabilities = closed_set_probabilities(model, inputs, len(candidates))
+        return [
+            {"prediction": candidates[int(p.argmax())], "probabilities": dict(zip(candidates, p.tolist(), strict=True))}
+            for p in probabilities
+        ]
+    inputs = collator(rows)
+    length = inputs["input_ids"].shape[1]
+    generated = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    texts = collator.processor.tokenizer.batch_decode(generated[:, length:], skip_special_tokens=True)
+    return [{"prediction": text.strip()} for text in texts]
+
+
+def run(args) -> dict:
+    os.makedirs(args.output, exist_ok=True)
+    predictions_path = os.path.join(args.output, "predictions.jsonl")
+    done = {_key(r) for r in read_predictions(predictions_path)}
+    model, processor = load_model(args.model)
+    new = 0
+    with open(predictions_path, "a", encoding="utf-8") as out:
+        for manifest in args.manifest:
+            rows = [r for r in iter_manifest(manifest) if r["split"] == args.split]
+            root = os.path.dirname(os.path.abspath(manifest))
+            for row in rows:
+                for name in ("video", "audio"):
+                    if row[name] is not None and not os.path.isabs(row[name]):
+                        row[name] = os.path.join(root, row[name])
+            for setting in args.modalities:
+                for ratio in args.keep_ratios:
+                    collator = AffectVerseCollator(processor, train=False, with_answer=args.scoring == "closed_set",
+                                                   observe_ratio=ratio)  # fmt: skip
+                    todo = [r for r in rows if (r["dataset"], setting, float(ratio), r["id"]) not in done]
+                    desc = f"{os.path.basename(manifest)} {MODALITIES[setting]} rho={ratio:g}"
+                    for start in tqdm(range(0, len(todo), args.batch_size), desc=desc, disable=not todo):
+                        if args.max_predictions is not None and new >= args.max_predictions:
+                            return {"stopped_after": new}
+                        batch = todo[start : start + args.batch_size]
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")  # budget fitting notes, once per clip: too chatty here
+                            results = predict_batch(model, collator, [with_modalities(r, setting) for r in batch],
+                                                    args.scoring)  # fmt: skip
+                        for row, result in zip(batch, results, strict=True):
+                            record = {"dataset": row["dataset"], "modality": setting, "keep_ratio": float(ratio),
+                                      "id": row["id"], "task": row["task"], "reference": row["label"],
+                                      "label_set": row["label_set"], **result}  # fmt: skip
+                            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        out.flush()
+                        new += len(batch)
+    results = score(read_predictions(predictions_path))
+    write_reports(results, args.output)
+    return results
+
+
+def score(records: list[dict]) -> dict:
+    """Every metric of each (dataset, modality, keep ratio) group: {dataset: {modality: {rho: {metric: value}}}}."""
+    groups = defaultdict(list)
+    for record in records:
+        groups[(record["dataset"], record["modality"], f"{float(record['keep_ratio']):g}")].append(record)
+    results: dict = {}
+    for (dataset, modality, ratio), items in sorted(groups.items()):
+        items.sort(key=lambda r: r["id"])
+        predictions = [r["prediction"] for r in items]
+        references = [r["reference"] for r in items]
+        task = items[0]["task"]
+        if task == "emotion":
+            scores = _metric("emotion_classification").compute(
+                predictions=predictions, references=references, label_set=items[0]["label_set"]
+            )
+            hit = _metric("emotion_hit_rate").compute(predictions=predictions, references=references)
+            scores["hit_rate"] = hit["hit_rate"]
+        elif task == "sentiment":
+            scores = _metric("sentiment_polarity").compute(predictions=predictions, references=references)
+        else:
+            scores = _metric("open_vocabulary_emotion").compute(predictions=predictions, references=references)
+        scores["task"] = task
+        results.setdefault(dataset, {}).setdefault(modality, {})[ratio] = scores
+    return results
+
+
+_LOADED: dict = {}
+
+
+def _metric(name: str):
+    if name not in _LOADED:
+        _LOADED[name] = evaluate.load(os.path.join(METRICS_DIR, name))
+    return _LOADED[name]
+
+
+def _cell(scores: dict | None) -> str:
+    value = None if scores is None else scores.get(PRIMARY[scores["task"]])
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def render_tables(results: dict) -> str:
+    """Markdown shaped like the paper's Table 1 (settings x datasets, rho = 1) and Table 2 (rho x datasets, AVT)."""
+    datasets = sorted(results)
+    header = "| | " + " | ".join(
+        f"{d} ({PRIMARY[next(iter(next(iter(results[d].values())).values()))['task']]})" for d in datasets
+    ) + " |"  # fmt: skip
+    rule = "|---" * (len(datasets) + 1) + "|"
+    lines = ["## Table 1: modality settings (keep ratio 1)", "", header, rule]
+    for setting, label in MODALITIES.items():
+        if any(setting in results[d] for d in datasets):
+            lines.append(f"| {label} | " + " | ".join(_cell(results[d].get(setting, {}).get("1")) for d in datasets)
+                         + " |")  # fmt: skip
+    ratios = sorted({r for d in datasets for r in results[d].get("AVT", {})}, key=float, reverse=True)
+    lines += ["", "## Table 2: keep ratio (A+V+T; only the first rho of each clip observed)", "", header, rule]
+    for ratio in ratios:
+        lines.append(f"| rho = {ratio} | " + " | ".join(_cell(results[d].get("AVT", {}).get(ratio)) for d in datasets)
+                     + " |")  # fmt: skip
+    return "\n".join(lines) + "\n\nScores x 100; each column's metric is named in its header (metrics/ modules).\n"
+
+
+def write_reports(results: dict, output: str) -> None:
+    with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2, sort_keys=True)
+    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(render_tables(results))
+    plot(results, os.path.join(output, "keep_ratio.png"))
+
+
+def plot(results: dict, path: str) -> None:
+    """Primary score versus keep ratio, one line per (dataset, modality setting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for dataset in sorted(results):
+        for setting, by_ratio in sorted(results[dataset].items()):
+            ratios = sorted(by_ratio, key=float)
+            values = [by_ratio[r].get(PRIMARY[by_ratio[r]["task"]]) for r in ratios]
+            axis.plot([float(r) for r in ratios], [float("nan") if v is None else v for v in values], marker="o",
+                      label=f"{dataset} {MODALITIES[setting]}")  # fmt: skip
+    axis.set_xlabel("keep ratio (fraction of each clip observed)")
+    axis.set_ylabel("primary score")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="tiny, an adapter folder, or a checkpoint folder / hub id")
+    parser.add_argument("--manifest", nargs="+", required=True, help="manifest(s) to evaluate")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--output", required=True, help="folder for predictions.jsonl and the reports")
+    parser.add_argument("--modalities", nargs="+", default=["AVT"], choices=sorted(MODALITIES))
+    parser.add_argument("--keep-ratios", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--scoring", choices=["generate", "closed_set"], default="generate")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-predictions", type=int, default=None, help="stop after this many new predictions")
+    args = parser.parse_args(argv)
+    if any(not 0 < r <= 1 for r in args.keep_ratios):
+        parser.error("--keep-ratios must lie in (0, 1]")
+    results = run(args)
+    if "stopped_after" in results:
+        print(f"stopped after {results['stopped_after']} new predictions; run again to resume")
+    else:
+        print(render_tables(results))
+        print(f"wrote {os.path.join(args.output, 'results.json')}, results.md, keep_ratio.png, predictions.jsonl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The benchmark runner end to end on the demo dataset with the tiny model, including interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import metrics.run_benchmark as runner
+
+ARGS = ["--model", "tiny", "--modalities", "AVT", "AT", "--keep-ratios", "1.0", "0.5", "--batch-size", "1"]
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts the rows the runner actually predicts."""
+    calls = []
+    original = runner.predict_batch
+
+    def predict_batch(model, collator, rows, scoring):
+        calls.extend(row["id"] for row in rows)
+        return original(model, collator, rows, scoring)
+
+    monkeypatch.setattr(runner, "predict_batch", predict_batch)
+    return calls
+
+
+def test_runner_writes_everything_and_resumes_without_redoing(demo_manifest, tmp_path, counted):
+    manifests = [demo_manifest, os.path.join(os.path.dirname(demo_manifest), "sentiment.jsonl")]
+    full = tmp_path / "full"
+    assert runner.main([*ARGS, "--manifest", *manifests, "--output", str(full)]) == 0
+    total = len(counted)
+    assert total == 2 * 2 * 2 * 2  # 2 test clips x 2 settings x 2 keep ratios x 2 manifests
+    for name in ("predictions.jsonl", "results.json", "results.md", "keep_ratio.png"):
+        assert (full / name).stat().st_size > 0
+    results = json.loads((full / "results.json").read_text())
+    assert set(results) == {"demo", "demo-sentiment"} and set(results["demo"]) == {"AVT", "AT"}
+    assert set(results["demo"]["AVT"]) == {"1", "0.5"}
+    emotion = results["demo"]["AVT"]["1"]
+    assert {"accuracy", "uar", "macro_f1", "weighted_f1", "unmatched", "hit_rate"} <= set(emotion)
+    assert {"has0_acc2", "non0_acc2", "non0_f1", "acc3", "sims_acc2"} <= set(results["demo-sentiment"]["AT"]["0.5"])
+    table = (full / "results.md").read_text()
+    assert "## Table 1" in table and "| A+V+T |" in table and "| A+T |" in table and "| rho = 0.5 |" in table
+    assert "demo (weighted_f1)" in table and "demo-sentiment (non0_f1)" in table
+
+    # interrupted after 5 predictions, the last line cut mid-write; then run again
+    counted.clear()
+    part = tmp_path / "part"
+    assert runner.main([*ARGS, "--manifest", *manifests, "--output", str(part), "--max-predictions", "5"]) == 0
+    assert len(counted) == 5 and not (part / "results.json").exists()
+    with open(part / "predictions.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"dataset": "demo", "modality": "AT", "keep')  # a kill in the middle of a line
+    counted.clear()
+    assert runner.main([*ARGS, "--manifest", *manifests, "--output", str(part)]) == 0
+    assert len(counted) == total - 5  # nothing redone
+    records = runner.read_predictions(str(part / "predictions.jsonl"))
+    assert len(records) == total and len({runner._key(r) for r in records}) == total
+    assert json.loads((part / "results.json").read_text()) == results
+
+
+def test_closed_set_scoring_gives_distributions(demo_manifest, tmp_path):
+    output = tmp_path / "closed"
+    argv = ["--model", "tiny", "--manifest", demo_manifest, "--output", str(output), "--scoring", "closed_set"]
+    assert runner.main(argv) == 0
+    for record in runner.read_predictions(str(output / "predictions.jsonl")):
+        assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert record["prediction"] == max(record["probabilities"], key=record["probabilities"].get)
+        assert record["prediction"] in record["label_set"]
