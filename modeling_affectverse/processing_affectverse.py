@@ -16,12 +16,14 @@ import math
 import warnings
 
 import numpy as np
+import torch
 from transformers import AddedToken
 from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import (
     Qwen2_5OmniProcessor,
     _get_feat_extract_output_lengths,
 )
 
+IGNORE_INDEX = -100
 BELIEF_TOKEN = "<|belief|>"
 SYSTEM_PROMPT = "You are an emotion recognition assistant"
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
@@ -161,6 +163,24 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         if media_end > answer_start:
             raise ValueError("the audio/video block comes after the assistant header: cannot place belief tokens")
         return text[:media_end] + half + text[media_end:answer_start] + half + text[answer_start:]
+
+    def answer_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[str]) -> torch.Tensor:
+        """Labels for prompts that end with their answer (`build_prompt(answer=...)`): -100 everywhere but the answer
+        and its `<|im_end|>` (the template's trailing newline is not learned), for either padding side.
+
+        Raises ValueError when the answer's tokens are not found at the end (the tokenizer merged them with the text
+        before), rather than labelling the wrong tokens.
+        """
+        tail = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for i, answer in enumerate(answers):
+            ids = self.tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            end = int(attention_mask[i].nonzero()[-1]) + 1 - len(tail)  # one past the answer's <|im_end|>
+            start = end - len(ids)
+            if input_ids[i, start:end].tolist() != ids:
+                raise ValueError(f"sample {i}: the answer {answer!r} is not tokenized at the end of its prompt")
+            labels[i, start:end] = input_ids[i, start:end]
+        return labels
 
     # -- processing ------------------------------------------------------------------------------
     def __call__(self, text=None, images=None, videos=None, audio=None, **kwargs):

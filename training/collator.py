@@ -224,7 +224,11 @@ class AffectVerseCollator:
             kwargs.update(load_audio_from_video=True, audio_from_video_indices=sources)
         batch = dict(processor(text=texts, videos=videos or None, audio=audio or None, **kwargs))
         if self.with_answer:
-            batch["labels"] = self._answer_labels(batch["input_ids"], batch["attention_mask"], samples)
+            answers = [answer_text(sample.row) for sample in samples]
+            try:
+                batch["labels"] = processor.answer_labels(batch["input_ids"], batch["attention_mask"], answers)
+            except ValueError as err:
+                raise DataError(f"rows {[s.row.get('id') for s in samples]}: {err}") from err
         if in_video:
             batch["use_audio_in_video"] = True
         if self.train:
@@ -235,24 +239,6 @@ class AffectVerseCollator:
         """One sequence per (row, candidate answer), candidates of a row consecutive, answers labelled: the input of
         `closed_set_probabilities`. Each clip is decoded once per candidate (simple; the model's cost dominates)."""
         return self([{**row, "answer": candidate} for row in rows for candidate in candidates])
-
-    def _answer_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, samples) -> torch.Tensor:
-        """-100 everywhere but the answer and its `<|im_end|>` (the template's trailing newline is not learned)."""
-        tokenizer = self.processor.tokenizer
-        tail = tokenizer("\n", add_special_tokens=False)["input_ids"]
-        labels = torch.full_like(input_ids, -100)
-        for i, sample in enumerate(samples):
-            answer = tokenizer(answer_text(sample.row) + "<|im_end|>", add_special_tokens=False)["input_ids"]
-            real = attention_mask[i].nonzero().squeeze(1)
-            end = int(real[-1]) + 1 - len(tail)  # one past the answer's <|im_end|>, whatever the padding side
-            start = end - len(answer)
-            if input_ids[i, start:end].tolist() != answer:
-                raise DataError(
-                    f"row {sample.row.get('id')!r}: the answer's tokens are not at the end of the prompt "
-                    "(the tokenizer merged them with the text before); cannot place labels"
-                )
-            labels[i, start:end] = input_ids[i, start:end]
-        return labels
 
     def _empty_batch(self) -> dict:
         text = self.processor.build_prompt("(skipped)", answer="" if self.with_answer else None)
