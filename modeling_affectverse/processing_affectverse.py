@@ -45,6 +45,22 @@ def task_question(task: str, label_set: list[str] | None = None) -> str:
     raise ValueError(f"unknown task {task!r}: expected 'emotion', 'sentiment' or 'open_vocabulary'")
 
 
+# The prompt format of `build_prompt` as a chat template: a user turn's content is a string or a list of
+# {"type": "video" | "audio" | "text"} parts (media first, then "Subtitle: ..." and the question).
+CHAT_TEMPLATE = (  # no whitespace control: the template string holds no incidental whitespace
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'video' %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif part['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 class AffectVerseProcessor(Qwen2_5OmniProcessor):
     """Qwen2.5-Omni processor that inserts `<|belief|>` placeholders and enforces a token budget.
 
@@ -354,4 +370,4 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
 # Copied as remote code with the processor: `AutoProcessor.from_pretrained(folder, trust_remote_code=True)`.
 AffectVerseProcessor.register_for_auto_class()
 
-__all__ = ["BELIEF_TOKEN", "SYSTEM_PROMPT", "AffectVerseProcessor", "task_question"]
+__all__ = ["BELIEF_TOKEN", "CHAT_TEMPLATE", "SYSTEM_PROMPT", "AffectVerseProcessor", "task_question"]

@@ -1,0 +1,226 @@
+"""Export a trained AffectVerse as a complete Hub repository folder: weights, remote code, processor, card, handler.
+
+    python -m hub_cards.export --adapter outputs/demo --results outputs/bench/results.json \\
+        --repo-id org/affectverse --output hub/affectverse
+
+Input: an adapter folder from `training/sft.py` (merged here, onto its base: `tiny` or `--base`), or a full
+checkpoint (`--checkpoint`, e.g. `<output>/merged`); optionally the benchmark runner's `results.json`. Output:
+`config.json` with `auto_map` and `custom_pipelines`, the flat remote-code files (model, processor, pipeline and
+what they import), sharded safetensors, processor / tokenizer files with the chat template, `generation_config.json`
+(the belief placeholder suppressed), `README.md` (a model card rendered from `hub_cards/template.md` with
+`ModelCardData`; `model-index` from the results) and `handler.py` (Inference Endpoints). Everything is written to a
+temporary folder next to `--output` and moved into place only when complete: a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData  # noqa: E402
+from transformers import AutoModel  # noqa: E402
+from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
+
+from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
+from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPipeline  # noqa: E402
+from modeling_affectverse.processing_affectverse import CHAT_TEMPLATE  # noqa: E402
+from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODALITIES = {"AVT": "A+V+T", "AT": "A+T", "VT": "V+T"}
+# every score the metric modules report (metrics/*/); counts and per-wheel skips are not scores
+METRICS = {
+    "accuracy", "uar", "macro_f1", "weighted_f1", "hit_rate", "has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc3",
+    "sims_acc2", "sims_f1", "precision", "recall", "f_score",
+}  # fmt: skip
+PER_WHEEL = ("hit_rate_", "precision_", "recall_", "f_score_")
+COUNTS = {"unmatched", "num_samples", "num_nonzero", "task"}
+
+
+class ExportError(ValueError):
+    """The export cannot be made as asked; the message names the file or the value."""
+
+
+def load_trained(adapter: str | None, checkpoint: str | None, base: str | None):
+    """(merged model, processor) from an adapter folder on its base, or from a full checkpoint folder."""
+    if (adapter is None) == (checkpoint is None):
+        raise ExportError("give exactly one of --adapter (a training/sft.py output) or --checkpoint (a full model)")
+    if checkpoint is not None:
+        if not os.path.isdir(checkpoint) or not any(f.endswith(".safetensors") for f in os.listdir(checkpoint)):
+            raise ExportError(f"{checkpoint}: no weights file (*.safetensors) in the checkpoint folder")
+        model = AffectVerseForConditionalGeneration.from_pretrained(checkpoint)
+        return model, AffectVerseProcessor.from_pretrained(checkpoint)
+    weights = os.path.join(adapter, "adapter_model.safetensors")
+    config_path = os.path.join(adapter, "adapter_config.json")
+    for path in (config_path, weights):
+        if not os.path.isfile(path):
+            raise ExportError(f"{path}: missing, not an adapter folder written by training/sft.py")
+    recorded = json.load(open(config_path)).get("base_model_name_or_path")
+    base = base or recorded or "tiny"
+    if recorded and base != recorded:
+        raise ExportError(f"{adapter} was trained on {recorded!r}, not on the given base {base!r}")
+    if base == "tiny":
+        model, processor = build_tiny_model(seed=0)
+    else:
+        model = AffectVerseForConditionalGeneration.from_pretrained(base)
+        processor = AffectVerseProcessor.from_pretrained(base)
+    from peft import PeftModel
+
+    try:
+        adapted = PeftModel.from_pretrained(model, adapter)
+    except (RuntimeError, ValueError, KeyError) as err:  # shape or key mismatches
+        raise ExportError(f"{adapter} does not fit the base {base!r}: {str(err).splitlines()[0][:300]}") from err
+    return adapted.merge_and_unload(), processor
+
+
+def eval_results(results: dict, model_name: str) -> list[EvalResult]:
+    """One model-index entry per (dataset, modality setting, keep ratio, metric) of a runner's results.json."""
+    entries = []
+    for dataset in sorted(results):
+        for setting in sorted(results[dataset]):
+            for ratio in sorted(results[dataset][setting], key=float, reverse=True):
+                for name, value in sorted(results[dataset][setting][ratio].items()):
+                    if name in COUNTS or name.startswith("skipped_"):
+                        continue
+                    if name not in METRICS and not name.startswith(PER_WHEEL):
+                        raise ExportError(
+                            f"results: unknown metric {name!r} (dataset {dataset}); known: {sorted(METRICS)}"
+                        )
+                    if value is None or (isinstance(value, float) and math.isnan(value)):
+                        continue  # undefined on this data (e.g. every sample skipped): nothing to report
+                    entries.append(
+                        EvalResult(
+                            task_type="video-classification",
+                            task_name="Multimodal emotion recognition",
+                            dataset_type=dataset,
+                            dataset_name=dataset,
+                            dataset_config=f"{MODALITIES.get(setting, setting)}, keep ratio {ratio}",
+                            dataset_split="test",
+                            metric_type=name,
+                            metric_name=name,
+                            metric_value=float(value),
+                        )
+                    )
+    return entries
+
+
+def results_table(results: dict | None) -> str:
+    if not results:
+        return "No evaluation results were given to this export."
+    lines = ["| dataset | setting | keep ratio | metric | value |", "|---|---|---|---|---|"]
+    for entry in eval_results(results, ""):
+        lines.append(
+            f"| {entry.dataset_name} | {entry.dataset_config.split(',')[0]} | {entry.dataset_config.split()[-1]} "
+            f"| {entry.metric_type} | {entry.metric_value:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def render_card(repo_id: str, results: dict | None, provenance: str) -> ModelCard:
+    name = repo_id.split("/")[-1]
+    data = ModelCardData(
+        model_name=name,
+        base_model="Qwen/Qwen2.5-Omni-7B",
+        library_name="transformers",
+        pipeline_tag="video-classification",
+        license="apache-2.0",
+        tags=["affective-computing", "emotion-recognition", "multimodal", "world-model", "qwen2.5-omni"],
+        datasets=[
+            "MER2023",
+            "MER2024",
+            "MELD",
+            "IEMOCAP",
+            "CMU-MOSI",
+            "CMU-MOSEI",
+            "CH-SIMS",
+            "CH-SIMS-v2",
+            "OV-MERD+",
+        ],
+        eval_results=eval_results(results, name) if results else None,
+        widget=[{"example_title": "A short clip", "src": "clip.mp4", "text": "I did not expect that."}],
+    )
+    return ModelCard.from_template(
+        data, template_path=os.path.join(HERE, "template.md"), model_name=name, repo_id=repo_id,
+        results_table=results_table(results), provenance=provenance,
+    )  # fmt: skip
+
+
+def export(
+    output: str,
+    repo_id: str,
+    adapter: str | None = None,
+    checkpoint: str | None = None,
+    base: str | None = None,
+    results_path: str | None = None,
+    max_shard_size: str = "5GB",
+    overwrite: bool = False,
+) -> str:
+    """Write the repository folder at `output` (atomically: a temporary folder renamed into place)."""
+    output = os.path.abspath(output)
+    if os.path.exists(output) and not overwrite:
+        raise ExportError(f"{output} exists; pass --overwrite to replace it")
+    results = None
+    if results_path is not None:
+        if not os.path.isfile(results_path):
+            raise ExportError(f"{results_path}: results file not found")
+        results = json.load(open(results_path, encoding="utf-8"))
+        eval_results(results, repo_id)  # validates every metric name before anything is written
+    model, processor = load_trained(adapter, checkpoint, base)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(output))
+    try:
+        if not processor.chat_template:
+            processor.chat_template = CHAT_TEMPLATE
+        model.generation_config.suppress_tokens = sorted(
+            set(model.generation_config.suppress_tokens or []) | {processor.belief_token_id}
+        )
+        PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=AffectVerseEmotionPipeline, pt_model=AutoModel)
+        pipe = AffectVerseEmotionPipeline(model=model, processor=processor)
+        pipe.save_pretrained(staging, max_shard_size=max_shard_size)  # weights, config, remote code, pipeline code
+        processor.save_pretrained(staging)  # the pipeline does not save a processor (DESIGN §7)
+        shutil.copy(os.path.join(HERE, "handler.py"), os.path.join(staging, "handler.py"))
+        source = adapter or checkpoint
+        provenance = f"Exported from `{os.path.basename(os.path.normpath(source))}` with `hub_cards/export.py`."
+        if (base or "tiny") == "tiny" and adapter is not None:
+            provenance += " Its base is the embedded tiny random model: a demonstration, not a usable recognizer."
+        render_card(repo_id, results, provenance).save(os.path.join(staging, "README.md"))
+        os.chmod(staging, 0o755)  # mkdtemp makes it private
+        if os.path.exists(output):
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", help="adapter folder written by training/sft.py")
+    parser.add_argument("--checkpoint", help="full AffectVerse checkpoint folder (e.g. <output>/merged)")
+    parser.add_argument("--base", help="the adapter's base (default: recorded in the adapter, else tiny)")
+    parser.add_argument("--results", help="results.json of metrics/run_benchmark.py")
+    parser.add_argument("--repo-id", required=True, help="org/name the card's snippets load")
+    parser.add_argument("--output", required=True, help="the repository folder to write")
+    parser.add_argument("--max-shard-size", default="5GB")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        folder = export(args.output, args.repo_id, args.adapter, args.checkpoint, args.base, args.results,
+                        args.max_shard_size, args.overwrite)  # fmt: skip
+    except ExportError as err:
+        print(f"export failed: {err}", file=sys.stderr)
+        return 2
+    print(f"exported to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""`AffectVerseEmotionPipeline`: a video / audio / subtitle in, the emotion out, for `pipeline(...)` and the Hub widget.
+
+    from transformers import pipeline
+    recognizer = pipeline(model="org/affectverse", trust_remote_code=True)
+    recognizer({"video": "clip.mp4", "subtitle": "I can't believe it."})
+    # {"label": "surprise", "scores": {"worried": 0.04, ...}, "generated_text": "surprise"}
+
+The media are decoded from files (`media_affectverse`), the prompt is the paper's (Appendix A), `label` and
+`scores` come from closed-set scoring over the label set (`scoring_affectverse`), `generated_text` from greedy
+generation. Shipped as remote code with the exported model (registered through `custom_pipelines` in its config).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import Pipeline
+
+from .emotion_lexicon import map_to_label
+from .media_affectverse import decode_clip
+from .processing_affectverse import task_question
+from .scoring_affectverse import closed_set_probabilities
+
+TASK = "affectverse-emotion-recognition"
+MER_LABELS = ["worried", "happy", "neutral", "angry", "surprise", "sad"]
+SENTIMENT_CANDIDATES = ["positive", "negative"]
+
+
+class AffectVerseEmotionPipeline(Pipeline):
+    """Emotion recognition from a clip.
+
+    Input: a video path, or a dict with `video` / `audio` (paths; `audio` equal to `video` or absent with a video
+    means the video's own soundtrack, `audio_from_video=False` silences it) and `subtitle`.
+    Parameters: `task` (`emotion` default, `sentiment`, `open_vocabulary`), `label_set` (emotion; default MER's six
+    classes), `max_new_tokens` (16).
+    Output: `label` (the most likely candidate; for open vocabulary, the generated words), `scores` (candidate ->
+    probability; None for open vocabulary), `generated_text`, and `matched_label` (the generated text mapped to the
+    label set, None when it names none).
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, task=None, label_set=None, max_new_tokens=None, **kwargs):
+        preprocess = {}
+        if task is not None:
+            preprocess["task"] = task
+        if label_set is not None:
+            preprocess["label_set"] = list(label_set)
+        forward = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+        return preprocess, forward, {}
+
+    def _inputs(self, texts: list[str], media) -> dict:
+        kwargs = {"padding": True, "return_tensors": "pt"}
+        videos = None
+        if media.video is not None:
+            videos = [media.video.frames] * len(texts)
+            kwargs["videos_kwargs"] = {"fps": [media.video.fps] * len(texts)}
+        audio = None if media.audio is None else [media.audio.waveform] * len(texts)
+        if media.audio_from_video:
+            kwargs.update(load_audio_from_video=True, audio_from_video_indices=list(range(len(texts))))
+        return dict(self.processor(text=texts, videos=videos, audio=audio, **kwargs))
+
+    def preprocess(self, inputs, task: str = "emotion", label_set: list[str] | None = None):
+        if isinstance(inputs, str | os.PathLike):
+            inputs = {"video": os.fspath(inputs)}
+        video, audio = inputs.get("video"), inputs.get("audio")
+        if video is not None and audio is None and inputs.get("audio_from_video", True):
+            audio = video  # the clip's own soundtrack
+        if video is None and audio is None and not inputs.get("subtitle"):
+            raise ValueError("the input has no video, no audio and no subtitle: nothing to recognise")
+        processor = self.processor
+        media = decode_clip(
+            video, audio, fps=processor.fps, size=processor.frame_size,
+            sample_rate=processor.feature_extractor.sampling_rate, max_frames=64, max_audio_seconds=30.0,
+        )  # fmt: skip
+        label_set = label_set or (MER_LABELS if task == "emotion" else None)
+        question = task_question(task, label_set)
+        has_video, separate_audio = media.video is not None, media.audio is not None and not media.audio_from_video
+
+        def prompt(answer=None):
+            return processor.build_prompt(
+                question, subtitle=inputs.get("subtitle") or None, video=has_video, audio=separate_audio, answer=answer
+            )
+
+        candidates = label_set if task == "emotion" else SENTIMENT_CANDIDATES if task == "sentiment" else []
+        scoring = None
+        if candidates:
+            scoring = self._inputs([prompt(c) for c in candidates], media)
+            scoring["labels"] = processor.answer_labels(scoring["input_ids"], scoring["attention_mask"], candidates)
+        generation = self._inputs([prompt()], media)
+        return {"generation": generation, "scoring": scoring, "candidates": candidates, "label_set": label_set}
+
+    def _forward(self, model_inputs, max_new_tokens: int = 16):
+        generation = model_inputs["generation"]
+        length = generation["input_ids"].shape[1]
+        with torch.no_grad():
+            generated = self.model.generate(**generation, max_new_tokens=max_new_tokens, do_sample=False)
+        probabilities = None
+        if model_inputs["scoring"] is not None:
+            _, probabilities = closed_set_probabilities(
+                self.model, model_inputs["scoring"], len(model_inputs["candidates"])
+            )
+        return {
+            "generated": generated[:, length:],
+            "probabilities": probabilities,
+            "candidates": model_inputs["candidates"],
+            "label_set": model_inputs["label_set"],
+        }
+
+    def postprocess(self, model_outputs):
+        text = self.processor.tokenizer.decode(model_outputs["generated"][0], skip_special_tokens=True).strip()
+        candidates, probabilities = model_outputs["candidates"], model_outputs["probabilities"]
+        if probabilities is None:
+            return {"label": text, "scores": None, "generated_text": text, "matched_label": None}
+        scores = {c: float(p) for c, p in zip(candidates, probabilities[0].tolist(), strict=True)}
+        return {
+            "label": max(scores, key=scores.get),
+            "scores": scores,
+            "generated_text": text,
+            "matched_label": map_to_label(text, candidates),
+        }
+
+
+__all__ = ["TASK", "AffectVerseEmotionPipeline"]
