@@ -117,15 +117,22 @@ class CrossAttentionLayer(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, W) -> (B, H, T, W/H)
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:
-        """queries `(B, Q, W)`, context `(B, C, W)`, context_mask `(B, C)` bool (True = attend)."""
-        q = self._heads(self.q_proj(self.query_norm(queries)))
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values `(B, H, C, W/H)` of a context `(B, C, W)`: per token, so a growing context can reuse them."""
         context = self.context_norm(context)
-        k, v = self._heads(self.k_proj(context)), self._heads(self.v_proj(context))
+        return self._heads(self.k_proj(context)), self._heads(self.v_proj(context))
+
+    def attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, context_mask) -> torch.Tensor:
+        """queries `(B, Q, W)` attend to projected context; context_mask `(B, C)` bool (True = attend) or None."""
+        q = self._heads(self.q_proj(self.query_norm(queries)))
         mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, C)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Q, W/H)
+        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, Q, W/H)
         hidden = queries + self.o_proj(attended.transpose(1, 2).flatten(2))
         return hidden + self.ffn(self.ffn_norm(hidden))
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:
+        """queries `(B, Q, W)`, context `(B, C, W)`, context_mask `(B, C)` bool (True = attend)."""
+        return self.attend(queries, *self.project_context(context), context_mask)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -151,14 +158,24 @@ class TemporalImagination(nn.Module):
         self.block = CrossAttentionBlock(width, num_heads, ffn_ratio, num_layers)
 
     def forward(self, context: torch.Tensor, context_mask: torch.Tensor, tag_self: torch.Tensor) -> torch.Tensor:
-        """context `(B, C, W)` with mask `(B, C)`; returns the imagined tokens `(B, K, Q, W)`."""
+        """context `(B, C, W)` with mask `(B, C)`; returns the imagined tokens `(B, K, Q, W)`.
+
+        Each step's context is the previous one plus the step's output, so every layer's keys and values of the
+        context are projected once and extended step by step (the same numbers as re-projecting the whole context,
+        without redoing the past tokens K times).
+        """
+        layers = self.block.layers
+        projected = [layer.project_context(context) for layer in layers]  # per layer: (B, H, C, W/H) keys, values
         outputs = []
         ones = context_mask.new_ones(context.shape[0], self.future_queries.shape[0])
         for step in range(self.step_embedding.num_embeddings):
-            queries = (self.future_queries + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
-            imagined = self.block(queries, context, context_mask)  # (B, Q, W)
+            imagined = (self.future_queries + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
+            for layer, (keys, values) in zip(layers, projected, strict=True):
+                imagined = layer.attend(imagined, keys, values, context_mask)  # (B, Q, W)
             outputs.append(imagined)
-            context = torch.cat([context, imagined + tag_self], dim=1)  # the rollout extends its own context
+            grown = [layer.project_context(imagined + tag_self) for layer in layers]  # the rollout extends its context
+            projected = [(torch.cat([k, gk], dim=2), torch.cat([v, gv], dim=2))
+                         for (k, v), (gk, gv) in zip(projected, grown, strict=True)]  # fmt: skip
             context_mask = torch.cat([context_mask, ones], dim=1)
         return torch.stack(outputs, dim=1)
 

@@ -46,13 +46,16 @@ def test_greedy_generate_with_cache_equals_without(model, make_inputs, combo, ba
     assert cached.shape[1] == inputs["input_ids"].shape[1] + 6
 
 
-def test_ewm_runs_once_per_generate_and_belief_token_is_never_generated(model, make_inputs, processor):
+@pytest.mark.parametrize("new_tokens", [1, 5, 24])
+def test_ewm_runs_once_per_generate_and_belief_token_is_never_generated(model, make_inputs, processor, new_tokens):
+    """The EWM runs at prefill only: decode steps are plain thinker steps, however many there are."""
     inputs = make_inputs(["video+audio"])
     calls = []
     model.ewm.register_forward_hook(lambda *_: calls.append(1))
     with torch.no_grad():  # make <|belief|> the most likely token everywhere
         model.lm_head.weight[processor.belief_token_id] = 50 * model.lm_head.weight.abs().max()
-    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    assert out.shape[1] - inputs["input_ids"].shape[1] == new_tokens  # every decode step really ran
     assert len(calls) == 1
     assert not (out[:, inputs["input_ids"].shape[1] :] == processor.belief_token_id).any()
 

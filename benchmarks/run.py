@@ -1,0 +1,291 @@
+"""AffectVerse performance suite: what the Emotion World Module costs against the plain / LoRA-only thinker.
+
+    python -m benchmarks.run                    # CPU, a few minutes; writes benchmarks/results.json
+    python -m benchmarks.run --gpu-7b           # on a GPU machine: the 7B-shaped random thinker in bf16
+
+Every comparison runs both sides in one process, interleaved (A, B, B, A, ...), and reports medians and a ratio.
+Not part of the test suite's pass/fail. Sections:
+
+1. size: EWM parameters at the 7B preset (meta device) and FLOPs of the EWM (counted by torch's FlopCounterMode on
+   a real forward at D=3584) versus the language model (analytic, 1024 tokens: 512 video, 384 audio, 128 text).
+2. train_step: one optimizer step (forward, backward, AdamW) of AffectVerse (LoRA + EWM, imagination loss on, rho
+   drawn as in training) versus the LoRA-only thinker, on `benchmarks/midsize.json` (hidden 768, 6 layers).
+   Peak memory = parameters + gradients + optimizer states + tensors saved for backward (counted with
+   `saved_tensors_hooks`; CPU has no allocator peak to read).
+3. inference: prefill time and per-token decode time versus the plain thinker with the same weights.
+4. data: clips per second for decode + preprocess (3 fps, 224 px) over the demo clips, with 1 and 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import torch  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration  # noqa: E402
+
+from modeling_affectverse import AffectVerseForConditionalGeneration  # noqa: E402
+from modeling_affectverse.count_ewm import load_preset  # noqa: E402
+from modeling_affectverse.ewm import EmotionWorldModule, count_parameters  # noqa: E402
+from modeling_affectverse.processing_affectverse import task_question  # noqa: E402
+from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config  # noqa: E402
+from training.adapters import LLM_ATTENTION  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TARGETS = {
+    "ewm_parameters": ("<=", 26e6),
+    "ewm_flops_fraction": ("<=", 0.01),
+    "train_step_time_ratio": ("<=", 1.10),
+    "train_peak_memory_ratio": ("<=", 1.05),
+    "prefill_time_ratio": ("<=", 1.05),
+    "decode_time_per_token_ratio": ("<=", 1.02),
+}
+
+
+# -- 1. size ---------------------------------------------------------------------------------------------
+def llm_flops(config, tokens: int) -> float:
+    """Forward FLOPs of the thinker's language model over `tokens` tokens (matmuls + causal attention + LM head)."""
+    text = config.get_text_config()
+    d, ff, layers, vocab = text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.vocab_size
+    head_dim = d // text.num_attention_heads
+    kv = text.num_key_value_heads * head_dim
+    per_token_layer = 2 * (d * d + 2 * d * kv + d * d + 3 * d * ff)
+    attention = 2 * 2 * d * tokens * tokens / 2  # QK^T and AV, causal: on average half the context
+    return tokens * (layers * per_token_layer + 2 * d * vocab) + layers * attention
+
+
+def size_section() -> dict:
+    config = load_preset(os.path.join(ROOT, "configuration", "affectverse-7b.json"))
+    with torch.device("meta"):
+        parameters = count_parameters(EmotionWorldModule(config))
+    torch.manual_seed(0)
+    ewm = EmotionWorldModule(config).eval()
+    tokens, video, audio = 1024, 512, 384
+    hidden = torch.randn(1, tokens, config.ewm_hidden_size)
+    video_mask = torch.zeros(1, tokens, dtype=torch.bool)
+    video_mask[0, 64 : 64 + video] = True
+    audio_mask = torch.zeros(1, tokens, dtype=torch.bool)
+    audio_mask[0, 64 + video : 64 + video + audio] = True
+    counter = FlopCounterMode(display=False)
+    with counter:  # (under no_grad the counter's module tracker trips over parameters needing grad)
+        ewm(hidden, video_mask, audio_mask, torch.tensor([0.5]))  # training shape: a past and a future
+    ewm_flops = counter.get_total_flops()
+    total = llm_flops(config, tokens)
+    return {
+        "ewm_parameters": parameters,
+        "ewm_flops": ewm_flops,
+        "llm_flops_1024_tokens": total,
+        "ewm_flops_fraction": ewm_flops / total,
+        "token_split": {"video": video, "audio": audio, "text": tokens - video - audio},
+    }
+
+
+# -- shared: the mid-size pair --------------------------------------------------------------------------
+def midsize_pair(seconds: float, frame_size: int):
+    """AffectVerse and a plain thinker with identical backbone weights, the processor, and one clip's inputs."""
+    processor = build_tiny_processor(max_length=2048)
+    processor.frame_size = frame_size
+    config = tiny_config(processor, path=os.path.join(HERE, "midsize.json"))
+    torch.manual_seed(0)
+    affectverse = AffectVerseForConditionalGeneration(config)
+    extra = ("belief_token_id", "model_type", "architectures", "auto_map")
+    fields = {k: v for k, v in config.to_dict().items() if not k.startswith("ewm_") and k not in extra}
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(Qwen2_5OmniThinkerConfig(**fields))
+    missing = thinker.load_state_dict({k: v for k, v in affectverse.state_dict().items() if not k.startswith("ewm.")})
+    assert not missing.missing_keys, missing.missing_keys
+    frames, wave = synthetic_clip(seconds, size=frame_size, seed=0)
+    question = task_question("emotion", list(MER_LABELS))
+
+    def inputs(beliefs: bool, answer: str | None):
+        text = processor.build_prompt(question, subtitle="benchmark clip", video=True, answer=answer)
+        batch = processor(text=[text], videos=[frames], audio=[wave], load_audio_from_video=True,
+                          audio_from_video_indices=[0], belief_placeholders=beliefs, return_tensors="pt")  # fmt: skip
+        batch = dict(batch)
+        batch["use_audio_in_video"] = True
+        return batch
+
+    return affectverse, thinker, processor, inputs
+
+
+def interleaved(first, second, repeats: int) -> tuple[float, float]:
+    """Median seconds of two callables, run alternately (ABBA...) after one warm-up each."""
+    first(), second()
+    times_a, times_b = [], []
+    for i in range(repeats):
+        order = ((first, times_a), (second, times_b)) if i % 2 == 0 else ((second, times_b), (first, times_a))
+        for function, sink in order:
+            start = time.perf_counter()
+            function()
+            sink.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+# -- 2. training step -------------------------------------------------------------------------------------
+def saved_bytes(step) -> int:
+    """Bytes of the tensors autograd saves for backward during `step()` (each storage counted once)."""
+    seen, total = set(), [0]
+
+    def pack(tensor):
+        key = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if key not in seen:
+            seen.add(key)
+            total[0] += key[1]
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return total[0]
+
+
+def train_section(repeats: int) -> dict:
+    affectverse, thinker, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
+    lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)
+    ours = get_peft_model(affectverse, LoraConfig(**lora, modules_to_save=["ewm"])).train()
+    base = get_peft_model(thinker, LoraConfig(**lora)).train()
+    with_beliefs, plain = inputs(True, "happy"), inputs(False, "happy")
+    labels = processor.answer_labels(with_beliefs["input_ids"], with_beliefs["attention_mask"], ["happy"])
+    plain_labels = processor.answer_labels(plain["input_ids"], plain["attention_mask"], ["happy"])
+    optimizers = {id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+                  for m in (ours, base)}  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+
+    def forward_backward(model, batch, batch_labels, keep_ratio=None):
+        extra = {} if keep_ratio is None else {"keep_ratio": keep_ratio}
+        out = model(**batch, labels=batch_labels, **extra)
+        loss = out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss
+        loss.backward()
+
+    def step(model, batch, batch_labels, with_rho: bool):
+        rho = (0.3 + 0.7 * torch.rand(1, generator=generator)) if with_rho else None
+        forward_backward(model, batch, batch_labels, rho)
+        optimizers[id(model)].step()
+        optimizers[id(model)].zero_grad(set_to_none=True)
+
+    time_base, time_ours = interleaved(lambda: step(base, plain, plain_labels, False),
+                                       lambda: step(ours, with_beliefs, labels, True), repeats)  # fmt: skip
+
+    def state_bytes(model) -> int:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
+        return params + 3 * sum(p.numel() * p.element_size() for p in trainable)  # grads + AdamW's two moments
+
+    # rho fixed at the mean of U(0.3, 1) for the memory count, so the two are compared on a typical step
+    memory_ours = state_bytes(ours) + saved_bytes(lambda: forward_backward(ours, with_beliefs, labels, 0.65))
+    memory_base = state_bytes(base) + saved_bytes(lambda: forward_backward(base, plain, plain_labels))
+    trainable_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    trainable_base = sum(p.numel() for p in base.parameters() if p.requires_grad)
+    return {
+        "sequence_tokens": int(with_beliefs["input_ids"].shape[1]),
+        "trainable_parameters": {"affectverse": trainable_ours, "lora_only": trainable_base},
+        "step_seconds": {"affectverse": time_ours, "lora_only": time_base},
+        "train_step_time_ratio": time_ours / time_base,
+        "peak_memory_bytes": {"affectverse": memory_ours, "lora_only": memory_base},
+        "train_peak_memory_ratio": memory_ours / memory_base,
+    }
+
+
+# -- 3. inference -----------------------------------------------------------------------------------------
+def inference_section(repeats: int, new_tokens: int = 16) -> dict:
+    affectverse, thinker, _, inputs = midsize_pair(seconds=8.0, frame_size=112)
+    affectverse.eval(), thinker.eval()
+    with_beliefs, plain = inputs(True, None), inputs(False, None)
+
+    @torch.no_grad()
+    def prefill(model, batch):
+        model(**batch, use_cache=True)
+
+    @torch.no_grad()
+    def generate(model, batch, n):
+        model.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+    def pair(function, *args):
+        return interleaved(lambda: function(thinker, plain, *args), lambda: function(affectverse, with_beliefs, *args),
+                           repeats)  # fmt: skip
+
+    prefill_base, prefill_ours = pair(prefill)
+    one_base, one_ours = pair(generate, 1)
+    many_base, many_ours = pair(generate, new_tokens + 1)
+    decode_base, decode_ours = (many_base - one_base) / new_tokens, (many_ours - one_ours) / new_tokens
+    return {
+        "prompt_tokens": {
+            "affectverse": int(with_beliefs["input_ids"].shape[1]),
+            "plain": int(plain["input_ids"].shape[1]),
+        },
+        "prefill_seconds": {"affectverse": prefill_ours, "plain": prefill_base},
+        "prefill_time_ratio": prefill_ours / prefill_base,
+        "decode_seconds_per_token": {"affectverse": decode_ours, "plain": decode_base},
+        "decode_time_per_token_ratio": decode_ours / decode_base,
+    }
+
+
+# -- 4. data path -----------------------------------------------------------------------------------------
+def data_section() -> dict:
+    from torch.utils.data import DataLoader
+
+    from training.collator import AffectVerseCollator
+    from training.demo_data import generate_demo_dataset
+    from training.manifest import load_manifest
+
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = generate_demo_dataset(folder, num_clips=48, seed=0, progress=False)["emotion"]
+        rows = load_manifest(manifest, cache_dir=os.path.join(folder, "cache"))
+        processor = build_tiny_processor()
+        processor.frame_size = 224
+        collator = AffectVerseCollator(processor, train=False, fps=3.0)
+        result = {}
+        for workers in (1, 2):
+            loader = DataLoader(rows, batch_size=4, num_workers=workers, collate_fn=collator)
+            start = time.perf_counter()
+            count = sum(batch["input_ids"].shape[0] for batch in loader)
+            result[f"clips_per_second_{workers}_workers"] = count / (time.perf_counter() - start)
+        return result
+
+
+def verdicts(figures: dict) -> dict:
+    flat = {**figures.get("size", {}), **figures.get("train_step", {}), **figures.get("inference", {})}
+    out = {}
+    for name, (op, target) in TARGETS.items():
+        if name in flat:
+            out[name] = {"value": flat[name], "target": f"{op} {target:g}", "met": bool(flat[name] <= target)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
+    parser.add_argument("--only", nargs="+", choices=["size", "train_step", "inference", "data"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    sections = {"size": size_section, "train_step": lambda: train_section(args.repeats),
+                "inference": lambda: inference_section(args.repeats), "data": data_section}  # fmt: skip
+    figures = {"machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
+                           "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+                           "device": "cpu"}}  # fmt: skip
+    for name in args.only or sections:
+        start = time.perf_counter()
+        figures[name] = sections[name]()
+        print(f"{name}: {json.dumps(figures[name], indent=1)}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    figures["targets"] = verdicts(figures)
+    print("\n| target | value | goal | met |\n|---|---|---|---|")
+    for name, verdict in figures["targets"].items():
+        print(f"| {name} | {verdict['value']:.4g} | {verdict['target']} | {'yes' if verdict['met'] else 'NO'} |")
+    with open(args.output, "w", encoding="utf-8") as handle:
+        json.dump(figures, handle, indent=2)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
