@@ -172,31 +172,44 @@ def train_section(repeats: int) -> dict:
         optimizers[id(model)].step()
         optimizers[id(model)].zero_grad(set_to_none=True)
 
+    def step_fixed(rho: float):
+        forward_backward(ours, with_beliefs, labels, torch.tensor([rho]))
+        optimizers[id(ours)].step()
+        optimizers[id(ours)].zero_grad(set_to_none=True)
+
     time_base, time_ours = interleaved(lambda: step(base, plain, plain_labels, False),
                                        lambda: step(ours, with_beliefs, labels, True), repeats)  # fmt: skip
+    # worst case for the target: rho = 0.95 drops almost nothing, yet the imagination loss is on
+    time_base_2, time_worst = interleaved(lambda: step(base, plain, plain_labels, False), lambda: step_fixed(0.95),
+                                          repeats)  # fmt: skip
 
     def state_bytes(model) -> int:
         trainable = [p for p in model.parameters() if p.requires_grad]
         params = sum(p.numel() * p.element_size() for p in model.parameters())
         return params + 3 * sum(p.numel() * p.element_size() for p in trainable)  # grads + AdamW's two moments
 
-    # rho fixed at the mean of U(0.3, 1) for the memory count, so the two are compared on a typical step
-    memory_ours = state_bytes(ours) + saved_bytes(lambda: forward_backward(ours, with_beliefs, labels, 0.65))
+    # memory at the worst case too: rho = 0.95 keeps nearly every token for the LLM
+    memory_ours = state_bytes(ours) + saved_bytes(lambda: forward_backward(ours, with_beliefs, labels, 0.95))
     memory_base = state_bytes(base) + saved_bytes(lambda: forward_backward(base, plain, plain_labels))
     trainable_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
     trainable_base = sum(p.numel() for p in base.parameters() if p.requires_grad)
     return {
         "sequence_tokens": int(with_beliefs["input_ids"].shape[1]),
         "trainable_parameters": {"affectverse": trainable_ours, "lora_only": trainable_base},
-        "step_seconds": {"affectverse": time_ours, "lora_only": time_base},
-        "train_step_time_ratio": time_ours / time_base,
+        "step_seconds": {
+            "affectverse_rho_0.95": time_worst,
+            "affectverse_rho_training": time_ours,
+            "lora_only": time_base_2,
+        },  # fmt: skip
+        "train_step_time_ratio": time_worst / time_base_2,
+        "train_step_time_ratio_rho_training": time_ours / time_base,
         "peak_memory_bytes": {"affectverse": memory_ours, "lora_only": memory_base},
         "train_peak_memory_ratio": memory_ours / memory_base,
     }
 
 
 # -- 3. inference -----------------------------------------------------------------------------------------
-def inference_section(repeats: int, new_tokens: int = 16) -> dict:
+def inference_section(repeats: int, new_tokens: int = 32) -> dict:
     affectverse, thinker, _, inputs = midsize_pair(seconds=8.0, frame_size=112)
     affectverse.eval(), thinker.eval()
     with_beliefs, plain = inputs(True, None), inputs(False, None)
@@ -206,17 +219,23 @@ def inference_section(repeats: int, new_tokens: int = 16) -> dict:
         model(**batch, use_cache=True)
 
     @torch.no_grad()
-    def generate(model, batch, n):
+    def generate_seconds(model, batch, n) -> float:
+        start = time.perf_counter()
         model.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        return time.perf_counter() - start
 
-    def pair(function, *args):
-        return interleaved(lambda: function(thinker, plain, *args), lambda: function(affectverse, with_beliefs, *args),
-                           repeats)  # fmt: skip
+    def per_token(model, batch) -> float:
+        """Decode seconds per token: (N + 1 new tokens) - (1 new token), measured back to back, over N."""
+        return (generate_seconds(model, batch, new_tokens + 1) - generate_seconds(model, batch, 1)) / new_tokens
 
-    prefill_base, prefill_ours = pair(prefill)
-    one_base, one_ours = pair(generate, 1)
-    many_base, many_ours = pair(generate, new_tokens + 1)
-    decode_base, decode_ours = (many_base - one_base) / new_tokens, (many_ours - one_ours) / new_tokens
+    prefill_base, prefill_ours = interleaved(lambda: prefill(thinker, plain),
+                                             lambda: prefill(affectverse, with_beliefs), repeats)  # fmt: skip
+    decode = {"plain": [], "affectverse": []}
+    for i in range(repeats):  # interleaved, alternating which goes first
+        pairs = [("plain", thinker, plain), ("affectverse", affectverse, with_beliefs)]
+        for name, model, batch in pairs if i % 2 == 0 else pairs[::-1]:
+            decode[name].append(per_token(model, batch))
+    decode_base, decode_ours = statistics.median(decode["plain"]), statistics.median(decode["affectverse"])
     return {
         "prompt_tokens": {
             "affectverse": int(with_beliefs["input_ids"].shape[1]),
@@ -252,6 +271,102 @@ def data_section() -> dict:
         return result
 
 
+# -- 5. GPU: the 7B shape --------------------------------------------------------------------------------------
+def synthetic_batch(config, video_grid: tuple[int, int, int], audio_frames: int, text: int, device, dtype) -> dict:
+    """Model inputs built from a config's token ids: a video block, an audio block, belief placeholders, text.
+
+    No tokenizer or processor is needed (the 7B tokenizer is not available offline); encoder inputs are random.
+    """
+    vision, audio = config.vision_config, config.audio_config
+    merge = vision.spatial_merge_size
+    t, h, w = video_grid
+    video_tokens = t * h * w // (merge * merge)
+    audio_tokens = ((audio_frames - 1) // 2 + 1 - 2) // 2 + 1
+    half = config.ewm_belief_tokens_dual // 2
+    generator = torch.Generator().manual_seed(0)
+    words = torch.randint(20, min(1000, config.get_text_config().vocab_size - 1), (text,), generator=generator).tolist()
+    ids = (words[: text // 2] + [config.vision_start_token_id] + [config.video_token_id] * video_tokens
+           + [config.vision_end_token_id, config.audio_start_token_id] + [config.audio_token_id] * audio_tokens
+           + [config.audio_end_token_id] + [config.belief_token_id] * half + words[text // 2 :]
+           + [config.belief_token_id] * half + words[:8])  # fmt: skip
+    input_ids = torch.tensor([ids], device=device)
+    patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    labels = torch.full_like(input_ids, -100)
+    labels[0, -8:] = input_ids[0, -8:]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "labels": labels,
+        "pixel_values_videos": torch.randn(t * h * w, patch, generator=generator).to(device, dtype),
+        "video_grid_thw": torch.tensor([[t, h, w]], device=device),
+        "video_second_per_grid": torch.tensor([vision.temporal_patch_size / 3.0], device=device),
+        "input_features": torch.randn(1, audio.num_mel_bins, audio_frames, generator=generator).to(device, dtype),
+        "feature_attention_mask": torch.ones(1, audio_frames, dtype=torch.long, device=device),
+    }
+
+
+def time_training_step(model, inputs: dict, extra: dict, device: str, repeats: int) -> tuple[float, int | None]:
+    """Median seconds of one AdamW step (after a warm-up step) and the peak accelerator memory (CUDA only)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        out = model(**inputs, **extra)
+        loss = out.loss if out.imagination_loss is None else out.loss + out.imagination_loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), (torch.cuda.max_memory_allocated() if device == "cuda" else None)
+
+
+def gpu_section(
+    preset: str,
+    device: str,
+    dtype: torch.dtype,
+    repeats: int,
+    video_grid=(8, 16, 16),
+    audio_frames: int = 1536,
+    text: int = 120,
+) -> dict:
+    """LoRA-only thinker vs AffectVerse (LoRA + EWM, imagination loss on) on a random model of `preset`'s shape at
+    ~1024 tokens (512 video, 384 audio with the defaults): step time, tokens/s and peak accelerator memory."""
+    config = load_preset(preset, belief_token_id=min(1023, load_preset(preset).get_text_config().vocab_size - 1))
+    batch = synthetic_batch(config, video_grid, audio_frames, text, device, dtype)
+    plain = {**batch, "input_ids": batch["input_ids"].clone()}
+    plain["input_ids"][plain["input_ids"] == config.belief_token_id] = 20  # the same length, no placeholders
+    lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)
+    results = {"preset": preset, "device": torch.cuda.get_device_name() if device == "cuda" else device,
+               "dtype": str(dtype), "sequence_tokens": int(batch["input_ids"].shape[1])}  # fmt: skip
+    for name, with_ewm in (("lora_only", False), ("affectverse", True)):
+        torch.manual_seed(0)
+        model = AffectVerseForConditionalGeneration(config).to(device, dtype)
+        model = get_peft_model(model, LoraConfig(**lora, modules_to_save=["ewm"] if with_ewm else None)).train()
+        inputs = batch if with_ewm else plain
+        extra = {"keep_ratio": torch.tensor([0.95], device=device)} if with_ewm else {}
+        seconds, peak = time_training_step(model, inputs, extra, device, repeats)
+        results[name] = {"step_seconds": seconds, "tokens_per_second": results["sequence_tokens"] / seconds,
+                         "peak_memory_bytes": peak}  # fmt: skip
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    results["step_time_ratio"] = results["affectverse"]["step_seconds"] / results["lora_only"]["step_seconds"]
+    if device == "cuda":
+        results["peak_memory_ratio"] = (results["affectverse"]["peak_memory_bytes"]
+                                        / results["lora_only"]["peak_memory_bytes"])  # fmt: skip
+    return results
+
+
 def verdicts(figures: dict) -> dict:
     flat = {**figures.get("size", {}), **figures.get("train_step", {}), **figures.get("inference", {})}
     out = {}
@@ -263,9 +378,10 @@ def verdicts(figures: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
     parser.add_argument("--only", nargs="+", choices=["size", "train_step", "inference", "data"])
+    parser.add_argument("--gpu-7b", action="store_true", help="run only the 7B-shaped bf16 comparison on CUDA")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sections = {"size": size_section, "train_step": lambda: train_section(args.repeats),
@@ -273,6 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
                            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": "cpu"}}  # fmt: skip
+    if args.gpu_7b:
+        if not torch.cuda.is_available():
+            parser.error("--gpu-7b needs a CUDA device")
+        preset = os.path.join(ROOT, "configuration", "affectverse-7b.json")
+        figures = {"gpu_7b": gpu_section(preset, "cuda", torch.bfloat16, args.repeats)}
+        print(json.dumps(figures, indent=1))
+        with open(args.output.replace("results.json", "results-gpu.json"), "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2)
+        return 0
     for name in args.only or sections:
         start = time.perf_counter()
         figures[name] = sections[name]()

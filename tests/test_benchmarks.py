@@ -1,0 +1,36 @@
+"""The benchmark suite's wiring (not its timings): the 7B command's synthetic batch and the size figures."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from benchmarks.run import gpu_section, size_section, synthetic_batch
+from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse.count_ewm import load_preset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configuration", "tiny.json")
+
+
+def test_synthetic_batch_drives_the_ewm():
+    config = load_preset(TINY, belief_token_id=639)
+    batch = synthetic_batch(config, video_grid=(2, 4, 4), audio_frames=200, text=40, device="cpu", dtype=torch.float32)
+    ids = batch["input_ids"][0]
+    assert int((ids == config.video_token_id).sum()) == 2 * 4 * 4 // 4
+    assert int((ids == config.audio_token_id).sum()) == ((200 - 1) // 2 + 1 - 2) // 2 + 1
+    torch.manual_seed(0)
+    model = AffectVerseForConditionalGeneration(config).train()
+    out = model(**batch, keep_ratio=torch.tensor([0.5]))
+    assert out.belief_counts.tolist() == [8] and out.imagination_loss is not None and out.loss is not None
+    figures = gpu_section(TINY, "cpu", torch.float32, 1, video_grid=(2, 4, 4), audio_frames=200, text=40)
+    assert figures["sequence_tokens"] == ids.numel() and figures["affectverse"]["tokens_per_second"] > 0
+
+
+def test_size_figures_at_the_7b_preset():
+    figures = size_section()
+    assert figures["ewm_parameters"] == 24_715_777
+    assert 0 < figures["ewm_flops"] < figures["llm_flops_1024_tokens"]
+    # the analytic LLM count is about 2 x parameters x tokens for a 7B model at 1024 tokens
+    assert 1.2e13 < figures["llm_flops_1024_tokens"] < 1.8e13
