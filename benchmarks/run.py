@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration  # noqa: E402
+from transformers import Qwen2_5OmniThinkerForConditionalGeneration  # noqa: E402
 
 from modeling_affectverse import AffectVerseForConditionalGeneration  # noqa: E402
 from modeling_affectverse.count_ewm import load_preset  # noqa: E402
@@ -99,9 +99,7 @@ def midsize_pair(seconds: float, frame_size: int):
     config = tiny_config(processor, path=os.path.join(HERE, "midsize.json"))
     torch.manual_seed(0)
     affectverse = AffectVerseForConditionalGeneration(config)
-    extra = ("belief_token_id", "model_type", "architectures", "auto_map")
-    fields = {k: v for k, v in config.to_dict().items() if not k.startswith("ewm_") and k not in extra}
-    thinker = Qwen2_5OmniThinkerForConditionalGeneration(Qwen2_5OmniThinkerConfig(**fields))
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(config.to_thinker_config())
     missing = thinker.load_state_dict({k: v for k, v in affectverse.state_dict().items() if not k.startswith("ewm.")})
     assert not missing.missing_keys, missing.missing_keys
     frames, wave = synthetic_clip(seconds, size=frame_size, seed=0)

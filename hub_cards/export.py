@@ -28,13 +28,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
 
+from metrics.run_benchmark import MODALITIES  # noqa: E402
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
 from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPipeline  # noqa: E402
 from modeling_affectverse.processing_affectverse import CHAT_TEMPLATE  # noqa: E402
 from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODALITIES = {"AVT": "A+V+T", "AT": "A+T", "VT": "V+T"}
 # every score the metric modules report (metrics/*/); counts and per-wheel skips are not scores
 METRICS = {
     "accuracy", "uar", "macro_f1", "weighted_f1", "hit_rate", "has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc3",

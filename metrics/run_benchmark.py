@@ -32,17 +32,17 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
+from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS  # noqa: E402
 from modeling_affectverse.scoring_affectverse import closed_set_probabilities  # noqa: E402
 from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
 from training.adapters import load_adapter  # noqa: E402
 from training.collator import AffectVerseCollator  # noqa: E402
-from training.manifest import iter_manifest  # noqa: E402
+from training.manifest import load_manifest  # noqa: E402
 
 METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
 MODALITIES = {"AVT": "A+V+T", "AT": "A+T", "VT": "V+T"}
 # the score each table shows per task, under its metric module's own name
 PRIMARY = {"emotion": "weighted_f1", "sentiment": "non0_f1", "open_vocabulary": "f_score"}
-SENTIMENT_CANDIDATES = ["positive", "negative"]
 
 
 def load_model(name: str):
@@ -100,7 +100,7 @@ def predict_batch(model, collator: AffectVerseCollator, rows: list[dict], scorin
     """Predictions for rows of one task: generated text, or the best candidate with the distribution."""
     task = rows[0]["task"]
     if scoring == "closed_set" and task in ("emotion", "sentiment"):
-        candidates = rows[0]["label_set"] if task == "emotion" else SENTIMENT_CANDIDATES
+        candidates = rows[0]["label_set"] if task == "emotion" else list(SENTIMENT_ANSWERS)
         inputs = collator.collate_candidates(rows, candidates)
         _, probabilities = closed_set_probabilities(model, inputs, len(candidates))
         return [
@@ -122,12 +122,7 @@ def run(args) -> dict:
     new = 0
     with open(predictions_path, "a", encoding="utf-8") as out:
         for manifest in args.manifest:
-            rows = [r for r in iter_manifest(manifest) if r["split"] == args.split]
-            root = os.path.dirname(os.path.abspath(manifest))
-            for row in rows:
-                for name in ("video", "audio"):
-                    if row[name] is not None and not os.path.isabs(row[name]):
-                        row[name] = os.path.join(root, row[name])
+            rows = [r for r in load_manifest(manifest) if r["split"] == args.split]  # media paths resolved
             for setting in args.modalities:
                 for ratio in args.keep_ratios:
                     collator = AffectVerseCollator(processor, train=False, with_answer=args.scoring == "closed_set",

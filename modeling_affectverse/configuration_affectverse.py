@@ -72,6 +72,14 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
         super().__post_init__(**kwargs)
         self.check_ewm_fields()
 
+    def to_thinker_config(self) -> Qwen2_5OmniThinkerConfig:
+        """The plain Qwen2.5-Omni thinker config of this model: the backbone without the EWM fields (for baselines
+        with the same weights, and for tests)."""
+        extra = ("belief_token_id", "model_type", "architectures", "auto_map")
+        return Qwen2_5OmniThinkerConfig(
+            **{k: v for k, v in self.to_dict().items() if not k.startswith("ewm_") and k not in extra}
+        )
+
     def check_ewm_fields(self) -> None:
         """Raise `ValueError` naming the field for EWM settings that cannot build a working module.
 

@@ -288,35 +288,43 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio.tolist()}")
         return keep_ratio
 
-    def _mixed_layout_positions(
-        self,
-        input_ids,
-        attention_mask,
-        pixel_values,
-        video_grid_thw,
-        use_audio_in_video,
-        audio_feature_lengths,
-        video_second_per_grid,
-        past_key_values,
-    ) -> torch.Tensor | None:
-        """3D positions of a batch mixing interleaved audio-in-video samples with plain (silent) video samples.
+    def _position_ids(
+        self, input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
+        use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values,
+    ) -> torch.Tensor | None:  # fmt: skip
+        """3D positions: the thinker's, except for a batch mixing interleaved audio-in-video samples with plain
+        (silent) video samples.
 
         The thinker takes one `use_audio_in_video` flag per call, and under it a video without its audio gets text
         positions, silently. Modality dropout and silent clips make such batches in training, so each sample is
         positioned alone with its own layout (read from its tokens: `<|vision_bos|><|audio_bos|>` is interleaved).
-        Returns None when the batch is not mixed (the thinker's own computation applies).
         """
-        if not use_audio_in_video or input_ids is None or attention_mask is None or video_grid_thw is None:
-            return None
-        if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            return None
+        mixed = (
+            use_audio_in_video
+            and input_ids is not None
+            and attention_mask is not None
+            and video_grid_thw is not None
+            and (past_key_values is None or past_key_values.get_seq_length() == 0)
+        )
         config = self.config
-        starts = input_ids == config.vision_start_token_id  # (B, L)
-        following = torch.roll(input_ids, -1, dims=1)
-        plain = (starts & (following == config.video_token_id)).any(1)
-        interleaved = (starts & (following == config.audio_start_token_id)).any(1)
-        if not bool(plain.any()) or not bool(interleaved.any()):
-            return None
+        if mixed:
+            starts = input_ids == config.vision_start_token_id  # (B, L)
+            following = torch.roll(input_ids, -1, dims=1)
+            plain = (starts & (following == config.video_token_id)).any(1)
+            interleaved = (starts & (following == config.audio_start_token_id)).any(1)
+            mixed = bool(plain.any()) and bool(interleaved.any())
+        if not mixed:
+            return self.model.compute_3d_position_ids(
+                input_ids=input_ids,
+                image_grid_thw=image_grid_thw,
+                video_grid_thw=video_grid_thw,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                use_audio_in_video=use_audio_in_video,
+                audio_feature_lengths=audio_feature_lengths,
+                video_second_per_grid=video_second_per_grid,
+            )
         if pixel_values is not None:
             raise ValueError("images cannot be mixed into a batch of interleaved and plain video samples")
         videos = starts.sum(1).tolist()  # per sample
@@ -417,28 +425,10 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         if position_ids is None:
             if feature_attention_mask is not None:
                 audio_feature_lengths = feature_attention_mask.sum(1)
-            position_ids = self._mixed_layout_positions(
-                input_ids,
-                attention_mask,
-                pixel_values,
-                video_grid_thw,
-                use_audio_in_video,
-                audio_feature_lengths,
-                video_second_per_grid,
-                past_key_values,
-            )
-        if position_ids is None:
-            position_ids = self.model.compute_3d_position_ids(
-                input_ids=input_ids,
-                image_grid_thw=image_grid_thw,
-                video_grid_thw=video_grid_thw,
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                past_key_values=past_key_values,
-                use_audio_in_video=use_audio_in_video,
-                audio_feature_lengths=audio_feature_lengths,
-                video_second_per_grid=video_second_per_grid,
-            )
+            position_ids = self._position_ids(
+                input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
+                use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values,
+            )  # fmt: skip
 
         ewm_out = kept_index = None
         if belief_mask is not None:

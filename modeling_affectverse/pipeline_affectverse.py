@@ -19,12 +19,10 @@ from transformers import Pipeline
 
 from .emotion_lexicon import map_to_label
 from .media_affectverse import decode_clip
-from .processing_affectverse import task_question
+from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, task_question
 from .scoring_affectverse import closed_set_probabilities
 
 TASK = "affectverse-emotion-recognition"
-MER_LABELS = ["worried", "happy", "neutral", "angry", "surprise", "sad"]
-SENTIMENT_CANDIDATES = ["positive", "negative"]
 
 
 class AffectVerseEmotionPipeline(Pipeline):
@@ -77,7 +75,7 @@ class AffectVerseEmotionPipeline(Pipeline):
             video, audio, fps=processor.fps, size=processor.frame_size,
             sample_rate=processor.feature_extractor.sampling_rate, max_frames=64, max_audio_seconds=30.0,
         )  # fmt: skip
-        label_set = label_set or (MER_LABELS if task == "emotion" else None)
+        label_set = label_set or (list(MER_LABELS) if task == "emotion" else None)
         question = task_question(task, label_set)
         has_video, separate_audio = media.video is not None, media.audio is not None and not media.audio_from_video
 
@@ -86,7 +84,7 @@ class AffectVerseEmotionPipeline(Pipeline):
                 question, subtitle=inputs.get("subtitle") or None, video=has_video, audio=separate_audio, answer=answer
             )
 
-        candidates = label_set if task == "emotion" else SENTIMENT_CANDIDATES if task == "sentiment" else []
+        candidates = label_set if task == "emotion" else list(SENTIMENT_ANSWERS) if task == "sentiment" else []
         scoring = None
         if candidates:
             scoring = self._inputs([prompt(c) for c in candidates], media)

@@ -24,6 +24,8 @@ from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import (
 )
 
 IGNORE_INDEX = -100
+MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")  # MER2023 / MER2024, the prompt's order
+SENTIMENT_ANSWERS = ("positive", "negative")  # what the sentiment question asks for (Appendix A)
 BELIEF_TOKEN = "<|belief|>"
 SYSTEM_PROMPT = "You are an emotion recognition assistant"
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
@@ -370,4 +372,12 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
 # Copied as remote code with the processor: `AutoProcessor.from_pretrained(folder, trust_remote_code=True)`.
 AffectVerseProcessor.register_for_auto_class()
 
-__all__ = ["BELIEF_TOKEN", "CHAT_TEMPLATE", "SYSTEM_PROMPT", "AffectVerseProcessor", "task_question"]
+__all__ = [
+    "BELIEF_TOKEN",
+    "CHAT_TEMPLATE",
+    "MER_LABELS",
+    "SENTIMENT_ANSWERS",
+    "SYSTEM_PROMPT",
+    "AffectVerseProcessor",
+    "task_question",
+]

@@ -23,7 +23,7 @@ from transformers import (
 from .configuration_affectverse import AffectVerseConfig
 from .count_ewm import load_preset
 from .modeling_affectverse import AffectVerseForConditionalGeneration
-from .processing_affectverse import SYSTEM_PROMPT, AffectVerseProcessor, task_question
+from .processing_affectverse import MER_LABELS, SYSTEM_PROMPT, AffectVerseProcessor, task_question
 
 # Special tokens in id order; ids 0..9 are what configuration/tiny.json names.
 SPECIAL_TOKENS = (
@@ -38,7 +38,6 @@ SPECIAL_TOKENS = (
     "<|vision_bos|>",
     "<|vision_eos|>",
 )
-MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")
 TINY_FRAME_SIZE = 56  # 2x2 patches of 14 after 2x2 merging: 4 tokens per temporal grid
 TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configuration", "tiny.json")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen2_5OmniThinkerConfig
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.processing_affectverse import task_question
@@ -19,16 +18,6 @@ COMBOS = {
     "audio": (False, True, False),
     "text": (False, False, False),
 }
-
-
-def thinker_config(config) -> Qwen2_5OmniThinkerConfig:
-    """The plain Qwen2.5-Omni thinker config of an AffectVerse config: the backbone without the EWM fields."""
-    fields = {
-        k: v
-        for k, v in config.to_dict().items()
-        if not k.startswith("ewm_") and k not in ("belief_token_id", "model_type", "architectures", "auto_map")
-    }
-    return Qwen2_5OmniThinkerConfig(**fields)
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from modeling_affectverse.media_affectverse import MediaError, probe_media
+from modeling_affectverse.processing_affectverse import MER_LABELS as PROMPT_MER_LABELS
 
-MER_LABELS = ["worried", "happy", "neutral", "angry", "surprise", "sad"]
+MER_LABELS = list(PROMPT_MER_LABELS)
 MELD_LABELS = ["anger", "joy", "sadness", "neutral", "disgust", "fear", "surprise"]
 IEMOCAP_LABELS = ["happy", "sad", "neutral", "angry"]
 # IEMOCAP four-class protocol: excited is merged into happy; every other code is outside the label set

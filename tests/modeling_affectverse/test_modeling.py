@@ -7,14 +7,14 @@ from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 from modeling_affectverse import AffectVerseConfig
 
-from ..conftest import COMBOS, thinker_config
+from ..conftest import COMBOS
 
 LORA_TARGETS = r".*language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
 
 
 def plain_thinker(model):
     """A Qwen2.5-Omni thinker holding the same backbone weights as `model`."""
-    thinker = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(model.config)).eval()
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(model.config.to_thinker_config()).eval()
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("ewm.")}
     thinker.load_state_dict(state, strict=True)
     return thinker

@@ -19,8 +19,6 @@ from transformers import (
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
 
-from ..conftest import thinker_config
-
 
 def _logits(model, inputs):
     with torch.no_grad():
@@ -105,7 +103,7 @@ def _assert_backbone_equal(loaded, source_state):
 
 
 def test_from_full_qwen_omni_checkpoint_initialises_only_ewm(model, make_inputs, tmp_path, processor):
-    backbone = thinker_config(model.config)
+    backbone = model.config.to_thinker_config()
     full_config = Qwen2_5OmniConfig(thinker_config=backbone.to_dict(), enable_audio_output=False)
     torch.manual_seed(3)
     full = Qwen2_5OmniForConditionalGeneration(full_config).eval()
@@ -128,7 +126,7 @@ def test_from_full_qwen_omni_checkpoint_initialises_only_ewm(model, make_inputs,
 
 def test_from_thinker_only_checkpoint(model, make_inputs, tmp_path, processor):
     torch.manual_seed(4)
-    thinker = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(model.config))
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(model.config.to_thinker_config())
     thinker.save_pretrained(tmp_path)
     loaded = AffectVerseForConditionalGeneration.from_qwen_omni(tmp_path, belief_token_id=processor.belief_token_id)
     assert set(loaded.loading_info["missing_keys"]) == {k for k in loaded.state_dict() if k.startswith("ewm.")}
@@ -139,7 +137,7 @@ def test_from_thinker_only_checkpoint(model, make_inputs, tmp_path, processor):
 
 def test_checkpoint_missing_backbone_weights_raises(model, tmp_path, processor):
     torch.manual_seed(5)
-    thinker = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(model.config))
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(model.config.to_thinker_config())
     state = {k: v for k, v in thinker.state_dict().items() if "layers.1." not in k}
     thinker.save_pretrained(tmp_path, state_dict=state)
     with pytest.raises(ValueError, match="left random"):
