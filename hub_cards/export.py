@@ -32,7 +32,7 @@ from metrics.run_benchmark import MODALITIES  # noqa: E402
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
 from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPipeline  # noqa: E402
 from modeling_affectverse.processing_affectverse import CHAT_TEMPLATE  # noqa: E402
-from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
+from training.adapters import EWM_CONFIG_FILE, load_base  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # every score the metric modules report (metrics/*/); counts and per-wheel skips are not scores
@@ -66,11 +66,9 @@ def load_trained(adapter: str | None, checkpoint: str | None, base: str | None):
     base = base or recorded or "tiny"
     if recorded and base != recorded:
         raise ExportError(f"{adapter} was trained on {recorded!r}, not on the given base {base!r}")
-    if base == "tiny":
-        model, processor = build_tiny_model(seed=0)
-    else:
-        model = AffectVerseForConditionalGeneration.from_pretrained(base)
-        processor = AffectVerseProcessor.from_pretrained(base)
+    overrides_path = os.path.join(adapter, EWM_CONFIG_FILE)
+    overrides = json.load(open(overrides_path)) if os.path.isfile(overrides_path) else {}
+    model, processor = load_base(base, overrides)  # the architecture the adapter was trained with
     from peft import PeftModel
 
     try:

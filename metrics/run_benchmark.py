@@ -35,7 +35,7 @@ from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVers
 from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS  # noqa: E402
 from modeling_affectverse.scoring_affectverse import closed_set_probabilities  # noqa: E402
 from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
-from training.adapters import load_adapter  # noqa: E402
+from training.adapters import load_trained  # noqa: E402
 from training.collator import AffectVerseCollator  # noqa: E402
 from training.manifest import load_manifest  # noqa: E402
 
@@ -50,11 +50,9 @@ def load_model(name: str):
     if name == "tiny":
         model, processor = build_tiny_model(seed=0)
         return model.eval(), processor
-    adapter_config = os.path.join(name, "adapter_config.json")
-    if os.path.isfile(adapter_config):
-        base_name = json.load(open(adapter_config)).get("base_model_name_or_path") or "tiny"
-        base, processor = load_model(base_name)
-        return load_adapter(base, name).eval(), processor
+    if os.path.isfile(os.path.join(name, "adapter_config.json")):
+        model, processor = load_trained(name)
+        return model.eval(), processor
     model = AffectVerseForConditionalGeneration.from_pretrained(name, trust_remote_code=True)
     return model.eval(), AffectVerseProcessor.from_pretrained(name, trust_remote_code=True)
 

@@ -10,6 +10,10 @@ from huggingface_hub.dataclasses import strict
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
 
 CONTEXT_MODES = ("full", "self", "cross")
+BELIEF_CONSTRUCTIONS = ("ewm", "pooling", "random_tokens", "none")  # paper Table 4 (none = Table 3 row a)
+AGGREGATIONS = ("mama", "mean")  # Table 3: rows (b)-(c) pool the imagined tokens, (d)-(f) use MAMA
+INJECTIONS = ("interleaved", "single")  # Table 3: row (d) one position, (e)-(f) two
+IMAGINATION_TARGETS = ("frozen", "online")  # DESIGN §4.5 revised: online is the original, collapsing design
 
 
 @strict
@@ -45,6 +49,26 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             caller passes no `keep_ratio`.
         ewm_cosine_weight (`float`, defaults to 0.5): weight of (1 - cos) in the imagination loss.
         ewm_min_modality_tokens (`int`, defaults to 2): a modality with fewer tokens is absent for the EWM.
+        ewm_belief_construction (`str`, defaults to `"ewm"`): how belief tokens are built (paper Table 4).
+            `"ewm"`: imagination + aggregation (the paper); `"pooling"`: the observed past of each modality
+            mean-pooled into belief tokens, no imagination; `"random_tokens"`: learned free tokens, the same for
+            every input; `"none"`: no EWM and no belief tokens at all, exactly the thinker (Table 3 row a).
+        ewm_aggregation (`str`, defaults to `"mama"`): `"mama"` cross-attends learned belief queries to the memory
+            bank (paper Eq. 7); `"mean"` mean-pools the imagined tokens into the belief tokens (Table 3 rows b-c).
+        ewm_injection (`str`, defaults to `"interleaved"`): `"interleaved"` puts half of the belief tokens after the
+            audio/video block and half before the answer (the paper); `"single"` puts all before the answer
+            (Table 3 row d). Read by the processor, which places the placeholders.
+        ewm_boundary_residual (`bool`, defaults to True): add alpha x Linear(last observed tokens) to every belief
+            token (Table 3 row f).
+        ewm_imagination_target (`str`, defaults to `"frozen"`): where the imagination target comes from.
+            `"frozen"`: the future merged embeddings through a fixed random projection D -> W and a LayerNorm, which
+            training cannot move; `"online"`: the trained down-projection, detached (the original design; its
+            targets collapse to a constant, DESIGN §4.5 revised).
+        ewm_time_embedding (`bool`, defaults to True): add a time embedding (seconds from the split boundary) to
+            every context token and to the rollout queries (their future bin times); False is the original
+            time-blind rollout (DESIGN §4.4 revised).
+        ewm_inference_horizon (`float`, defaults to 0.5): when nothing is held out as future (inference), the
+            queries stand for bins spread over this fraction of the observed span past the boundary.
     """
 
     model_type = "affectverse"
@@ -67,6 +91,13 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
     ewm_keep_ratio_min: float | int = 0.3
     ewm_cosine_weight: float | int = 0.5
     ewm_min_modality_tokens: int = 2
+    ewm_belief_construction: str = "ewm"
+    ewm_aggregation: str = "mama"
+    ewm_injection: str = "interleaved"
+    ewm_boundary_residual: bool = True
+    ewm_imagination_target: str = "frozen"
+    ewm_time_embedding: bool = True
+    ewm_inference_horizon: float | int = 0.5
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -116,10 +147,20 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
                 "AffectVerseConfig.ewm_num_type_embeddings must be >= 2 (video and audio rows), "
                 f"got {self.ewm_num_type_embeddings}"
             )
-        if self.ewm_context_mode not in CONTEXT_MODES:
-            raise ValueError(
-                f"AffectVerseConfig.ewm_context_mode must be one of {CONTEXT_MODES}, got {self.ewm_context_mode!r}"
-            )
+        for name, allowed in (
+            ("ewm_context_mode", CONTEXT_MODES),
+            ("ewm_belief_construction", BELIEF_CONSTRUCTIONS),
+            ("ewm_aggregation", AGGREGATIONS),
+            ("ewm_injection", INJECTIONS),
+            ("ewm_imagination_target", IMAGINATION_TARGETS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"AffectVerseConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("ewm_boundary_residual", "ewm_time_embedding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"AffectVerseConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if not float(self.ewm_inference_horizon) > 0:
+            raise ValueError(f"AffectVerseConfig.ewm_inference_horizon must be > 0, got {self.ewm_inference_horizon!r}")
         if not 0.0 < float(self.ewm_keep_ratio_min) <= 1.0:
             raise ValueError(f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}")
         if float(self.ewm_cosine_weight) < 0:
@@ -135,6 +176,16 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
                 f"AffectVerseConfig.belief_token_id ({self.belief_token_id}) must lie in the text vocabulary "
                 f"[0, {vocab_size})"
             )
+
+    @property
+    def has_ewm(self) -> bool:
+        """Whether the model has an Emotion World Module and takes `<|belief|>` placeholders."""
+        return self.ewm_belief_construction != "none"
+
+    @property
+    def imagines(self) -> bool:
+        """Whether the EWM imagines futures (and so has an imagination loss): only `ewm_belief_construction="ewm"`."""
+        return self.ewm_belief_construction == "ewm"
 
     @property
     def ewm_hidden_size(self) -> int:

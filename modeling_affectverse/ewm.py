@@ -6,6 +6,12 @@ imagined tokens into belief tokens (MAMA, separate modules for the dual- and sin
 regimes) and projects them back to the LLM width. Knows nothing of transformers models: it
 takes a config object with the `ewm_*` fields and `ewm_hidden_size`, and tensors.
 
+The paper's ablations are config switches (README, "Ablations"): how belief tokens are built
+(`ewm_belief_construction`: imagination, pooled past, free learned tokens), how imagined tokens
+are aggregated (`ewm_aggregation`: MAMA or mean pooling), the boundary residual, the context mode,
+and the two revisions of 2026-11-23 (DESIGN §4.4-4.5): time embeddings and targets from a frozen
+projection. Only the modules a setting uses are built, so an adapter holds nothing unused.
+
 Shapes: B batch, L sequence, D LLM width, W working width, N tokens of one modality stream,
 K rollout steps, Q future queries per step, n belief tokens.
 """
@@ -13,13 +19,31 @@ K rollout steps, Q future queries per step, n belief tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ewm_layers import CrossAttentionBlock, TimeEmbedding, pool_future, split_lengths
+
 VIDEO, AUDIO = 0, 1  # rows of the type-embedding table; the other rows are reserved (paper D.3)
+DEFAULT_TOKEN_SECONDS = 0.04  # token spacing assumed when no times are given: the thinker's 25 audio tokens per second
+
+
+@dataclass
+class ImaginationPairs:
+    """The supervised (sample, modality) pairs of one modality in one pass, detached (for diagnostics).
+
+    Attributes:
+        imagined: `(P, K, Q, W)` the rollout's tokens.
+        target: `(P, Q, W)` the pooled real future in target space.
+        copy_last: `(P, W)` the last observed token in target space (the copy-last baseline's prediction).
+    """
+
+    imagined: torch.Tensor
+    target: torch.Tensor
+    copy_last: torch.Tensor
 
 
 @dataclass
@@ -29,8 +53,14 @@ class EWMOutput:
     Attributes:
         belief_tokens: `(B, n_max, D)` belief tokens in LLM width, zero rows past `belief_counts`.
         belief_counts: `(B,)` belief tokens per sample: dual, single or 0 (no usable modality).
-        imagination_loss: scalar, or None when no sample has a future to supervise (rho = 1).
+        imagination_loss: scalar, or None when no sample has a future to supervise (rho = 1), or the belief
+            construction does not imagine.
         imagination_cosine: `(K,)` detached mean cosine per rollout step, or None like the loss.
+        imagination_baselines: `(2,)` detached loss of two trivial predictors on the same pairs: copying the last
+            observed token, and predicting the batch's mean target; None like the loss.
+        target_similarity: detached mean cosine between the targets of different samples (per modality, then
+            averaged): near 1 means the targets are collapsing to a constant. None with fewer than 2 pairs.
+        pairs: per modality (VIDEO, AUDIO) the supervised pairs, detached; empty when there are none.
         video_present / audio_present: `(B,)` which modalities the EWM used per sample.
         video_past_len / audio_past_len: `(B,)` tokens of each stream kept as past (0 if absent).
     """
@@ -43,13 +73,18 @@ class EWMOutput:
     audio_present: torch.Tensor
     video_past_len: torch.Tensor
     audio_past_len: torch.Tensor
+    imagination_baselines: torch.Tensor | None = None
+    target_similarity: torch.Tensor | None = None
+    pairs: dict[int, ImaginationPairs] = field(default_factory=dict)
 
 
 @dataclass
 class ModalityStream:
-    """One modality's tokens gathered from the sequence, in time (= sequence) order, in W space."""
+    """One modality's tokens gathered from the sequence, in time (= sequence) order."""
 
-    tokens: torch.Tensor  # (B, N_max, W), zero rows past `count`
+    tokens: torch.Tensor  # (B, N_max, W) in working space, zero rows past `count`
+    targets: torch.Tensor | None  # (B, N_max, W) the same tokens in target space (detached), None if not needed
+    times: torch.Tensor  # (B, N_max) seconds from the stream's first token
     count: torch.Tensor  # (B,)
     past_len: torch.Tensor  # (B,)
     present: torch.Tensor  # (B,) bool
@@ -62,90 +97,13 @@ class ModalityStream:
     def future_len(self) -> torch.Tensor:  # (B,)
         return self.count - self.past_len
 
-    def boundary(self) -> torch.Tensor:
-        """Last past token per sample, `(B, W)`; zeros where the modality is absent."""
-        if self.tokens.shape[1] == 0:  # absent in the whole batch
-            return self.tokens.new_zeros(self.tokens.shape[0], self.tokens.shape[2])
+    def last_past(self, values: torch.Tensor) -> torch.Tensor:
+        """`values[b, past_len[b] - 1]` per sample, `(B, …)`; zeros where the modality is absent."""
+        if values.shape[1] == 0:  # absent in the whole batch
+            return values.new_zeros(values.shape[0], *values.shape[2:])
         index = (self.past_len - 1).clamp(min=0)
-        last = self.tokens[torch.arange(self.tokens.shape[0], device=index.device), index]
-        return last * self.present[:, None].to(last.dtype)
-
-
-def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None) -> torch.Tensor:
-    """Past length per sample: ceil(rho * N), at least 1, at most N (DESIGN §4.3).
-
-    Computed in float64 with a small tolerance so that e.g. rho=0.7, N=10 gives 7, not 8.
-    """
-    if keep_ratio is None:
-        return count.clone()
-    past = torch.ceil(keep_ratio.to(torch.float64) * count.to(torch.float64) - 1e-9).long()
-    return torch.minimum(past.clamp(min=1), count)
-
-
-def pool_future(tokens: torch.Tensor, start: torch.Tensor, length: torch.Tensor, bins: int) -> torch.Tensor:
-    """Adaptive average pooling of each sample's future `tokens[b, start:start+length]` to `bins`.
-
-    Batched equivalent of `F.adaptive_avg_pool1d` applied per sample (same bin edges:
-    floor(i*F/bins) to ceil((i+1)*F/bins)). Returns `(B, bins, W)`; rows of samples with
-    length 0 are zeros.
-    """
-    positions = torch.arange(tokens.shape[1], device=tokens.device)  # (N,)
-    bin_index = torch.arange(bins, device=tokens.device)  # (bins,)
-    lo = (bin_index[None] * length[:, None]) // bins  # (B, bins)
-    hi = ((bin_index[None] + 1) * length[:, None] + bins - 1) // bins
-    relative = positions[None, None] - start[:, None, None]  # (B, 1, N)
-    inside = (relative >= lo[..., None]) & (relative < hi[..., None])  # (B, bins, N)
-    weights = inside.to(tokens.dtype) / (hi - lo).clamp(min=1)[..., None].to(tokens.dtype)
-    return weights @ tokens  # (B, bins, W)
-
-
-class CrossAttentionLayer(nn.Module):
-    """Pre-LN cross-attention (queries attend to a context, no self-attention) + GELU FFN."""
-
-    def __init__(self, width: int, num_heads: int, ffn_ratio: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.query_norm = nn.LayerNorm(width)
-        self.context_norm = nn.LayerNorm(width)
-        self.q_proj = nn.Linear(width, width)
-        self.k_proj = nn.Linear(width, width)
-        self.v_proj = nn.Linear(width, width)
-        self.o_proj = nn.Linear(width, width)
-        self.ffn_norm = nn.LayerNorm(width)
-        self.ffn = nn.Sequential(nn.Linear(width, ffn_ratio * width), nn.GELU(), nn.Linear(ffn_ratio * width, width))
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, W) -> (B, H, T, W/H)
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-
-    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values `(B, H, C, W/H)` of a context `(B, C, W)`: per token, so a growing context can reuse them."""
-        context = self.context_norm(context)
-        return self._heads(self.k_proj(context)), self._heads(self.v_proj(context))
-
-    def attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, context_mask) -> torch.Tensor:
-        """queries `(B, Q, W)` attend to projected context; context_mask `(B, C)` bool (True = attend) or None."""
-        q = self._heads(self.q_proj(self.query_norm(queries)))
-        mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, C)
-        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, Q, W/H)
-        hidden = queries + self.o_proj(attended.transpose(1, 2).flatten(2))
-        return hidden + self.ffn(self.ffn_norm(hidden))
-
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:
-        """queries `(B, Q, W)`, context `(B, C, W)`, context_mask `(B, C)` bool (True = attend)."""
-        return self.attend(queries, *self.project_context(context), context_mask)
-
-
-class CrossAttentionBlock(nn.Module):
-    """A stack of `CrossAttentionLayer`s sharing one context."""
-
-    def __init__(self, width: int, num_heads: int, ffn_ratio: int, num_layers: int):
-        super().__init__()
-        self.layers = nn.ModuleList(CrossAttentionLayer(width, num_heads, ffn_ratio) for _ in range(num_layers))
-
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:
-        for layer in self.layers:
-            queries = layer(queries, context, context_mask)
-        return queries
+        last = values[torch.arange(values.shape[0], device=index.device), index]
+        return last * self.present.view(-1, *([1] * (last.dim() - 1))).to(last.dtype)
 
 
 class TemporalImagination(nn.Module):
@@ -157,8 +115,17 @@ class TemporalImagination(nn.Module):
         self.step_embedding = nn.Embedding(steps, width)
         self.block = CrossAttentionBlock(width, num_heads, ffn_ratio, num_layers)
 
-    def forward(self, context: torch.Tensor, context_mask: torch.Tensor, tag_self: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        tag_self: torch.Tensor,
+        query_time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """context `(B, C, W)` with mask `(B, C)`; returns the imagined tokens `(B, K, Q, W)`.
+
+        `query_time` `(B, Q, W)`: time embedding of the future bins each query stands for, added to every step's
+        queries and to the imagined tokens as they join the context (they sit at those times). None: no time.
 
         Each step's context is the previous one plus the step's output, so every layer's keys and values of the
         context are projected once and extended step by step (the same numbers as re-projecting the whole context,
@@ -170,10 +137,13 @@ class TemporalImagination(nn.Module):
         ones = context_mask.new_ones(context.shape[0], self.future_queries.shape[0])
         for step in range(self.step_embedding.num_embeddings):
             imagined = (self.future_queries + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
+            if query_time is not None:
+                imagined = imagined + query_time
             for layer, (keys, values) in zip(layers, projected, strict=True):
                 imagined = layer.attend(imagined, keys, values, context_mask)  # (B, Q, W)
             outputs.append(imagined)
-            grown = [layer.project_context(imagined + tag_self) for layer in layers]  # the rollout extends its context
+            joining = imagined + tag_self if query_time is None else imagined + tag_self + query_time
+            grown = [layer.project_context(joining) for layer in layers]  # the rollout extends its context
             projected = [(torch.cat([k, gk], dim=2), torch.cat([v, gv], dim=2))
                          for (k, v), (gk, gv) in zip(projected, grown, strict=True)]  # fmt: skip
             context_mask = torch.cat([context_mask, ones], dim=1)
@@ -194,6 +164,23 @@ class BeliefAggregator(nn.Module):
         return self.block(queries, memory, None)
 
 
+def imagination_loss_terms(predicted: torch.Tensor, target: torch.Tensor, cosine_weight: float):
+    """MSE + w * (1 - cos) between `predicted (…, Q, W)` and `target (…, Q, W)`, averaged over Q: `(loss, cosine)`."""
+    mse = (predicted - target).pow(2).mean(dim=(-2, -1))
+    cosine = F.cosine_similarity(predicted, target, dim=-1).mean(dim=-1)
+    return mse + cosine_weight * (1.0 - cosine), cosine
+
+
+def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor | None:
+    """Mean cosine between different rows of `vectors (P, …)` (flattened); None with fewer than 2 rows."""
+    if vectors.shape[0] < 2:
+        return None
+    unit = F.normalize(vectors.flatten(1).float(), dim=-1)
+    gram = unit @ unit.T
+    count = vectors.shape[0]
+    return (gram.sum() - gram.diagonal().sum()) / (count * (count - 1))
+
+
 class EmotionWorldModule(nn.Module):
     """Bottleneck, temporal split, cross-modal imagination, imagination loss, MAMA, up-projection."""
 
@@ -202,40 +189,75 @@ class EmotionWorldModule(nn.Module):
         hidden, width = config.ewm_hidden_size, config.ewm_working_size
         heads, ratio = config.ewm_num_heads, config.ewm_ffn_ratio
         steps, queries = config.ewm_rollout_steps, config.ewm_num_future_queries
+        n_dual, n_single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
         self.config = config
-        self.video_down = nn.Linear(hidden, width)
-        self.audio_down = nn.Linear(hidden, width)
-        self.tag_embedding = nn.Embedding(2, width)  # row 0: self, row 1: cross
-        imagination = (width, heads, ratio, config.ewm_imagination_layers, queries, steps)
-        self.video_imagination = TemporalImagination(*imagination)
-        self.audio_imagination = TemporalImagination(*imagination)
-        self.type_embedding = nn.Embedding(config.ewm_num_type_embeddings, width)
-        self.memory_step_embedding = nn.Embedding(steps, width)
-        layers = config.ewm_aggregation_layers
-        self.aggregate_dual = BeliefAggregator(width, heads, ratio, layers, config.ewm_belief_tokens_dual)
-        self.aggregate_single = BeliefAggregator(width, heads, ratio, layers, config.ewm_belief_tokens_single)
-        self.boundary_proj = nn.Linear(width, width)
-        self.residual_scale = nn.Parameter(torch.tensor(float(config.ewm_residual_scale_init)))
+        construction = config.ewm_belief_construction
+        if construction == "random_tokens":  # Table 4: free learned tokens, the same for every input
+            self.free_beliefs = nn.Parameter(torch.randn(n_dual + n_single, width) * 0.02)  # dual rows, then single
+        else:
+            self.video_down = nn.Linear(hidden, width)
+            self.audio_down = nn.Linear(hidden, width)
+        if construction == "ewm":
+            self.tag_embedding = nn.Embedding(2, width)  # row 0: self, row 1: cross
+            imagination = (width, heads, ratio, config.ewm_imagination_layers, queries, steps)
+            self.video_imagination = TemporalImagination(*imagination)
+            self.audio_imagination = TemporalImagination(*imagination)
+            if config.ewm_time_embedding:
+                self.time_embedding = TimeEmbedding(width)
+            if config.ewm_imagination_target == "frozen":
+                # a fixed random projection D -> W per modality, never trained (DESIGN §4.5, revised)
+                self.register_buffer("target_projection", torch.randn(2, width, hidden) / math.sqrt(hidden))
+            if config.ewm_aggregation == "mama":
+                self.type_embedding = nn.Embedding(config.ewm_num_type_embeddings, width)
+                self.memory_step_embedding = nn.Embedding(steps, width)
+                layers = config.ewm_aggregation_layers
+                self.aggregate_dual = BeliefAggregator(width, heads, ratio, layers, n_dual)
+                self.aggregate_single = BeliefAggregator(width, heads, ratio, layers, n_single)
+            if config.ewm_boundary_residual:
+                self.boundary_proj = nn.Linear(width, width)
+                self.residual_scale = nn.Parameter(torch.tensor(float(config.ewm_residual_scale_init)))
         self.up_proj = nn.Linear(width, hidden)
 
     # -- preparation -------------------------------------------------------------------------
-    def _stream(self, hidden: torch.Tensor, mask: torch.Tensor, down: nn.Linear, keep_ratio) -> ModalityStream:
-        """Gather one modality's tokens in sequence order and project them D -> W (only real tokens)."""
+    def _stream(self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times) -> ModalityStream:
+        """Gather one modality's tokens in sequence order, project them D -> W (only real tokens), split them."""
         count = mask.sum(1)  # (B,)
         present = count >= self.config.ewm_min_modality_tokens
         count = count * present  # a stream too short for past + future is absent (DESIGN §4.3)
         mask = mask & present[:, None]
         n_max = int(count.max()) if count.numel() else 0
         valid = torch.arange(n_max, device=hidden.device) < count[:, None]  # (B, N_max)
-        tokens = hidden.new_zeros(hidden.shape[0], n_max, down.out_features)
+        width = self.config.ewm_working_size
+        tokens = hidden.new_zeros(hidden.shape[0], n_max, width)
+        down = None if self.config.ewm_belief_construction == "random_tokens" else (self.video_down, self.audio_down)
+        targets = None
+        if n_max and down is not None:
+            selected = hidden[mask]  # (sum N, D), row-major order = sequence order
+            tokens = tokens.masked_scatter(valid[..., None], down[modality](selected))
+            if self.config.ewm_belief_construction == "ewm":
+                targets = tokens.detach()  # "online": the trained down-projection (the original design, collapses)
+                if self.config.ewm_imagination_target == "frozen":
+                    projected = selected.detach() @ self.target_projection[modality].to(selected.dtype).T  # (sum N, W)
+                    projected = F.layer_norm(projected, (width,))  # unit scale: the loss does not depend on |h|
+                    targets = tokens.new_zeros(tokens.shape).masked_scatter(valid[..., None], projected)
+        stream_times = hidden.new_zeros(hidden.shape[0], n_max, dtype=torch.float32)
         if n_max:
-            tokens = tokens.masked_scatter(valid[..., None], down(hidden[mask]))  # row-major order matches
+            if times is None:  # no clock given: the stream's token index at the audio token rate
+                seconds = (mask.long().cumsum(1) - 1).float() * DEFAULT_TOKEN_SECONDS
+            else:
+                first = torch.where(mask, times.float(), torch.inf).amin(1, keepdim=True)
+                seconds = times.float() - torch.where(torch.isfinite(first), first, 0.0)
+            stream_times = stream_times.masked_scatter(valid, seconds[mask])
         past_len = split_lengths(count, keep_ratio) * present
-        return ModalityStream(tokens=tokens, count=count, past_len=past_len, present=present)
+        return ModalityStream(tokens, targets, stream_times, count, past_len, present)
 
     # -- imagination ---------------------------------------------------------------------------
-    def _context(self, own: ModalityStream, other: ModalityStream, index: torch.Tensor):
-        """Rollout context for the samples `index` whose target modality is `own` (paper Eq. 3)."""
+    def _context(self, own: ModalityStream, other: ModalityStream, index: torch.Tensor, boundary: torch.Tensor | None):
+        """Rollout context for the samples `index` whose target modality is `own` (paper Eq. 3).
+
+        With time embeddings, every context token also carries its time relative to `boundary` `(B',)`, the time of
+        the own stream's last past token (DESIGN §4.4, revised): without it cross-attention cannot tell past order.
+        """
         tag_self, tag_cross = self.tag_embedding.weight
         own_mask, other_mask = own.past_mask[index], other.past_mask[index] & other.present[index, None]
         mode = self.config.ewm_context_mode
@@ -243,90 +265,78 @@ class EmotionWorldModule(nn.Module):
             other_mask = torch.zeros_like(other_mask)
         elif mode == "cross":  # own past only where the other modality is absent
             own_mask = own_mask & ~other.present[index, None]
-        context = torch.cat([own.tokens[index] + tag_self, other.tokens[index] + tag_cross], dim=1)
-        return context, torch.cat([own_mask, other_mask], dim=1)
+        own_tokens, other_tokens = own.tokens[index] + tag_self, other.tokens[index] + tag_cross
+        if boundary is not None:
+            own_tokens = own_tokens + self.time_embedding(own.times[index] - boundary[:, None])
+            other_tokens = other_tokens + self.time_embedding(other.times[index] - boundary[:, None])
+        return torch.cat([own_tokens, other_tokens], dim=1), torch.cat([own_mask, other_mask], dim=1)
+
+    def _bin_times(self, own: ModalityStream, index: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
+        """`(B', Q)` seconds after `boundary` of the future bins the queries stand for.
+
+        With a future (training, rho < 1): the mean time of the future tokens pooled into each bin. Without one
+        (inference): bins spread evenly over an assumed horizon of `ewm_inference_horizon` x the observed span.
+        """
+        bins = self.config.ewm_num_future_queries
+        times = own.times[index]
+        pooled = pool_future(times[..., None], own.past_len[index], own.future_len[index], bins)[..., 0]  # (B', Q)
+        real = pooled - boundary[:, None]
+        span = (boundary - times[:, 0]).clamp(min=0.0)  # observed seconds of the own stream
+        fraction = (torch.arange(bins, device=times.device, dtype=times.dtype) + 0.5) / bins
+        assumed = fraction[None] * (self.config.ewm_inference_horizon * span)[:, None]
+        return torch.where((own.future_len[index] > 0)[:, None], real, assumed)
 
     def _imagine(self, own: ModalityStream, other: ModalityStream, module: TemporalImagination):
         """Run one modality's rollout on the samples that have it; returns `(index, imagined (B', K, Q, W))`."""
         index = own.present.nonzero().squeeze(1)
         if index.numel() == 0:
             return index, None
-        context, context_mask = self._context(own, other, index)
-        return index, module(context, context_mask, self.tag_embedding.weight[0])
+        boundary = query_time = None
+        if self.config.ewm_time_embedding:
+            boundary = own.last_past(own.times)[index]  # (B',)
+            query_time = self.time_embedding(self._bin_times(own, index, boundary))  # (B', Q, W)
+        context, context_mask = self._context(own, other, index, boundary)
+        return index, module(context, context_mask, self.tag_embedding.weight[0], query_time)
 
     def _imagination_terms(self, own: ModalityStream, index: torch.Tensor, imagined: torch.Tensor):
-        """Per-(sample, step) loss and cosine against the pooled, detached future; plus which samples count."""
-        target = pool_future(own.tokens[index].detach(), own.past_len[index], own.future_len[index], imagined.shape[2])[
-            :, None
-        ]  # (B', 1, Q, W): stop-gradient after the down-projection
-        mse = (imagined - target).pow(2).mean(dim=(2, 3))  # (B', K)
-        cosine = F.cosine_similarity(imagined, target, dim=-1).mean(dim=2)  # (B', K)
-        loss = mse + self.config.ewm_cosine_weight * (1.0 - cosine)
-        return loss, cosine, own.future_len[index] > 0
+        """Per-(sample, step) loss and cosine against the pooled future in target space, the samples that count,
+        and the pairs for diagnostics."""
+        targets = own.targets[index]  # (B', N, W), detached
+        target = pool_future(targets, own.past_len[index], own.future_len[index], imagined.shape[2])  # (B', Q, W)
+        loss, cosine = imagination_loss_terms(imagined, target[:, None], self.config.ewm_cosine_weight)  # (B', K)
+        has_future = own.future_len[index] > 0
+        copy_last = own.last_past(own.targets)[index]  # (B', W)
+        pairs = ImaginationPairs(imagined[has_future].detach(), target[has_future], copy_last[has_future])
+        return loss, cosine, has_future, pairs
 
-    # -- MAMA ------------------------------------------------------------------------------------
+    # -- belief construction ------------------------------------------------------------------------
     def _memory(self, imagined: torch.Tensor, modality: int) -> torch.Tensor:
         """Imagined tokens + type + step embeddings, flattened to a memory bank `(B', K*Q, W)`."""
         steps = self.memory_step_embedding.weight[:, None, :]  # (K, 1, W)
         return (imagined + self.type_embedding.weight[modality] + steps).flatten(1, 2)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        video_mask: torch.Tensor,
-        audio_mask: torch.Tensor,
-        keep_ratio: torch.Tensor | None = None,
-    ) -> EWMOutput:
-        """Run the EWM on a batch.
-
-        Args:
-            hidden_states: `(B, L, D)` merged multimodal input embeddings.
-            video_mask / audio_mask: `(B, L)` bool, positions of video / audio tokens.
-            keep_ratio: `(B,)` rho per sample, or None for rho = 1 (inference: nothing is future).
-        """
-        batch, device = hidden_states.shape[0], hidden_states.device
-        video = self._stream(hidden_states, video_mask, self.video_down, keep_ratio)
-        audio = self._stream(hidden_states, audio_mask, self.audio_down, keep_ratio)
-
-        width = self.config.ewm_working_size
-        memory_len = self.config.ewm_rollout_steps * self.config.ewm_num_future_queries
-        memories, losses, cosines, supervised = [], [], [], []
-        for modality, own, other, module in (
-            (VIDEO, video, audio, self.video_imagination),
-            (AUDIO, audio, video, self.audio_imagination),
-        ):
-            memory = hidden_states.new_zeros(batch, memory_len, width)
-            index, imagined = self._imagine(own, other, module)
-            if imagined is not None:
-                memory = memory.index_copy(0, index, self._memory(imagined, modality))
-                loss, cosine, has_future = self._imagination_terms(own, index, imagined)
-                losses.append(loss[has_future])
-                cosines.append(cosine[has_future].detach())
-                supervised.append(has_future)
-            memories.append(memory)
-
-        imagination_loss = imagination_cosine = None
-        if supervised and any(bool(s.any()) for s in supervised):
-            imagination_loss = torch.cat(losses).mean()  # over samples x modalities with a future, and steps
-            imagination_cosine = torch.cat(cosines).mean(0)  # (K,)
-
-        beliefs = self._aggregate(video, audio, memories[VIDEO], memories[AUDIO])  # (B, n_dual, W)
+    def _pooled_beliefs(self, video: ModalityStream, audio: ModalityStream, banks, lengths) -> torch.Tensor:
+        """Belief tokens `(B, n_dual, W)` as adaptive means of per-modality banks `(B, M, W)` (first `lengths` rows):
+        n_dual / 2 from each with both modalities, n_single from the one present. No attention, no learned queries."""
         n_dual, n_single = self.config.ewm_belief_tokens_dual, self.config.ewm_belief_tokens_single
-        dual, single = video.present & audio.present, video.present ^ audio.present
-        counts = torch.where(dual, n_dual, torch.where(single, n_single, 0)).to(device)
-        return EWMOutput(
-            belief_tokens=self.up_proj(beliefs) * (torch.arange(n_dual, device=device) < counts[:, None])[..., None],
-            belief_counts=counts,
-            imagination_loss=imagination_loss,
-            imagination_cosine=imagination_cosine,
-            video_present=video.present,
-            audio_present=audio.present,
-            video_past_len=video.past_len,
-            audio_past_len=audio.past_len,
-        )
+        start = torch.zeros_like(lengths[0])
+        half = [pool_future(bank, start, length, n_dual // 2) for bank, length in zip(banks, lengths, strict=True)]
+        single = [pool_future(bank, start, length, n_single) for bank, length in zip(banks, lengths, strict=True)]
+        dual = torch.cat(half, dim=1)  # (B, n_dual, W)
+        single = torch.where(video.present[:, None, None], single[VIDEO], single[AUDIO])  # (B, n_single, W)
+        single = F.pad(single, (0, 0, 0, n_dual - n_single))
+        return torch.where((video.present & audio.present)[:, None, None], dual, single)
 
-    def _aggregate(self, video: ModalityStream, audio: ModalityStream, video_memory, audio_memory) -> torch.Tensor:
-        """MAMA per regime, re-joined in batch order, plus the boundary residual (paper Eq. 7)."""
+    def _free_beliefs(self, video: ModalityStream, audio: ModalityStream) -> torch.Tensor:
+        """Table 4's "random tokens": learned free tokens `(B, n_dual, W)`, the same for every input of a regime."""
+        n_dual, n_single = self.config.ewm_belief_tokens_dual, self.config.ewm_belief_tokens_single
+        dual = self.free_beliefs[:n_dual]
+        single = F.pad(self.free_beliefs[n_dual:], (0, 0, 0, n_dual - n_single))
+        both = (video.present & audio.present)[:, None, None]
+        return torch.where(both, dual, single)
+
+    def _mama(self, video: ModalityStream, audio: ModalityStream, video_memory, audio_memory) -> torch.Tensor:
+        """MAMA per regime, re-joined in batch order (paper Eq. 7)."""
         n_dual = self.config.ewm_belief_tokens_dual
         beliefs = video_memory.new_zeros(video_memory.shape[0], n_dual, video_memory.shape[-1])
         dual = (video.present & audio.present).nonzero().squeeze(1)
@@ -339,9 +349,106 @@ class EmotionWorldModule(nn.Module):
             belief_single = self.aggregate_single(memory)  # (B_s, n_single, W)
             padding = belief_single.new_zeros(single.numel(), n_dual - belief_single.shape[1], belief_single.shape[-1])
             beliefs = beliefs.index_copy(0, single, torch.cat([belief_single, padding], dim=1))
-        available = video.present.to(beliefs.dtype) + audio.present.to(beliefs.dtype)  # (B,)
-        boundary = (video.boundary() + audio.boundary()) / available.clamp(min=1)[:, None]  # mean of last past tokens
-        return beliefs + self.residual_scale * self.boundary_proj(boundary)[:, None, :]
+        return beliefs
+
+    def _boundary_residual(self, video: ModalityStream, audio: ModalityStream) -> torch.Tensor:
+        """alpha * Linear(mean of the last past token of each available modality), `(B, 1, W)` (paper Eq. 7)."""
+        available = video.present.to(video.tokens.dtype) + audio.present.to(video.tokens.dtype)  # (B,)
+        boundary = (video.last_past(video.tokens) + audio.last_past(audio.tokens)) / available.clamp(min=1)[:, None]
+        return self.residual_scale * self.boundary_proj(boundary)[:, None, :]
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        video_mask: torch.Tensor,
+        audio_mask: torch.Tensor,
+        keep_ratio: torch.Tensor | None = None,
+        token_times: torch.Tensor | None = None,
+    ) -> EWMOutput:
+        """Run the EWM on a batch.
+
+        Args:
+            hidden_states: `(B, L, D)` merged multimodal input embeddings.
+            video_mask / audio_mask: `(B, L)` bool, positions of video / audio tokens.
+            keep_ratio: `(B,)` rho per sample, or None for rho = 1 (inference: nothing is future).
+            token_times: `(B, L)` time of each token in seconds (the thinker's temporal grid); only differences
+                within a sample matter. None: each stream's token index x 0.04 s.
+        """
+        batch, device = hidden_states.shape[0], hidden_states.device
+        video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times)
+        audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times)
+        config = self.config
+        construction = config.ewm_belief_construction
+        losses, cosines, pairs = [], [], {}
+        if construction == "random_tokens":
+            beliefs = self._free_beliefs(video, audio)
+        elif construction == "pooling":  # Table 4: the mean-pooled observed past, no imagination
+            beliefs = self._pooled_beliefs(video, audio, (video.tokens, audio.tokens), (video.past_len, audio.past_len))
+        else:
+            memories = []
+            for modality, own, other, module in (
+                (VIDEO, video, audio, self.video_imagination),
+                (AUDIO, audio, video, self.audio_imagination),
+            ):
+                index, imagined = self._imagine(own, other, module)
+                flat = hidden_states.new_zeros(batch, config.ewm_rollout_steps * config.ewm_num_future_queries,
+                                               config.ewm_working_size)  # fmt: skip
+                if imagined is not None:
+                    mean = config.ewm_aggregation == "mean"
+                    bank = imagined.flatten(1, 2) if mean else self._memory(imagined, modality)
+                    flat = flat.index_copy(0, index, bank)
+                    loss, cosine, has_future, modality_pairs = self._imagination_terms(own, index, imagined)
+                    losses.append(loss[has_future])
+                    cosines.append(cosine[has_future].detach())
+                    if modality_pairs.target.shape[0]:
+                        pairs[modality] = modality_pairs
+                memories.append(flat)
+            if config.ewm_aggregation == "mama":
+                beliefs = self._mama(video, audio, *memories)
+            else:  # Table 3 rows (b)-(c): the imagined tokens mean-pooled into belief tokens
+                full = torch.full_like(video.count, memories[0].shape[1])
+                beliefs = self._pooled_beliefs(video, audio, memories, (full * video.present, full * audio.present))
+            if config.ewm_boundary_residual:
+                beliefs = beliefs + self._boundary_residual(video, audio)
+
+        imagination_loss = imagination_cosine = imagination_baselines = target_similarity = None
+        if pairs:
+            imagination_loss = torch.cat(losses).mean()  # over samples x modalities with a future, and steps
+            imagination_cosine = torch.cat(cosines).mean(0)  # (K,)
+            imagination_baselines, target_similarity = self._baselines(pairs)
+
+        n_dual, n_single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
+        dual, single = video.present & audio.present, video.present ^ audio.present
+        counts = torch.where(dual, n_dual, torch.where(single, n_single, 0)).to(device)
+        return EWMOutput(
+            belief_tokens=self.up_proj(beliefs) * (torch.arange(n_dual, device=device) < counts[:, None])[..., None],
+            belief_counts=counts,
+            imagination_loss=imagination_loss,
+            imagination_cosine=imagination_cosine,
+            video_present=video.present,
+            audio_present=audio.present,
+            video_past_len=video.past_len,
+            audio_past_len=audio.past_len,
+            imagination_baselines=imagination_baselines,
+            target_similarity=target_similarity,
+            pairs=pairs,
+        )
+
+    def _baselines(self, pairs: dict[int, ImaginationPairs]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Loss of copy-last and batch-mean predictors on the supervised pairs (same averaging as the imagination
+        loss), and the targets' mean cross-sample cosine (averaged over modalities with at least 2 pairs)."""
+        weight = self.config.ewm_cosine_weight
+        copy_last, batch_mean, similarity = [], [], []
+        for item in pairs.values():
+            copy_last.append(imagination_loss_terms(item.copy_last[:, None].expand_as(item.target), item.target,
+                                                    weight)[0])  # fmt: skip
+            mean = item.target.mean(0, keepdim=True).expand_as(item.target)
+            batch_mean.append(imagination_loss_terms(mean, item.target, weight)[0])
+            value = mean_pairwise_cosine(item.target)
+            if value is not None:
+                similarity.append(value)
+        baselines = torch.stack([torch.cat(copy_last).mean(), torch.cat(batch_mean).mean()]).detach()
+        return baselines, torch.stack(similarity).mean().detach() if similarity else None
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -349,4 +456,13 @@ def count_parameters(module: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in module.parameters())
 
 
-__all__ = ["EWMOutput", "EmotionWorldModule", "count_parameters", "pool_future", "split_lengths"]
+__all__ = [
+    "EWMOutput",
+    "EmotionWorldModule",
+    "ImaginationPairs",
+    "count_parameters",
+    "imagination_loss_terms",
+    "mean_pairwise_cosine",
+    "pool_future",
+    "split_lengths",
+]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -46,6 +47,9 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
             EWM did not run (no placeholders in the input: decode steps, plain-thinker use).
         belief_counts: `(B,)` belief tokens per sample (dual / single / 0).
         imagination_cosine: `(K,)` mean cosine of each rollout step with the real future.
+        imagination_baselines: `(2,)` loss of copying the last observed token and of predicting the batch's mean
+            target, on the same pairs as `imagination_loss` (skill: imagination_loss / baseline, below 1 is better).
+        imagination_target_similarity: mean cosine between different samples' targets (near 1: collapsed targets).
         kept_index: `(B, L')` index into the input sequence of each position the LLM saw (-1 for
             padding), when future video/audio tokens were dropped; None otherwise.
     """
@@ -59,6 +63,8 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
     belief_tokens: torch.FloatTensor | None = None
     belief_counts: torch.LongTensor | None = None
     imagination_cosine: torch.FloatTensor | None = None
+    imagination_baselines: torch.FloatTensor | None = None
+    imagination_target_similarity: torch.FloatTensor | None = None
     kept_index: torch.LongTensor | None = None
 
 
@@ -70,7 +76,7 @@ def count_imagination_targets(input_ids: torch.Tensor, keep_ratio: torch.Tensor 
     a whole gradient-accumulation window (or all processes) instead of per micro-batch.
     """
     belief = config.belief_token_id
-    if keep_ratio is None or belief is None or not bool((input_ids == belief).any()):
+    if not config.imagines or keep_ratio is None or belief is None or not bool((input_ids == belief).any()):
         return 0
     keep_ratio = torch.as_tensor(keep_ratio, dtype=torch.float32, device=input_ids.device).expand(input_ids.shape[0])
     total = 0
@@ -118,6 +124,7 @@ def drop_positions(
     new_mask = slots >= (new_len - kept[:, None]) if left_padded else slots < kept[:, None]
 
     embeds = inputs_embeds.gather(1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1]))
+    embeds = embeds.masked_fill(~new_mask[..., None], 0.0)  # padding slots hold nothing (not a dropped future token)
     positions = position_ids.gather(2, order[None].expand(position_ids.shape[0], -1, -1))
     positions = positions.masked_fill(~new_mask[None], 1)  # the thinker's value for padding
     if labels is not None:
@@ -127,7 +134,10 @@ def drop_positions(
 
 
 class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneration):
-    """Qwen2.5-Omni thinker + Emotion World Module (`self.ewm`). Every EWM weight is under `ewm.`."""
+    """Qwen2.5-Omni thinker + Emotion World Module (`self.ewm`). Every EWM weight is under `ewm.`.
+
+    With `ewm_belief_construction="none"` there is no EWM (`self.ewm` is None): the model is the thinker.
+    """
 
     config: AffectVerseConfig
     config_class = AffectVerseConfig
@@ -135,7 +145,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
 
     def __init__(self, config: AffectVerseConfig):
         super().__init__(config)
-        self.ewm = EmotionWorldModule(config)
+        self.ewm = EmotionWorldModule(config) if config.has_ewm else None
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -146,7 +156,13 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         elif isinstance(module, BeliefAggregator):
             init.normal_(module.belief_queries, mean=0.0, std=std)
         elif isinstance(module, EmotionWorldModule):
-            init.constant_(module.residual_scale, float(self.config.ewm_residual_scale_init))
+            if hasattr(module, "residual_scale"):
+                init.constant_(module.residual_scale, float(self.config.ewm_residual_scale_init))
+            if hasattr(module, "free_beliefs"):
+                init.normal_(module.free_beliefs, mean=0.0, std=std)
+            if hasattr(module, "target_projection"):  # a fixed random projection, unit-norm rows on average
+                hidden = module.target_projection.shape[-1]
+                init.normal_(module.target_projection, mean=0.0, std=1.0 / math.sqrt(hidden))
 
     # -- construction from Qwen2.5-Omni checkpoints ------------------------------------------------
     @classmethod
@@ -188,6 +204,22 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         if belief_token_id is not None:
             model.set_belief_token_id(belief_token_id)
         return model
+
+    def init_ewm(self, seed: int | None = None) -> None:
+        """Re-initialise every EWM weight (as `post_init` does), drawn from `seed` when given.
+
+        Training runs call it with their seed: a base built with a fixed seed (the tiny default) would otherwise give
+        every run the same EWM start, and seeds would differ only in LoRA and data order.
+        """
+        if self.ewm is None:
+            return
+        if seed is not None:
+            torch.manual_seed(seed)
+        for module in self.ewm.modules():
+            for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                if hasattr(tensor, "_is_hf_initialized"):
+                    del tensor._is_hf_initialized  # the init functions skip flagged tensors
+            self._init_weights(module)
 
     def set_belief_token_id(self, belief_token_id: int) -> None:
         """Record the `<|belief|>` id, growing the input/output embeddings if it lies past the vocabulary."""
@@ -346,6 +378,72 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         self.model.rope_deltas = torch.cat(deltas).to(input_ids.device)  # what decode steps continue from
         return torch.cat(positions, dim=1)
 
+    def _embed(
+        self, input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
+        attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values, inputs_embeds,
+        use_audio_in_video, video_second_per_grid, mm_encoder_outputs, **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods)."""
+        if inputs_embeds is None:
+            inputs_embeds = self._merge_multimodal(
+                input_ids,
+                input_features,
+                pixel_values,
+                pixel_values_videos,
+                image_grid_thw,
+                video_grid_thw,
+                feature_attention_mask,
+                audio_feature_lengths,
+                mm_encoder_outputs,
+                **kwargs,
+            )
+        if position_ids is None:
+            if feature_attention_mask is not None:
+                audio_feature_lengths = feature_attention_mask.sum(1)
+            position_ids = self._position_ids(
+                input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
+                use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values,
+            )  # fmt: skip
+        return inputs_embeds, position_ids
+
+    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio) -> EWMOutput:
+        """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions."""
+        if self.ewm is None:
+            raise ValueError(
+                "the input holds <|belief|> placeholders but this model has no Emotion World Module "
+                "(ewm_belief_construction='none'): build its inputs with a processor that inserts none "
+                "(AffectVerseProcessor.follow_model_config(config), or belief_placeholders=False)"
+            )
+        video_mask = input_ids == self.config.video_token_id
+        audio_mask = input_ids == self.config.audio_token_id
+        rho = self._keep_ratio(keep_ratio, input_ids.shape[0], input_ids.device)
+        # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
+        times = None if position_ids is None else position_ids[-3].float() / self.config.position_id_per_seconds
+        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times)
+
+    @torch.no_grad()
+    def imagine(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        use_audio_in_video: bool | None = None,
+        video_second_per_grid: torch.Tensor | None = None,
+        keep_ratio: torch.Tensor | float | None = None,
+        **kwargs,
+    ) -> EWMOutput:
+        """The EWM's pass on a batch exactly as `forward` runs it, without the language model: belief tokens, and
+        with `keep_ratio < 1` the imagined tokens, their targets and the copy-last baseline (`pairs`). For
+        diagnostics (the ablation runner's held-out imagination report); extra processor outputs are ignored."""
+        inputs_embeds, position_ids = self._embed(
+            input_ids, input_features, None, pixel_values_videos, None, video_grid_thw, attention_mask,
+            feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None,
+        )  # fmt: skip
+        return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio)
+
     def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput) -> torch.Tensor:
         """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer."""
         found = belief_mask.sum(1)
@@ -409,33 +507,17 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             past_key_values,
         )
         belief_mask = self._belief_mask(input_ids)
-        if inputs_embeds is None:
-            inputs_embeds = self._merge_multimodal(
-                input_ids,
-                input_features,
-                pixel_values,
-                pixel_values_videos,
-                image_grid_thw,
-                video_grid_thw,
-                feature_attention_mask,
-                audio_feature_lengths,
-                mm_encoder_outputs,
-                **kwargs,
-            )
-        if position_ids is None:
-            if feature_attention_mask is not None:
-                audio_feature_lengths = feature_attention_mask.sum(1)
-            position_ids = self._position_ids(
-                input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
-                use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values,
-            )  # fmt: skip
+        inputs_embeds, position_ids = self._embed(
+            input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
+            attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values,
+            inputs_embeds, use_audio_in_video, video_second_per_grid, mm_encoder_outputs, **kwargs,
+        )  # fmt: skip
 
         ewm_out = kept_index = None
         if belief_mask is not None:
+            ewm_out = self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio)
             video_mask = input_ids == self.config.video_token_id
             audio_mask = input_ids == self.config.audio_token_id
-            rho = self._keep_ratio(keep_ratio, input_ids.shape[0], input_ids.device)
-            ewm_out = self.ewm(inputs_embeds, video_mask, audio_mask, rho)
             inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask, ewm_out)
             drop = future_token_mask(video_mask, ewm_out.video_past_len, ewm_out.video_present)
             drop |= future_token_mask(audio_mask, ewm_out.audio_past_len, ewm_out.audio_present)
@@ -476,26 +558,30 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             belief_tokens=None if ewm_out is None else ewm_out.belief_tokens,
             belief_counts=None if ewm_out is None else ewm_out.belief_counts,
             imagination_cosine=None if ewm_out is None else ewm_out.imagination_cosine,
+            imagination_baselines=None if ewm_out is None else ewm_out.imagination_baselines,
+            imagination_target_similarity=None if ewm_out is None else ewm_out.target_similarity,
             kept_index=kept_index,
         )
 
     # -- generation ---------------------------------------------------------------------------------
     def generate(self, *args, **kwargs):
-        """The thinker's `generate`, with the `<|belief|>` id suppressed so it is never produced.
+        """The thinker's `generate`, with the placeholder ids suppressed so they are never produced.
 
-        Belief tokens are computed at prefill only: decode steps carry no placeholders, so the
-        EWM does not run on them (see `forward`).
+        `<|belief|>`, `<|VIDEO|>`, `<|AUDIO|>` and `<|IMAGE|>` stand for features that only the input can supply: a
+        generated one would be an answer made of a placeholder, and uncached decoding (which re-reads the whole
+        sequence) would then find more placeholders than features. Belief tokens are computed at prefill only:
+        decode steps carry no placeholders, so the EWM does not run on them (see `forward`).
         """
-        belief_id = self.config.belief_token_id
-        if belief_id is not None:
-            if kwargs.get("generation_config") is not None:
-                generation_config = copy.deepcopy(kwargs["generation_config"])
-                suppress = set(generation_config.suppress_tokens or []) | {belief_id}
-                generation_config.suppress_tokens = sorted(suppress)
-                kwargs["generation_config"] = generation_config
-            else:
-                suppress = kwargs.get("suppress_tokens") or self.generation_config.suppress_tokens or []
-                kwargs["suppress_tokens"] = sorted(set(suppress) | {belief_id})
+        config = self.config
+        placeholders = {config.belief_token_id, config.video_token_id, config.audio_token_id, config.image_token_id}
+        placeholders.discard(None)
+        if kwargs.get("generation_config") is not None:
+            generation_config = copy.deepcopy(kwargs["generation_config"])
+            generation_config.suppress_tokens = sorted(set(generation_config.suppress_tokens or []) | placeholders)
+            kwargs["generation_config"] = generation_config
+        else:
+            suppress = kwargs.get("suppress_tokens") or self.generation_config.suppress_tokens or []
+            kwargs["suppress_tokens"] = sorted(set(suppress) | placeholders)
         return super().generate(*args, **kwargs)
 
     # -- saving -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ IGNORE_INDEX = -100
 MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")  # MER2023 / MER2024, the prompt's order
 SENTIMENT_ANSWERS = ("positive", "negative")  # what the sentiment question asks for (Appendix A)
 BELIEF_TOKEN = "<|belief|>"
+BELIEF_INJECTIONS = ("interleaved", "single", "none")  # where placeholders go: two places, one place, nowhere
 SYSTEM_PROMPT = "You are an emotion recognition assistant"
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
 
@@ -73,6 +74,9 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         fps: frame rate of the pre-decoded frames handed to the processor (the paper's 3).
         frame_size: frames are resized to `frame_size` x `frame_size` (the paper's 224; a multiple
             of patch_size * merge_size).
+        belief_injection: where the placeholders go: `"interleaved"` (half after the audio/video block, half
+            before the answer: the paper), `"single"` (all before the answer: Table 3 row d) or `"none"` (no
+            placeholders: a model without EWM). Must match the model config; `follow_model_config` sets it.
     """
 
     _call_fps: list[float] | None = None  # per-video frame rates of the call in progress (after fitting)
@@ -89,6 +93,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         max_length: int = 1024,
         fps: float = 3.0,
         frame_size: int = 224,
+        belief_injection: str = "interleaved",
     ):
         if tokenizer is None or BELIEF_TOKEN not in tokenizer.get_vocab():
             raise ValueError(
@@ -100,12 +105,15 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             value = locals()[name]
             if value < 2 or value % 2:
                 raise ValueError(f"{name} must be an even integer >= 2, got {value}")
+        if belief_injection not in BELIEF_INJECTIONS:
+            raise ValueError(f"belief_injection must be one of {BELIEF_INJECTIONS}, got {belief_injection!r}")
         super().__init__(image_processor, video_processor, feature_extractor, tokenizer, chat_template=chat_template)
         self.belief_tokens_dual = belief_tokens_dual
         self.belief_tokens_single = belief_tokens_single
         self.max_length = max_length
         self.fps = fps
         self.frame_size = frame_size
+        self.belief_injection = belief_injection
         self.belief_token = BELIEF_TOKEN
         self.belief_token_id = tokenizer.convert_tokens_to_ids(BELIEF_TOKEN)
 
@@ -129,6 +137,14 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             chat_template=getattr(processor, "chat_template", None),
             **kwargs,
         )
+
+    def follow_model_config(self, config) -> AffectVerseProcessor:
+        """Take the belief-token counts and placement from a model config (`ewm_belief_tokens_*`, `ewm_injection`;
+        no placeholders when the model has no EWM), so the inputs match what the model expects. Returns self."""
+        self.belief_tokens_dual = config.ewm_belief_tokens_dual
+        self.belief_tokens_single = config.ewm_belief_tokens_single
+        self.belief_injection = config.ewm_injection if config.ewm_belief_construction != "none" else "none"
+        return self
 
     # -- prompt ------------------------------------------------------------------------------------
     def build_prompt(
@@ -160,14 +176,14 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         return text
 
     def insert_belief_placeholders(self, text: str, video: bool, audio: bool) -> str:
-        """Insert the two halves of placeholders into one sample's text (DESIGN §4.7).
+        """Insert the placeholders into one sample's text (DESIGN §4.7).
 
-        First half right after the last `<|vision_eos|>` / `<|audio_eos|>`; second half right after
-        the last assistant header (the end of the prompt, before any answer). A text that already
-        holds placeholders is left as it is (the model checks the count).
+        Interleaved: first half right after the last `<|vision_eos|>` / `<|audio_eos|>`, second half right after
+        the last assistant header (the end of the prompt, before any answer). Single: all of them after the
+        assistant header. A text that already holds placeholders is left as it is (the model checks the count).
         """
         count = self.belief_tokens_dual if (video and audio) else self.belief_tokens_single if (video or audio) else 0
-        if count == 0 or self.belief_token in text:
+        if count == 0 or self.belief_token in text or self.belief_injection == "none":
             return text
         half = self.belief_token * (count // 2)
         media_end = max(
@@ -180,6 +196,8 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         answer_start = header + len(ASSISTANT_HEADER)
         if media_end > answer_start:
             raise ValueError("the audio/video block comes after the assistant header: cannot place belief tokens")
+        if self.belief_injection == "single":
+            return text[:answer_start] + self.belief_token * count + text[answer_start:]
         return text[:media_end] + half + text[media_end:answer_start] + half + text[answer_start:]
 
     def answer_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[str]) -> torch.Tensor:
@@ -205,13 +223,13 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         """Process a batch like the Omni processor, with belief placeholders and the token budget.
 
         Extra keywords: `max_length` (overrides the processor's budget for this call; None disables),
-        `belief_placeholders` (default True; False gives plain Qwen2.5-Omni inputs, for baselines).
+        `belief_placeholders` (default: unless `belief_injection` is "none"; False gives plain Qwen2.5-Omni inputs).
         Video frames are taken as already decoded at `self.fps` (no resampling).
         """
         texts = [text] if isinstance(text, str) else list(text or [])
         from_video = bool(kwargs.get("load_audio_from_video") or kwargs.get("use_audio_in_video"))
         budget = kwargs.pop("max_length", self.max_length)
-        with_beliefs = kwargs.pop("belief_placeholders", True)
+        with_beliefs = kwargs.pop("belief_placeholders", self.belief_injection != "none")
         videos = None if videos is None else list(videos) if isinstance(videos, (list, tuple)) else [videos]
         audio = None if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
         video_audio, standalone = self._audio_slots(len(videos or []), len(audio or []), from_video, kwargs)
@@ -251,6 +269,17 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
     def _frame_size_kwargs(self) -> dict:
         pixels = self.frame_size * self.frame_size
         return {"shortest_edge": pixels, "longest_edge": pixels}
+
+    def _process_audio(self, audio, **kwargs):
+        """As the Omni processor, but zero-padded to the batch's longest clip plus one STFT window instead of the
+        Whisper window (30 s): every real frame's features are the same (a frame sees n_fft samples around it, all
+        real audio or zeros either way; the log-mel floor is each clip's own maximum - 8), and a batch of 3 s clips
+        costs a tenth. The padded frames are masked out by `feature_attention_mask` as before."""
+        extractor = self.feature_extractor
+        longest = max(len(np.asarray(clip)) for clip in audio) if len(audio) else 0
+        padded = math.ceil((longest + extractor.n_fft) / extractor.hop_length) * extractor.hop_length
+        kwargs["max_length"] = min(int(extractor.n_samples), padded)
+        return super()._process_audio(audio, **kwargs)
 
     def _process_videos(self, videos, audio=None, processed_audio=None, video_to_audio_indices=None, **kwargs):
         """As the Omni processor, but with each video's own frame rate (lowered ones included)."""

@@ -23,7 +23,7 @@ from transformers import (
 from .configuration_affectverse import AffectVerseConfig
 from .count_ewm import load_preset
 from .modeling_affectverse import AffectVerseForConditionalGeneration
-from .processing_affectverse import MER_LABELS, SYSTEM_PROMPT, AffectVerseProcessor, task_question
+from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, SYSTEM_PROMPT, AffectVerseProcessor, task_question
 
 # Special tokens in id order; ids 0..9 are what configuration/tiny.json names.
 SPECIAL_TOKENS = (
@@ -43,14 +43,19 @@ TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 def _corpus() -> list[str]:
-    """Text the tiny BPE is trained on: the prompt vocabulary, so prompts tokenize compactly."""
+    """Text the tiny BPE is trained on: the prompt vocabulary, so prompts tokenize compactly.
+
+    The answer words also appear on their own, many times: BPE then merges each into one token as it starts an
+    answer (after a newline, no leading space), so the demo's answers are one-token choices.
+    """
     questions = [
         task_question("emotion", list(MER_LABELS)),
         task_question("sentiment"),
         task_question("open_vocabulary"),
     ]
     words = " ".join(MER_LABELS) + " positive negative system user assistant Subtitle: I am fine, thank you."
-    return [SYSTEM_PROMPT, *questions, words] * 4
+    answers = [*MER_LABELS, *SENTIMENT_ANSWERS]
+    return [SYSTEM_PROMPT, *questions, words] * 4 + answers * 64
 
 
 def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -125,12 +130,17 @@ def tiny_config(processor: AffectVerseProcessor, path: str = TINY_CONFIG, **over
     return config
 
 
+def tiny_model(processor: AffectVerseProcessor, seed: int = 0, **overrides) -> AffectVerseForConditionalGeneration:
+    """A random tiny AffectVerse model (fp32, eval mode) for `processor`, deterministic for `seed`."""
+    torch.manual_seed(seed)
+    return AffectVerseForConditionalGeneration(tiny_config(processor, **overrides)).eval()
+
+
 def build_tiny_model(seed: int = 0, **overrides) -> tuple[AffectVerseForConditionalGeneration, AffectVerseProcessor]:
     """A random tiny AffectVerse model (fp32, eval mode) and its processor, deterministic for `seed`."""
     processor = build_tiny_processor()
-    torch.manual_seed(seed)
-    model = AffectVerseForConditionalGeneration(tiny_config(processor, **overrides)).eval()
-    return model, processor
+    model = tiny_model(processor, seed, **overrides)
+    return model, processor.follow_model_config(model.config)
 
 
 def synthetic_clip(
@@ -154,4 +164,12 @@ def synthetic_clip(
     return frames, wave.astype(np.float32)
 
 
-__all__ = ["MER_LABELS", "TINY_CONFIG", "build_tiny_model", "build_tiny_processor", "synthetic_clip", "tiny_config"]
+__all__ = [
+    "MER_LABELS",
+    "TINY_CONFIG",
+    "build_tiny_model",
+    "build_tiny_processor",
+    "synthetic_clip",
+    "tiny_config",
+    "tiny_model",
+]

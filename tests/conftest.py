@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.processing_affectverse import task_question
-from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config
+from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_model
 from training.demo_data import generate_demo_dataset
 
 # modality combinations of the Must-show list: (video, audio, audio from the video's own track)
@@ -30,8 +29,7 @@ def make_model(processor):
     """Factory: a fresh random tiny model (eval mode), deterministic for its seed."""
 
     def _make(seed: int = 0, **overrides) -> AffectVerseForConditionalGeneration:
-        torch.manual_seed(seed)
-        return AffectVerseForConditionalGeneration(tiny_config(processor, **overrides)).eval()
+        return tiny_model(processor, seed, **overrides)
 
     return _make
 
@@ -41,45 +39,50 @@ def model(make_model):
     return make_model()
 
 
+def build_inputs(processor, combos, seconds=(2.0,), answer=None, belief_placeholders=None, max_length=None,
+                 seeds=None) -> dict:  # fmt: skip
+    """Processor outputs for a list of modality combos (one sample each), plus forward kwargs.
+
+    `belief_placeholders=None` leaves the choice to the processor (its `belief_injection`)."""
+    texts, videos, audios, audio_sources = [], [], [], []
+    in_video = any(COMBOS[c][2] for c in combos)
+    for i, combo in enumerate(combos):
+        video, audio, from_video = COMBOS[combo]
+        length = seconds[i % len(seconds)]
+        seed = i if seeds is None else seeds[i]
+        frames, wave = synthetic_clip(length, seed=seed)
+        texts.append(
+            processor.build_prompt(
+                task_question("emotion", list(MER_LABELS)),
+                subtitle=f"clip {seed}",
+                video=video,
+                audio=audio and not from_video,
+                answer=answer,
+            )
+        )
+        if video:
+            videos.append(frames)
+        if audio:
+            audios.append(wave)
+            audio_sources.append(len(videos) - 1 if from_video else None)
+    kwargs = {"padding": True, "return_tensors": "pt", "max_length": max_length}
+    if belief_placeholders is not None:
+        kwargs["belief_placeholders"] = belief_placeholders
+    if in_video:  # videos without their own audio are silent in such a batch (None slots: standalone audio)
+        kwargs.update(load_audio_from_video=True, audio_from_video_indices=audio_sources)
+    inputs = processor(text=texts, videos=videos or None, audio=audios or None, **kwargs)
+    forward = dict(inputs)
+    if in_video:
+        forward["use_audio_in_video"] = True
+    return forward
+
+
 @pytest.fixture
 def make_inputs(processor):
-    """Factory: processor outputs for a list of modality combos (one sample each), plus forward kwargs."""
+    """Factory: `build_inputs` with the shared tiny processor (placeholders by default)."""
 
-    def _make(combos, seconds=(2.0,), answer=None, belief_placeholders=True, max_length=None, seeds=None):
-        texts, videos, audios, audio_sources = [], [], [], []
-        in_video = any(COMBOS[c][2] for c in combos)
-        for i, combo in enumerate(combos):
-            video, audio, from_video = COMBOS[combo]
-            length = seconds[i % len(seconds)]
-            seed = i if seeds is None else seeds[i]
-            frames, wave = synthetic_clip(length, seed=seed)
-            texts.append(
-                processor.build_prompt(
-                    task_question("emotion", list(MER_LABELS)),
-                    subtitle=f"clip {seed}",
-                    video=video,
-                    audio=audio and not from_video,
-                    answer=answer,
-                )
-            )
-            if video:
-                videos.append(frames)
-            if audio:
-                audios.append(wave)
-                audio_sources.append(len(videos) - 1 if from_video else None)
-        kwargs = {
-            "padding": True,
-            "return_tensors": "pt",
-            "belief_placeholders": belief_placeholders,
-            "max_length": max_length,
-        }
-        if in_video:  # videos without their own audio are silent in such a batch (None slots: standalone audio)
-            kwargs.update(load_audio_from_video=True, audio_from_video_indices=audio_sources)
-        inputs = processor(text=texts, videos=videos or None, audio=audios or None, **kwargs)
-        forward = dict(inputs)
-        if in_video:
-            forward["use_audio_in_video"] = True
-        return forward
+    def _make(combos, belief_placeholders=True, **kwargs):
+        return build_inputs(processor, combos, belief_placeholders=belief_placeholders, **kwargs)
 
     return _make
 

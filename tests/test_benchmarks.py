@@ -30,7 +30,7 @@ def test_synthetic_batch_drives_the_ewm():
 
 def test_size_figures_at_the_7b_preset():
     figures = size_section()
-    assert figures["ewm_parameters"] == 24_715_777
+    assert figures["ewm_parameters"] == 24_732_673  # 24,715,777 + the time embedding (32 x 512 + 512)
     assert 0 < figures["ewm_flops"] < figures["llm_flops_1024_tokens"]
     # the analytic LLM count is about 2 x parameters x tokens for a 7B model at 1024 tokens
     assert 1.2e13 < figures["llm_flops_1024_tokens"] < 1.8e13

@@ -8,11 +8,16 @@ Emotion World Module (`modules_to_save=["ewm"]`: a module merely left trainable 
 from __future__ import annotations
 
 import copy
+import json
 import os
 
 from peft import LoraConfig, PeftModel
 
-from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor
+from modeling_affectverse.tiny import build_tiny_model
+
+# written by training/sft.py beside the adapter: the EWM config overrides the base was built with (ablation switches)
+EWM_CONFIG_FILE = "ewm_config.json"
 
 # q/k/v/o of the language model's decoder layers ONLY: the audio encoder has modules of the same names (DESIGN §3)
 LLM_ATTENTION = r".*language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
@@ -25,10 +30,12 @@ def affectverse_lora_config(
     lora_dropout: float = 0.05,
     target_modules: str | list[str] | None = None,
     modules_to_save: list[str] | None = None,
+    with_ewm: bool = True,
 ) -> LoraConfig:
     """The paper's LoRA (r=16, alpha=32, dropout 0.05 on the LLM's q/k/v/o) with the EWM and the belief row saved.
 
     `target_modules` replaces the LLM regex; a one-element list is read as a regex too (YAML recipes give lists).
+    `with_ewm=False` (a model without EWM: `ewm_belief_construction="none"`) saves neither: plain thinker LoRA.
     """
     if isinstance(target_modules, list) and len(target_modules) == 1:
         target_modules = target_modules[0]
@@ -37,8 +44,8 @@ def affectverse_lora_config(
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         target_modules=target_modules or LLM_ATTENTION,
-        modules_to_save=["ewm", *(modules_to_save or [])],
-        trainable_token_indices={"embed_tokens": [belief_token_id]},
+        modules_to_save=[*(["ewm"] if with_ewm else []), *(modules_to_save or [])] or None,
+        trainable_token_indices={"embed_tokens": [belief_token_id]} if with_ewm else None,
         bias="none",
     )
 
@@ -46,6 +53,33 @@ def affectverse_lora_config(
 def load_adapter(base: AffectVerseForConditionalGeneration, folder: str | os.PathLike) -> PeftModel:
     """Put a saved adapter (LoRA + EWM + belief row) on a base model. The base must be the one trained on."""
     return PeftModel.from_pretrained(base, os.fspath(folder))
+
+
+def load_base(name: str, ewm_config: dict | None = None):
+    """(model, processor) of a base: `tiny` (the seed-0 embedded default) or an AffectVerse checkpoint folder / id,
+    with EWM config overrides; the processor places belief placeholders as the model expects."""
+    overrides = dict(ewm_config or {})
+    if name == "tiny":
+        return build_tiny_model(seed=0, **overrides)
+    model = AffectVerseForConditionalGeneration.from_pretrained(name, **overrides)
+    return model, AffectVerseProcessor.from_pretrained(name).follow_model_config(model.config)
+
+
+def load_trained(folder: str | os.PathLike, base: str | None = None):
+    """(PeftModel, processor) of an adapter folder written by training/sft.py, on the base it was trained on.
+
+    The base is `base`, else the one `adapter_config.json` records, else `tiny`; it is built with the EWM overrides
+    recorded in `ewm_config.json` (so an ablation variant's adapter meets the architecture it was trained with). The
+    processor saved in the folder is used when there is one.
+    """
+    folder = os.fspath(folder)
+    recorded = json.load(open(os.path.join(folder, "adapter_config.json"))).get("base_model_name_or_path")
+    overrides_path = os.path.join(folder, EWM_CONFIG_FILE)
+    overrides = json.load(open(overrides_path)) if os.path.isfile(overrides_path) else {}
+    model, processor = load_base(base or recorded or "tiny", overrides)
+    if os.path.isfile(os.path.join(folder, "processor_config.json")):
+        processor = AffectVerseProcessor.from_pretrained(folder).follow_model_config(model.config)
+    return load_adapter(model, folder), processor
 
 
 def export_merged(model: PeftModel, processor, folder: str | os.PathLike) -> str:
@@ -61,4 +95,12 @@ def export_merged(model: PeftModel, processor, folder: str | os.PathLike) -> str
     return folder
 
 
-__all__ = ["LLM_ATTENTION", "affectverse_lora_config", "export_merged", "load_adapter"]
+__all__ = [
+    "EWM_CONFIG_FILE",
+    "LLM_ATTENTION",
+    "affectverse_lora_config",
+    "export_merged",
+    "load_adapter",
+    "load_base",
+    "load_trained",
+]

@@ -89,6 +89,10 @@ class AffectVerseCollator:
             the assistant header, for generation (no labels, the rows need none).
         observe_ratio: evaluation protocol of the paper's Table 2: the model sees only the first fraction of each
             clip's video frames and audio samples (at least one temporal patch of 2 frames).
+        keep_ratio: evaluation with a fixed training-style split: every sample gets this rho (the model drops the
+            future and reports the imagination loss on it). None: training draws rho, evaluation keeps everything.
+        cache_media: keep each row's decoded media in memory (a small dataset seen for many epochs, like the demo),
+            so a clip is decoded once rather than once per epoch.
     """
 
     def __init__(
@@ -104,6 +108,8 @@ class AffectVerseCollator:
         strict: bool = False,
         with_answer: bool = True,
         observe_ratio: float = 1.0,
+        keep_ratio: float | None = None,
+        cache_media: bool = False,
     ):
         low, high = keep_ratio_range
         if not 0 < low <= high <= 1:
@@ -123,6 +129,11 @@ class AffectVerseCollator:
         if not 0 < observe_ratio <= 1:
             raise ValueError(f"observe_ratio must lie in (0, 1], got {observe_ratio}")
         self.observe_ratio = observe_ratio
+        if keep_ratio is not None and not 0 < keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio}")
+        self.keep_ratio = keep_ratio
+        self.cache_media = cache_media
+        self._media: dict = {}
         self.epoch = 0
         self.skipped: Counter = Counter()
         self.dropped_modality: Counter = Counter()
@@ -147,8 +158,9 @@ class AffectVerseCollator:
         except DataError as err:
             self._skip(row, "no_answer", err)
             return None
+        key = (row.get("video"), row.get("audio"), tuple(row.get("segment") or ()))
         try:
-            media = decode_clip(
+            media = self._media.get(key) or decode_clip(
                 row.get("video"),
                 row.get("audio"),
                 row.get("segment"),
@@ -161,6 +173,8 @@ class AffectVerseCollator:
         except MediaError as err:
             self._skip(row, type(err).__name__, err)
             return None
+        if self.cache_media:
+            self._media[key] = media
         frames = None if media.video is None else media.video.frames
         fps = self.fps if media.video is None else media.video.fps
         wave = None if media.audio is None else media.audio.waveform
@@ -233,6 +247,8 @@ class AffectVerseCollator:
             batch["use_audio_in_video"] = True
         if self.train:
             batch["keep_ratio"] = torch.tensor(keep, dtype=torch.float32)
+        elif self.keep_ratio is not None:
+            batch["keep_ratio"] = torch.full((len(samples),), self.keep_ratio, dtype=torch.float32)
         return batch
 
     def collate_candidates(self, rows: list[dict], candidates: list[str]) -> dict:

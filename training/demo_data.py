@@ -1,12 +1,14 @@
 """The embedded demo dataset: real `.mp4` clips of a synthetic face and voice whose emotion evolves over the clip.
 
 Each clip (H.264 video + AAC audio, written through `av`) starts in one expression and moves to another; the label
-is the expression it ends in, in the MER six-class space. The face's mouth curve and opening, brow tilt and height
-and eye openness move together with a voiced tone whose pitch contour, vibrato and energy follow the same emotion.
-The subtitle is drawn from a pool of neutral sentences, independent of the label: what the clip ends as has to be
-read from how it evolves, which is what the Emotion World Module is for.
+is the expression it ends in, in the MER six-class space. The face's mouth curve and opening, brow tilt and height,
+eye openness and skin tint move together with a voiced tone whose pitch register, contour, vibrato, energy and
+timbre follow the same emotion. The change starts between 20% and 40% of the clip and is complete by 75% at the
+latest, so the first 20% shows only the start expression (which is never the label) and the label is only certain
+from the last quarter. The subtitle is drawn from a pool of neutral sentences, independent of the label: what the
+clip ends as has to be read from how it evolves, which is what the Emotion World Module is for.
 
-    python -m training.demo_data --output data/demo            # 48 clips of 1-3 s, seed 0
+    python -m training.demo_data --output data/demo            # 480 clips of 1-3 s, seed 0 (about 35 s)
 
 writes `data/demo/clips/demo_XXXX.mp4`, `data/demo/emotion.jsonl` (label: the final expression) and
 `data/demo/sentiment.jsonl` (the same clips, label: the final expression's valence in [-3, 3], MOSI-style).
@@ -28,15 +30,24 @@ from training.converters import MER_LABELS
 from training.manifest import write_manifest
 
 # face: mouth curve (+ smile / - frown), mouth opening, brow tilt (+ inner ends down / - inner ends up),
-# brow height, eye openness; voice: pitch (Hz), pitch slope over the clip (Hz), vibrato depth (Hz), energy
+# brow height, eye openness, skin tint (RGB gain: a flush, pallor, ...); voice: pitch (Hz), pitch slope over the
+# clip (Hz), vibrato depth (Hz), energy, spectral rolloff (harmonic h has amplitude h**-rolloff: low = bright/harsh).
+# The cues are deliberately coarse (tint, pitch register, timbre) so that the tiny random encoders of the embedded
+# model can see them at 56x56 pixels and 20 mel bins; each emotion differs from every other in several cues.
 EXPRESSIONS = {
-    "neutral": dict(curve=0.0, mouth=0.05, tilt=0.0, brow=0.0, eyes=0.6, pitch=140, slope=0, vibrato=0, energy=0.3),
-    "happy": dict(curve=1.0, mouth=0.3, tilt=0.0, brow=0.15, eyes=0.5, pitch=220, slope=60, vibrato=0, energy=0.6),
-    "sad": dict(curve=-0.8, mouth=0.0, tilt=-0.7, brow=0.1, eyes=0.3, pitch=110, slope=-40, vibrato=0, energy=0.2),
-    "angry": dict(curve=-0.4, mouth=0.15, tilt=0.9, brow=-0.3, eyes=0.4, pitch=160, slope=0, vibrato=0, energy=0.9),
-    "surprise": dict(curve=0.0, mouth=1.0, tilt=0.0, brow=0.8, eyes=1.0, pitch=260, slope=120, vibrato=0, energy=0.7),
-    "worried": dict(curve=-0.3, mouth=0.1, tilt=-0.9, brow=0.4, eyes=0.8, pitch=180, slope=10, vibrato=12, energy=0.35),
-}
+    "neutral": dict(curve=0.0, mouth=0.05, tilt=0.0, brow=0.0, eyes=0.6, tint=(1.0, 1.0, 1.0),
+                    pitch=150, slope=0, vibrato=0, energy=0.3, rolloff=1.5),
+    "happy": dict(curve=1.0, mouth=0.4, tilt=0.0, brow=0.15, eyes=0.5, tint=(1.0, 0.9, 0.35),
+                  pitch=420, slope=80, vibrato=0, energy=0.6, rolloff=1.0),
+    "sad": dict(curve=-0.9, mouth=0.0, tilt=-0.8, brow=0.1, eyes=0.3, tint=(0.5, 0.65, 1.0),
+                pitch=100, slope=-30, vibrato=0, energy=0.2, rolloff=2.5),
+    "angry": dict(curve=-0.5, mouth=0.2, tilt=1.0, brow=-0.3, eyes=0.4, tint=(1.0, 0.3, 0.25),
+                  pitch=220, slope=0, vibrato=0, energy=0.9, rolloff=0.5),
+    "surprise": dict(curve=0.0, mouth=1.0, tilt=0.0, brow=0.9, eyes=1.0, tint=(0.85, 0.55, 1.0),
+                     pitch=650, slope=150, vibrato=0, energy=0.7, rolloff=1.5),
+    "worried": dict(curve=-0.3, mouth=0.1, tilt=-1.0, brow=0.4, eyes=0.8, tint=(0.55, 0.95, 0.6),
+                    pitch=300, slope=10, vibrato=25, energy=0.35, rolloff=1.2),
+}  # fmt: skip
 # valence of each final expression for the sentiment variant (MOSI scale, -3 .. 3)
 VALENCE = {"happy": 2.4, "surprise": 0.8, "neutral": 0.0, "worried": -1.2, "sad": -2.1, "angry": -2.6}
 SUBTITLES = [
@@ -49,6 +60,7 @@ SUBTITLES = [
     "Let me tell you what happened next.",
     "The train was there when we arrived.",
 ]
+NUM_CLIPS = 480  # 400 train, 80 test: the tiny model needs a few hundred clips to generalise, not to memorise
 FRAME_SIZE = 112
 FRAME_RATE = 12
 SAMPLE_RATE = 24_000  # not 16 kHz on purpose: decoding resamples, as with real media
@@ -60,7 +72,13 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def _blend(start: dict, end: dict, weight: float) -> dict:
-    return {key: (1 - weight) * start[key] + weight * end[key] for key in start}
+    """Linear blend of two expressions (the tint channel by channel)."""
+    return {
+        key: tuple((1 - weight) * a + weight * b for a, b in zip(start[key], end[key], strict=True))
+        if isinstance(start[key], tuple)
+        else (1 - weight) * start[key] + weight * end[key]
+        for key in start
+    }
 
 
 def draw_face(state: dict, look: dict, size: int = FRAME_SIZE) -> np.ndarray:
@@ -70,7 +88,7 @@ def draw_face(state: dict, look: dict, size: int = FRAME_SIZE) -> np.ndarray:
     image = np.empty((size, size, 3), dtype=np.float32)
     image[:] = look["background"]
     face = ((x - cx) / 0.32) ** 2 + ((y - cy) / 0.40) ** 2 <= 1
-    image[face] = look["skin"]
+    image[face] = look["skin"] * np.asarray(state["tint"], dtype=np.float32)
     dark = np.array([0.15, 0.1, 0.1], dtype=np.float32)
     for side in (-1, 1):
         ex, ey = cx + side * 0.13, cy - 0.08
@@ -99,10 +117,10 @@ def voice(states: list[dict], seconds: float, rng: np.random.Generator, sample_r
     n = int(round(seconds * sample_rate))
     t = np.arange(n, dtype=np.float64) / sample_rate
     keys = np.linspace(0, seconds, len(states))
-    param = {k: np.interp(t, keys, [s[k] for s in states]) for k in ("pitch", "slope", "vibrato", "energy")}
+    param = {k: np.interp(t, keys, [s[k] for s in states]) for k in ("pitch", "slope", "vibrato", "energy", "rolloff")}
     pitch = param["pitch"] + param["slope"] * (t / seconds - 0.5) + param["vibrato"] * np.sin(2 * np.pi * 6 * t)
     phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
-    tone = sum(np.sin(h * phase) / h for h in range(1, 6))
+    tone = sum(np.sin(h * phase) * h ** -param["rolloff"] for h in range(1, 9))
     syllables = 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3, 5) * t) ** 2
     wave = 0.25 * param["energy"] * syllables * tone + 0.003 * rng.standard_normal(n)
     fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.02)
@@ -132,11 +150,13 @@ def make_clip(label: str, rng: np.random.Generator) -> tuple[list[np.ndarray], n
     """Frames, wave and per-frame expression states of a clip that starts in another expression, ends in `label`."""
     start = str(rng.choice([name for name in EXPRESSIONS if name != label]))
     seconds = round(float(rng.uniform(1.0, 3.0)) * FRAME_RATE) / FRAME_RATE
-    onset = float(rng.uniform(0.1, 0.4))
-    offset = min(0.85, onset + float(rng.uniform(0.3, 0.5)))  # fully in the final expression by 85% of the clip
+    # the change starts between 20% and 40% of the clip and is complete 25-35% of the clip later (by 75%): the first
+    # 20% shows only the start expression, half of the clip at most part of the change, the last quarter the label
+    onset = float(rng.uniform(0.2, 0.4))
+    offset = onset + float(rng.uniform(0.25, 0.35))
     look = {
         "background": rng.uniform(0.2, 0.9, 3).astype(np.float32),
-        "skin": rng.uniform([0.7, 0.5, 0.4], [1.0, 0.8, 0.7]).astype(np.float32),
+        "skin": rng.uniform([0.85, 0.7, 0.6], [1.0, 0.85, 0.75]).astype(np.float32),
         "cx": 0.5 + float(rng.uniform(-0.04, 0.04)),
         "cy": 0.5 + float(rng.uniform(-0.03, 0.03)),
     }
@@ -148,7 +168,9 @@ def make_clip(label: str, rng: np.random.Generator) -> tuple[list[np.ndarray], n
     return frames, voice(states, seconds, rng), states
 
 
-def generate_demo_dataset(output: str, num_clips: int = 48, seed: int = 0, progress: bool = True) -> dict[str, str]:
+def generate_demo_dataset(
+    output: str, num_clips: int = NUM_CLIPS, seed: int = 0, progress: bool = True
+) -> dict[str, str]:
     """Write `num_clips` clips and the two manifests under `output`. Returns the manifests' paths by task."""
     rng = np.random.default_rng(seed)
     clips_dir = os.path.join(output, "clips")
@@ -183,7 +205,7 @@ def generate_demo_dataset(output: str, num_clips: int = 48, seed: int = 0, progr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="data/demo", help="folder for clips/ and the manifests")
-    parser.add_argument("--num-clips", type=int, default=48)
+    parser.add_argument("--num-clips", type=int, default=NUM_CLIPS)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.num_clips < 1:

@@ -29,10 +29,11 @@ import torch  # noqa: E402
 from transformers import Qwen2_5OmniProcessor  # noqa: E402
 from trl import ModelConfig, TrlParser  # noqa: E402
 
+from metrics.run_benchmark import predict_batch  # noqa: E402
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
 from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
-from training.adapters import affectverse_lora_config, export_merged  # noqa: E402
-from training.collator import AffectVerseCollator, row_problem  # noqa: E402
+from training.adapters import EWM_CONFIG_FILE, affectverse_lora_config, export_merged  # noqa: E402
+from training.collator import AffectVerseCollator, answer_text, row_problem  # noqa: E402
 from training.demo_data import generate_demo_dataset  # noqa: E402
 from training.manifest import load_manifest  # noqa: E402
 from training.trainer import AffectVerseSFTConfig, AffectVerseSFTTrainer  # noqa: E402
@@ -51,28 +52,53 @@ class ScriptArguments:
         default=None, metadata={"help": "Generate the embedded demo dataset here first if it is missing."}
     )
     merge: bool = field(default=False, metadata={"help": "Also export a merged full checkpoint to <output>/merged."})
-    predict_held_out: bool = field(
-        default=False, metadata={"help": "After training, print the prediction on the first held-out clip."}
+    evaluate_held_out: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, score the train manifest's eval split (closed-set, whole clips) and print the "
+            "accuracy next to chance."
+        },
+    )
+    ewm_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Overrides of the model's ewm_* config fields, the ablation switches (README, 'Ablations'): a "
+            'mapping in a YAML recipe, a JSON object on the command line (\'{"ewm_context_mode": "self"}\').'
+        },
     )
 
+    def __post_init__(self):
+        if isinstance(self.ewm_config, str):
+            self.ewm_config = json.loads(self.ewm_config) if self.ewm_config.strip() else None
+        unknown = sorted(k for k in self.ewm_config or {} if not k.startswith("ewm_"))
+        if unknown:
+            raise ValueError(f"ewm_config takes only ewm_* fields of AffectVerseConfig, got {unknown}")
 
-def load_model_and_processor(model_args: ModelConfig):
-    """`tiny` (the embedded random default), an AffectVerse checkpoint, or a Qwen2.5-Omni checkpoint."""
+
+def load_model_and_processor(model_args: ModelConfig, ewm_config: dict | None = None, seed: int | None = None):
+    """`tiny` (the embedded random default), an AffectVerse checkpoint, or a Qwen2.5-Omni checkpoint; `ewm_config`
+    overrides EWM config fields. A new EWM (tiny, Qwen2.5-Omni) is initialised from `seed`; an AffectVerse
+    checkpoint's EWM is kept. The processor places belief placeholders as the model expects."""
     name = model_args.model_name_or_path or "tiny"
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
+    overrides = dict(ewm_config or {})
     if name == "tiny":
         # seed fixed: the adapter's base must be rebuilt identically. PEFT records no base name for it (a name
         # would make PEFT look it up on the Hub when saving); the benchmark runner reads a missing base as tiny.
-        return build_tiny_model(seed=0)
+        model, processor = build_tiny_model(seed=0, **overrides)
+        model.init_ewm(seed)
+        return model, processor
     config_path = os.path.join(name, "config.json")
     if os.path.isfile(config_path) and json.load(open(config_path)).get("model_type") == "affectverse":
         processor = AffectVerseProcessor.from_pretrained(name)
-        return AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype), processor
-    processor = AffectVerseProcessor.from_omni_processor(Qwen2_5OmniProcessor.from_pretrained(name))
-    model = AffectVerseForConditionalGeneration.from_qwen_omni(
-        name, belief_token_id=processor.belief_token_id, dtype=dtype
-    )
-    return model, processor
+        model = AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype, **overrides)
+    else:
+        processor = AffectVerseProcessor.from_omni_processor(Qwen2_5OmniProcessor.from_pretrained(name))
+        model = AffectVerseForConditionalGeneration.from_qwen_omni(
+            name, belief_token_id=processor.belief_token_id, dtype=dtype, **overrides
+        )
+        model.init_ewm(seed)
+    return model, processor.follow_model_config(model.config)
 
 
 def load_rows(path: str, split: str, media_root: str | None, strict: bool):
@@ -90,14 +116,20 @@ def load_rows(path: str, split: str, media_root: str | None, strict: bool):
     return rows
 
 
-def predict(model, processor, row: dict, fps: float = 3.0) -> str:
-    """Greedy answer of the (trained) model on one manifest row."""
-    inputs = AffectVerseCollator(processor, train=False, with_answer=False, fps=fps)([row])
-    prompt_length = inputs["input_ids"].shape[1]
+def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int = 8) -> tuple[float, float, int]:
+    """Closed-set accuracy of the model on manifest rows (whole clips, every modality), chance (1 / candidates) and
+    the number of rows scored. Emotion rows choose among their label set, sentiment rows between the two answers."""
+    collator = AffectVerseCollator(processor, train=False, with_answer=True, fps=fps)
     model.eval()
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    return processor.tokenizer.decode(out[0, prompt_length:], skip_special_tokens=True).strip()
+    correct = total = 0
+    candidates = 0
+    for start in range(0, len(rows), batch_size):
+        batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
+        for row, result in zip(batch, predict_batch(model, collator, batch, "closed_set"), strict=True):
+            candidates = len(result["probabilities"])
+            correct += result["prediction"] == answer_text(row)
+            total += 1
+    return correct / max(total, 1), 1.0 / max(candidates, 1), total
 
 
 def report_processes(trainer: AffectVerseSFTTrainer) -> None:
@@ -116,7 +148,7 @@ def report_processes(trainer: AffectVerseSFTTrainer) -> None:
 
 def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, model_args: ModelConfig):
     # Model
-    model, processor = load_model_and_processor(model_args)
+    model, processor = load_model_and_processor(model_args, script_args.ewm_config, training_args.seed)
     peft_config = affectverse_lora_config(
         processor.belief_token_id,
         r=model_args.lora_r,
@@ -124,6 +156,7 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
         lora_dropout=model_args.lora_dropout,
         target_modules=model_args.lora_target_modules,
         modules_to_save=model_args.lora_modules_to_save,
+        with_ewm=model.config.has_ewm,
     )
 
     # Dataset
@@ -143,6 +176,16 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
         fps=training_args.decode_fps,
         max_frames=training_args.max_frames,
         strict=strict,
+        cache_media=training_args.cache_media,
+    )
+    eval_collator = AffectVerseCollator(
+        processor,
+        train=False,
+        fps=training_args.decode_fps,
+        max_frames=training_args.max_frames,
+        strict=strict,
+        keep_ratio=training_args.eval_keep_ratio,
+        cache_media=training_args.cache_media,
     )
     processor.max_length = training_args.max_length
 
@@ -151,6 +194,7 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
         model=model,
         args=training_args,
         data_collator=collator,
+        eval_data_collator=eval_collator,
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         processing_class=processor,
@@ -161,15 +205,17 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
     trainer.save_model(training_args.output_dir)  # the adapter: LoRA + EWM + belief row
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
+        with open(os.path.join(training_args.output_dir, EWM_CONFIG_FILE), "w", encoding="utf-8") as handle:
+            json.dump(script_args.ewm_config or {}, handle, indent=2, sort_keys=True)  # the base's architecture
         if script_args.merge:
             export_merged(trainer.model, processor, os.path.join(training_args.output_dir, "merged"))
         if collator.skipped:
             print(f"skipped rows during training: {dict(collator.skipped)}")
-        if script_args.predict_held_out:
+        if script_args.evaluate_held_out:
             rows = load_rows(script_args.train_manifest, script_args.eval_split, script_args.media_root, strict)
-            row = rows[0]
-            answer = predict(trainer.model, processor, row, fps=collator.fps)
-            print(f"held-out clip {row['id']}: predicted {answer!r}, label {row['label']!r}")
+            accuracy, chance, count = held_out_accuracy(trainer.model, processor, rows, fps=collator.fps)
+            print(f"held-out accuracy ({script_args.eval_split} split, {count} clips, closed-set, whole clips): "
+                  f"{accuracy:.3f} (chance {chance:.3f})")  # fmt: skip
         print(f"adapter (LoRA + EWM) saved to {os.path.abspath(training_args.output_dir)}")
     return trainer
 

@@ -43,6 +43,17 @@ class AffectVerseSFTConfig(SFTConfig):
     )
     decode_fps: float = field(default=3.0, metadata={"help": "Frame rate the clips are decoded at."})
     max_frames: int = field(default=64, metadata={"help": "Memory guard: longer clips are decoded at a lower rate."})
+    eval_keep_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluation during training sees whole clips with every modality (rho = 1, no dropout). Set a "
+            "rho to evaluate with that fixed split instead: the future is dropped and the imagination loss reported."
+        },
+    )
+    cache_media: bool = field(
+        default=False,
+        metadata={"help": "Keep decoded clips in memory (small datasets trained for many epochs, like the demo)."},
+    )
     # the collator builds model inputs from manifest rows: TRL must not tokenize or drop columns
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the manifest columns."})
     dataset_kwargs: dict | None = field(
@@ -61,6 +72,8 @@ class AffectVerseSFTConfig(SFTConfig):
             raise ValueError(f"modality_dropout must lie in [0, 1], got {self.modality_dropout}")
         if self.imagination_loss_weight < 0:
             raise ValueError(f"imagination_loss_weight must be >= 0, got {self.imagination_loss_weight}")
+        if self.eval_keep_ratio is not None and not 0 < self.eval_keep_ratio <= 1:
+            raise ValueError(f"eval_keep_ratio must lie in (0, 1], got {self.eval_keep_ratio}")
 
 
 class EpochToCollator(TrainerCallback):
@@ -74,16 +87,31 @@ class EpochToCollator(TrainerCallback):
 
 
 class AffectVerseSFTTrainer(SFTTrainer):
-    """SFTTrainer that runs AffectVerse's forward and adds `imagination_loss_weight * imagination_loss`."""
+    """SFTTrainer that runs AffectVerse's forward and adds `imagination_loss_weight * imagination_loss`.
+
+    `eval_data_collator` (optional) batches the evaluation set: evaluation is not training, so it must not draw keep
+    ratios or drop modalities like the training collator does.
+    """
 
     # compute_loss normalises both terms over the accumulation window itself
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, eval_data_collator=None, **kwargs):
+        self.eval_data_collator = eval_data_collator
         super().__init__(*args, **kwargs)
         if hasattr(self.data_collator, "epoch"):
             self.add_callback(EpochToCollator(self.data_collator))
         self._imagination_targets = None
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """The Trainer's eval dataloader, built with `eval_data_collator` when one was given."""
+        if self.eval_data_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
 
     def _config(self):
         model = self.accelerator.unwrap_model(self.model)
@@ -118,30 +146,45 @@ class AffectVerseSFTTrainer(SFTTrainer):
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients; the shares sum over ranks
         else:
             loss = lm_loss if imagination is None or weight == 0 else lm_loss + weight * imagination
-        self._log_terms(mode, lm_loss, imagination, outputs.imagination_cosine)
+        self._log_terms(mode, lm_loss, imagination, outputs)
         return (loss, outputs) if return_outputs else loss
 
-    def _log_terms(self, mode, lm_loss, imagination, cosine) -> None:
+    def _log_terms(self, mode, lm_loss, imagination, outputs) -> None:
         """Per-micro-batch means, averaged by `log` over the logging interval (console and TensorBoard).
+
+        Besides the losses and the per-step cosine: the skill scores (imagination loss / the loss of copying the last
+        observed token, and / the loss of predicting the batch's mean target; below 1 means better than that
+        baseline) and the targets' cross-sample cosine (near 1 means collapsed targets), DESIGN §4.5 revised.
 
         One gather of a fixed-size vector per step: a process whose micro-batch has no imagination target (text-only,
         or rho = 1) still takes part, so no process waits on another.
         """
         steps = self._config().ewm_rollout_steps
-        present = imagination is not None
-        stats = torch.zeros(3 + steps, device=lm_loss.device)
+        extra = 4  # copy-last, batch-mean baseline losses; target similarity and whether it exists
+        stats = torch.zeros(3 + steps + extra, device=lm_loss.device)
         stats[0] = lm_loss.detach()
-        if present:
+        if imagination is not None:
             stats[1], stats[2] = imagination.detach(), 1.0
-            stats[3:] = cosine.detach()
-        stats = self.accelerator.gather_for_metrics(stats.unsqueeze(0))  # (processes, 3 + K)
+            stats[3 : 3 + steps] = outputs.imagination_cosine.detach()
+            stats[3 + steps : 5 + steps] = outputs.imagination_baselines.detach()
+            if outputs.imagination_target_similarity is not None:
+                stats[5 + steps], stats[6 + steps] = outputs.imagination_target_similarity.detach(), 1.0
+        stats = self.accelerator.gather_for_metrics(stats.unsqueeze(0))  # (processes, 3 + K + 4)
         metrics = self._metrics[mode]
         metrics["lm_loss"].append(stats[:, 0].mean().item())
         with_targets = stats[stats[:, 2] > 0]
         if len(with_targets):
-            metrics["imagination_loss"].append(with_targets[:, 1].mean().item())
+            loss = with_targets[:, 1].mean()
+            metrics["imagination_loss"].append(loss.item())
             for step in range(steps):
                 metrics[f"imagination_cosine_step{step + 1}"].append(with_targets[:, 3 + step].mean().item())
+            for offset, name in enumerate(("copy_last", "batch_mean")):
+                baseline = with_targets[:, 3 + steps + offset].mean()
+                if baseline > 0:  # a batch-mean of one pair is that pair's target: no skill to measure
+                    metrics[f"imagination_skill_{name}"].append((loss / baseline).item())
+            with_similarity = with_targets[with_targets[:, 6 + steps] > 0]
+            if len(with_similarity):
+                metrics["imagination_target_similarity"].append(with_similarity[:, 5 + steps].mean().item())
 
 
 __all__ = ["AffectVerseSFTConfig", "AffectVerseSFTTrainer", "EpochToCollator"]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_affectverse import AffectVerseConfig
-from modeling_affectverse.ewm import EmotionWorldModule, pool_future, split_lengths
+from modeling_affectverse.ewm import AUDIO, VIDEO, EmotionWorldModule, pool_future, split_lengths
 
 D = 24
 
@@ -90,12 +90,12 @@ def test_future_is_a_detached_target():
 def test_context_mode_controls_what_video_imagination_sees(mode, audio_matters):
     ewm = make_ewm(ewm_context_mode=mode)
     hidden, video, audio = batch([6], [6])
-    video_stream = ewm._stream(hidden, video, ewm.video_down, None)
-    audio_stream = ewm._stream(hidden, audio, ewm.audio_down, None)
+    video_stream = ewm._stream(hidden, video, VIDEO, None, None)
+    audio_stream = ewm._stream(hidden, audio, AUDIO, None, None)
     _, imagined = ewm._imagine(video_stream, audio_stream, ewm.video_imagination)
     changed = hidden.clone()
     changed[audio] += 1.0
-    audio_changed = ewm._stream(changed, audio, ewm.audio_down, None)
+    audio_changed = ewm._stream(changed, audio, AUDIO, None, None)
     _, imagined_changed = ewm._imagine(video_stream, audio_changed, ewm.video_imagination)
     assert (not torch.allclose(imagined, imagined_changed)) == audio_matters
 

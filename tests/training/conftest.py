@@ -12,7 +12,7 @@ RECIPE = os.path.join(
 
 
 # overrides every test run takes: no TensorBoard, no checkpoints, no demo data generation, no prediction
-COMMON = ["--report_to", "none", "--save_strategy", "no", "--demo_data", "", "--predict_held_out", "false"]
+COMMON = ["--report_to", "none", "--save_strategy", "no", "--demo_data", "", "--evaluate_held_out", "false"]
 
 
 def parse_recipe(*overrides: str, recipe: str = RECIPE):

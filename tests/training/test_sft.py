@@ -34,7 +34,7 @@ def trained(demo_manifest, tmp_path_factory):
 
     output_dir = str(tmp_path_factory.mktemp("sft") / "out")
     args = parse_recipe("--train_manifest", demo_manifest, "--output_dir", output_dir, "--max_steps", "40",
-                        "--merge", "true", "--predict_held_out", "true")  # fmt: skip
+                        "--merge", "true", "--evaluate_held_out", "true")  # fmt: skip
     return main(*args), output_dir
 
 
@@ -49,13 +49,19 @@ def test_demo_recipe_both_losses_fall(trained):
 
 def test_trainable_parameters_changed_and_frozen_ones_did_not(trained):
     trainer, _ = trained
-    base, _ = build_tiny_model(seed=0)  # the untouched base the run started from
+    base, _ = build_tiny_model(seed=0)  # the untouched base the run started from, its EWM drawn from the run's seed
+    base.init_ewm(trainer.args.seed)
     initial = dict(base.named_parameters())
     trained_model = trainer.model
     lora = {n: p for n, p in trained_model.named_parameters() if "lora_" in n}
     ewm = {n: p for n, p in trained_model.named_parameters() if ".ewm.modules_to_save." in n}
     assert lora and ewm
-    assert all("language_model.layers" in n and "self_attn" in n for n in lora)  # LLM attention only
+    # where the demo recipe puts LoRA: the LLM's attention and MLP, the vision merger, the audio projection; never the
+    # audio encoder's own q/k/v (same names as the LLM's: DESIGN §3)
+    places = ("language_model.layers", "visual.merger.mlp", "audio_tower.proj")
+    assert all(any(p in n for p in places) for n in lora) and not any("audio_tower.layers" in n for n in lora)
+    assert any("mlp.gate_proj" in n for n in lora) and any("self_attn.q_proj" in n for n in lora)
+    assert any("lm_head.modules_to_save" in n for n, p in trained_model.named_parameters() if p.requires_grad)
     # the adapter as the trainer created it: TRL seeds with args.seed, then wraps the seed-0 tiny base
     set_seed(trainer.args.seed)
     start = dict(get_peft_model(build_tiny_model(seed=0)[0], trainer.model.peft_config["default"]).named_parameters())

@@ -1,0 +1,344 @@
+"""Ablation runner: train variants x seeds from a recipe, evaluate each, and tabulate mean +- std over seeds.
+
+    python -m training.ablate --variants full lora_only self_only lambda_0 random_tokens --seeds 0 1 2 \\
+        --output outputs/ablation --jobs 2
+
+For every (variant, seed) it trains `training/sft.py` on the recipe (default: the demo recipe) with the variant's
+overrides from `configuration/ablations.yaml`, then on the recipe's held-out split:
+
+- runs the benchmark runner (`metrics/run_benchmark.py`, closed-set scoring) over the modality settings (AVT, AT,
+  VT) and keep ratios (1, 0.7, 0.5, 0.3: only the first rho of each clip is observed, the paper's Table 2 protocol);
+- writes the imagination report (`training/imagination_report.py`) of the freshly initialised and of the trained
+  model: imagination loss against the copy-last and set-mean baselines, target and prediction similarity, per-step
+  cosine (the paper's Table 8).
+
+Each run lives in `<output>/runs/<variant>/seed<k>/` with its arguments, recipe and seed in `result.json` next to its
+numbers. A run whose `result.json` exists is not redone: an interrupted sweep resumes where it stopped. At the end
+`<output>/results.json`, `results.md` (tables) and `keep_ratio.png` (accuracy vs keep ratio, error bars over seeds)
+are written from all finished runs. `--jobs 2` runs two trainings at once, one thread each (faster on 2 cores than
+one run with two threads: the tiny model is dominated by per-operation overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import yaml  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = os.path.join(ROOT, "configuration", "ablations.yaml")
+RECIPE = os.path.join(ROOT, "configuration", "recipes", "demo.yaml")
+MODALITIES = ("AVT", "AT", "VT")
+KEEP_RATIOS = (1.0, 0.7, 0.5, 0.3)
+IMAGINATION_RATIOS = (0.3, 0.5, 0.7)
+MINIATURE = ("full", "lora_only", "self_only", "lambda_0", "random_tokens")  # the committed docs/miniature run
+
+
+def load_variants(path: str = VARIANTS) -> dict[str, dict]:
+    """Variant name -> overrides (`ewm_config` and training arguments)."""
+    with open(path, encoding="utf-8") as handle:
+        variants = yaml.safe_load(handle)
+    for name, overrides in variants.items():
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{path}: variant {name!r} must map to overrides, got {overrides!r}")
+    return variants
+
+
+def variant_arguments(overrides: dict) -> list[str]:
+    """Command-line arguments of training/sft.py for a variant's overrides."""
+    arguments = []
+    for key, value in overrides.items():
+        arguments += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
+    return arguments
+
+
+# -- one run (a worker process) -------------------------------------------------------------------------------
+def run_one(spec: dict) -> dict:
+    """Train one (variant, seed), evaluate it, write and return its result (called in a worker process)."""
+    import torch
+    from trl import ModelConfig, TrlParser
+
+    from metrics.run_benchmark import run as run_benchmark
+    from training.imagination_report import imagination_report
+    from training.manifest import load_manifest
+    from training.sft import ScriptArguments, load_model_and_processor, main
+    from training.trainer import AffectVerseSFTConfig
+
+    torch.set_num_threads(spec["threads"])
+    run_dir, started = spec["run_dir"], time.time()
+    model_dir = os.path.join(run_dir, "model")
+    arguments = ["--config", spec["recipe"], "--seed", str(spec["seed"]), "--output_dir", model_dir,
+                 "--report_to", "none", "--save_strategy", "no", "--evaluate_held_out", "false",
+                 *variant_arguments(spec["overrides"]), *spec["extra"]]  # fmt: skip
+    parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config(arguments)
+    if script_args.demo_data and not os.path.isfile(script_args.train_manifest):
+        from training.demo_data import generate_demo_dataset
+
+        generate_demo_dataset(script_args.demo_data, progress=False)
+    rows = load_manifest(script_args.train_manifest, media_root=script_args.media_root)
+    held_out = rows.filter(lambda row: row["split"] == script_args.eval_split)
+
+    # the model as training starts (same construction and seed as main()), for the "at initialisation" report
+    initial, processor = load_model_and_processor(model_args, script_args.ewm_config, training_args.seed)
+    report_at_init = imagination_report(initial, processor, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps)
+    del initial
+
+    trainer = main(script_args, training_args, model_args)
+    logs = [entry for entry in trainer.state.log_history if "lm_loss" in entry]
+    report_trained = imagination_report(trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS,
+                                        fps=training_args.decode_fps)  # fmt: skip
+    del trainer
+
+    bench = argparse.Namespace(
+        model=model_dir, manifest=[script_args.train_manifest], split=script_args.eval_split,
+        output=os.path.join(run_dir, "bench"), modalities=list(spec["modalities"]), keep_ratios=list(spec["ratios"]),
+        scoring="closed_set", batch_size=8, max_predictions=None,
+    )  # fmt: skip
+    benchmark = run_benchmark(bench)
+    result = {
+        "variant": spec["variant"],
+        "seed": spec["seed"],
+        "recipe": spec["recipe"],
+        "arguments": arguments,
+        "overrides": spec["overrides"],
+        "benchmark": benchmark,
+        "imagination": {"init": report_at_init, "trained": report_trained},
+        "final_logs": logs[-10:],
+        "seconds": round(time.time() - started, 1),
+    }
+    with open(os.path.join(run_dir, "result.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2, sort_keys=True)
+    return result
+
+
+# -- the sweep ------------------------------------------------------------------------------------------------
+def sweep(args) -> dict:
+    """Run every missing (variant, seed), at most `jobs` at once, then aggregate all finished runs."""
+    variants = load_variants(args.variants_file)
+    unknown = [v for v in args.variants if v not in variants]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; {args.variants_file} defines {sorted(variants)}")
+    todo, runs = [], []
+    for variant in args.variants:
+        for seed in args.seeds:
+            run_dir = os.path.join(args.output, "runs", variant, f"seed{seed}")
+            runs.append(run_dir)
+            if os.path.isfile(os.path.join(run_dir, "result.json")):
+                continue  # finished earlier: resumable
+            os.makedirs(run_dir, exist_ok=True)
+            spec = {"variant": variant, "seed": seed, "run_dir": run_dir, "recipe": args.recipe,
+                    "overrides": variants[variant], "extra": args.extra, "modalities": args.modalities,
+                    "ratios": args.keep_ratios, "threads": max(1, (os.cpu_count() or 1) // args.jobs)}  # fmt: skip
+            with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as handle:
+                json.dump(spec, handle, indent=2)
+            todo.append(run_dir)
+    print(f"{len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to do", flush=True)
+    running: list[tuple[str, subprocess.Popen]] = []
+    failed = []
+    with tqdm(total=len(todo), desc="ablation runs", disable=not todo) as progress:
+        while todo or running:
+            while todo and len(running) < args.jobs:
+                run_dir = todo.pop(0)
+                env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}
+                log = open(os.path.join(run_dir, "log.txt"), "w", encoding="utf-8")  # noqa: SIM115
+                command = [sys.executable, "-m", "training.ablate", "--worker", os.path.join(run_dir, "spec.json")]
+                running.append((run_dir, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)))
+            time.sleep(1.0)
+            for item in list(running):
+                run_dir, process = item
+                if process.poll() is not None:
+                    running.remove(item)
+                    progress.update(1)
+                    if process.returncode:
+                        failed.append(run_dir)
+                        tqdm.write(f"FAILED: {run_dir} (see {os.path.join(run_dir, 'log.txt')})")
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: {failed}")
+    results = [json.load(open(os.path.join(r, "result.json"), encoding="utf-8")) for r in runs]
+    summary = aggregate(results, args)
+    write_reports(summary, args.output)
+    return summary
+
+
+def _relative(path: str) -> str:
+    """A path inside the checkout, relative to it (reports are committed); anything else unchanged."""
+    return os.path.relpath(path, ROOT) if os.path.isabs(path) and path.startswith(ROOT + os.sep) else path
+
+
+def _mean_std(values: list[float]) -> dict:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def aggregate(results: list[dict], args) -> dict:
+    """Mean +- std over seeds of held-out accuracy per variant x setting x rho, and of the imagination statistics."""
+    by_variant: dict[str, list[dict]] = {}
+    for result in results:
+        by_variant.setdefault(result["variant"], []).append(result)
+    accuracy, imagination, runs = {}, {}, {}
+    for variant, items in by_variant.items():
+        runs[variant] = [
+            {"seed": r["seed"], "arguments": [_relative(a) for a in r["arguments"]], "seconds": r["seconds"]}
+            for r in items
+        ]
+        table = {}
+        for setting in args.modalities:
+            for ratio in args.keep_ratios:
+                values = []
+                for r in items:
+                    for dataset_scores in r["benchmark"].values():
+                        scores = dataset_scores.get(setting, {}).get(f"{float(ratio):g}")
+                        if scores is not None:
+                            values.append(scores["accuracy"])
+                table.setdefault(setting, {})[f"{float(ratio):g}"] = _mean_std(values)
+        accuracy[variant] = table
+        stats = {}
+        for stage in ("init", "trained"):
+            reports = [r["imagination"][stage] for r in items if r["imagination"][stage] is not None]
+            if not reports:
+                continue
+            keys = ("ewm_loss", "copy_last_loss", "set_mean_loss", "skill_copy_last", "skill_set_mean",
+                    "target_similarity", "prediction_similarity")  # fmt: skip
+            stats[stage] = {key: _mean_std([rep[key] for rep in reports]) for key in keys}
+            steps = len(reports[0]["cosine_per_step"])
+            stats[stage]["cosine_per_step"] = [_mean_std([rep["cosine_per_step"][k] for rep in reports])
+                                               for k in range(steps)]  # fmt: skip
+        imagination[variant] = stats
+    return {
+        "recipe": _relative(args.recipe),
+        "seeds": list(args.seeds),
+        "variants": list(args.variants),
+        "modalities": list(args.modalities),
+        "keep_ratios": [float(r) for r in args.keep_ratios],
+        "extra_arguments": list(args.extra),
+        "accuracy": accuracy,
+        "imagination": imagination,
+        "runs": runs,
+    }
+
+
+def _cell(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    if stat is None or stat["mean"] is None:
+        return "–"
+    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
+
+
+def render(summary: dict) -> str:
+    """The markdown report: accuracy tables and the imagination table (all from `summary`, nothing else)."""
+    variants, ratios = summary["variants"], [f"{r:g}" for r in summary["keep_ratios"]]
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    recipe = summary["recipe"]
+    lines = [f"Held-out accuracy (%), mean ± std over seeds {seeds}; closed-set scoring; recipe `{recipe}`; "
+             "keep ratio rho = fraction of each clip observed.", ""]  # fmt: skip
+    for setting in summary["modalities"]:
+        lines += [f"### {setting}", "", "| variant | " + " | ".join(f"rho = {r}" for r in ratios) + " |",
+                  "|---" * (len(ratios) + 1) + "|"]  # fmt: skip
+        for variant in variants:
+            row = summary["accuracy"][variant].get(setting, {})
+            lines.append(f"| {variant} | " + " | ".join(_cell(row.get(r)) for r in ratios) + " |")
+        lines.append("")
+    lines += [
+        "### Imagination on held-out clips (rho = 0.3, 0.5, 0.7)",
+        "",
+        "Skill = EWM loss / baseline loss (below 1 beats the baseline: copying the last observed token, or predicting",
+        "the held-out set's mean target). Similarity = mean cosine between different clips' targets / last-step",
+        "predictions (near 1: collapsed to a constant). Cosine per rollout step as in the paper's Table 8.",
+        "",
+        "| variant | stage | EWM loss | skill vs copy-last | skill vs set-mean | target sim. | prediction sim. "
+        "| cosine per step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in variants:
+        for stage in ("init", "trained"):
+            stats = summary["imagination"][variant].get(stage)
+            if stats is None:
+                continue
+            steps = " / ".join(_cell(c, 1.0, 3) for c in stats["cosine_per_step"])
+            cells = [_cell(stats["ewm_loss"], 1.0, 3), _cell(stats["skill_copy_last"], 1.0, 2),
+                     _cell(stats["skill_set_mean"], 1.0, 2), _cell(stats["target_similarity"], 1.0, 3),
+                     _cell(stats["prediction_similarity"], 1.0, 3), steps]  # fmt: skip
+            lines.append(f"| {variant} | {stage} | " + " | ".join(cells) + " |")
+    no_imagination = [v for v in variants if not summary["imagination"][v]]
+    if no_imagination:
+        lines += ["", f"No imagination (nothing to report): {', '.join(no_imagination)}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: str, setting: str = "AVT") -> None:
+    """Accuracy vs keep ratio under `setting`, one line per variant, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    ratios = summary["keep_ratios"]
+    for offset, variant in enumerate(summary["variants"]):
+        row = summary["accuracy"][variant].get(setting, {})
+        means = [row[f"{r:g}"]["mean"] for r in ratios]
+        stds = [row[f"{r:g}"]["std"] for r in ratios]
+        if any(m is None for m in means):
+            continue
+        shift = (offset - (len(summary["variants"]) - 1) / 2) * 0.006  # keep error bars apart
+        axis.errorbar([r + shift for r in ratios], [100 * m for m in means], yerr=[100 * s for s in stds],
+                      marker="o", capsize=3, label=variant)  # fmt: skip
+    axis.set_xlabel("keep ratio rho (fraction of each clip observed)")
+    axis.set_ylabel(f"held-out accuracy, % ({setting})")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_reports(summary: dict, output: str) -> None:
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(render(summary))
+    plot(summary, os.path.join(output, "keep_ratio.png"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one spec.json
+    parser.add_argument("--recipe", default=RECIPE, help="training recipe (YAML) every variant starts from")
+    parser.add_argument("--variants-file", default=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(MINIATURE), help="names in --variants-file")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--output", default="outputs/ablation")
+    parser.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=MODALITIES)
+    parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(KEEP_RATIOS))
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
+    parser.add_argument("extra", nargs="*", help="sft.py arguments for every run, after --: -- --max_steps 50")
+    args = parser.parse_args(argv)
+    if args.worker:
+        with open(args.worker, encoding="utf-8") as handle:
+            run_one(json.load(handle))
+        return 0
+    if args.jobs < 1 or any(not 0 < r <= 1 for r in args.keep_ratios):
+        parser.error("--jobs must be >= 1 and --keep-ratios in (0, 1]")
+    args.recipe = os.path.abspath(args.recipe)
+    summary = sweep(args)
+    print(render(summary))
+    print(f"wrote {os.path.join(args.output, 'results.json')}, results.md, keep_ratio.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
