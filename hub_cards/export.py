@@ -176,9 +176,7 @@ def export(
     try:
         if not processor.chat_template:
             processor.chat_template = CHAT_TEMPLATE
-        model.generation_config.suppress_tokens = sorted(
-            set(model.generation_config.suppress_tokens or []) | {processor.belief_token_id}
-        )
+        model.configure_generation(processor.tokenizer)  # stops at <|im_end|>, pads, never emits a placeholder
         PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=AffectVerseEmotionPipeline, pt_model=AutoModel)
         pipe = AffectVerseEmotionPipeline(model=model, processor=processor)
         pipe.save_pretrained(staging, max_shard_size=max_shard_size)  # weights, config, remote code, pipeline code

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
 from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS  # noqa: E402
-from modeling_affectverse.scoring_affectverse import closed_set_probabilities  # noqa: E402
+from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids  # noqa: E402
 from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
 from training.adapters import load_trained  # noqa: E402
 from training.collator import AffectVerseCollator  # noqa: E402
@@ -97,15 +97,15 @@ def _key(record: dict) -> tuple:
 def predict_batch(model, collator: AffectVerseCollator, rows: list[dict], scoring: str) -> list[dict]:
     """Predictions for rows of one task: generated text, or the best candidate with the distribution."""
     task = rows[0]["task"]
+    inputs = collator(rows)  # prompts ending at the assistant header
     if scoring == "closed_set" and task in ("emotion", "sentiment"):
         candidates = rows[0]["label_set"] if task == "emotion" else list(SENTIMENT_ANSWERS)
-        inputs = collator.collate_candidates(rows, candidates)
-        _, probabilities = closed_set_probabilities(model, inputs, len(candidates))
+        ids = candidate_token_ids(collator.processor.tokenizer, candidates)
+        probabilities = candidate_log_likelihoods(model, inputs, ids).softmax(dim=-1)  # one prefill per clip
         return [
             {"prediction": candidates[int(p.argmax())], "probabilities": dict(zip(candidates, p.tolist(), strict=True))}
             for p in probabilities
         ]
-    inputs = collator(rows)
     length = inputs["input_ids"].shape[1]
     generated = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     texts = collator.processor.tokenizer.batch_decode(generated[:, length:], skip_special_tokens=True)
@@ -123,8 +123,7 @@ def run(args) -> dict:
             rows = [r for r in load_manifest(manifest) if r["split"] == args.split]  # media paths resolved
             for setting in args.modalities:
                 for ratio in args.keep_ratios:
-                    collator = AffectVerseCollator(processor, train=False, with_answer=args.scoring == "closed_set",
-                                                   observe_ratio=ratio)  # fmt: skip
+                    collator = AffectVerseCollator(processor, train=False, with_answer=False, observe_ratio=ratio)
                     todo = [r for r in rows if (r["dataset"], setting, float(ratio), r["id"]) not in done]
                     desc = f"{os.path.basename(manifest)} {MODALITIES[setting]} rho={ratio:g}"
                     for start in tqdm(range(0, len(todo), args.batch_size), desc=desc, disable=not todo):

@@ -24,7 +24,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import ModelOutput, cached_file, can_return_tuple
 
 from .configuration_affectverse import AffectVerseConfig
 from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, TemporalImagination, split_lengths
@@ -133,6 +133,16 @@ def drop_positions(
     return embeds, new_mask.to(attention_mask.dtype), positions, labels, kept_index
 
 
+HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
+
+
+def checkpoint_config(checkpoint: str | os.PathLike, **hub_kwargs) -> dict:
+    """The raw `config.json` of a checkpoint folder or Hub id, through the Hub cache (offline mode honoured)."""
+    path = cached_file(os.fspath(checkpoint), "config.json", **hub_kwargs)
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneration):
     """Qwen2.5-Omni thinker + Emotion World Module (`self.ewm`). Every EWM weight is under `ewm.`.
 
@@ -169,20 +179,20 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
     def from_qwen_omni(
         cls, checkpoint: str | os.PathLike, belief_token_id: int | None = None, **kwargs
     ) -> AffectVerseForConditionalGeneration:
-        """Build AffectVerse from a local Qwen2.5-Omni checkpoint folder: full (thinker/talker) or thinker-only.
+        """Build AffectVerse from a Qwen2.5-Omni checkpoint: full (thinker/talker) or thinker-only, a local folder or a
+        Hub id (resolved through the Hub cache: `HF_HUB_OFFLINE=1` with a populated cache works offline).
 
         The config is built from the (nested) thinker config, so no backbone field silently falls
         back to a default (DESIGN §7). Every backbone weight must come from the checkpoint: if any
         weight other than `ewm.*` is missing, this raises instead of leaving it random.
 
         Args:
-            checkpoint: folder with `config.json` and safetensors weights.
+            checkpoint: folder or Hub id with `config.json` and safetensors weights.
             belief_token_id: id of `<|belief|>` in the tokenizer (see `AffectVerseProcessor`); the
                 input embeddings are resized if the id lies past the vocabulary.
             **kwargs: EWM config fields (`ewm_*`) and `from_pretrained` keyword arguments.
         """
-        with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as handle:
-            raw = json.load(handle)
+        raw = checkpoint_config(checkpoint, **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
         thinker = raw.get("thinker_config", raw)
         if thinker.get("model_type") not in ("qwen2_5_omni_thinker", "affectverse", None):
             raise ValueError(
@@ -220,6 +230,23 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 if hasattr(tensor, "_is_hf_initialized"):
                     del tensor._is_hf_initialized  # the init functions skip flagged tensors
             self._init_weights(module)
+
+    def configure_generation(self, tokenizer) -> None:
+        """Write the stop and padding ids into `generation_config`, so every checkpoint saved from this model stops
+        generating at the end of its answer (`<|im_end|>`, the chat template's end of turn) and pads with the
+        tokenizer's pad token; the placeholder ids are suppressed (see `generate`)."""
+        end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        eos = end_of_turn if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id else None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("the tokenizer has neither <|im_end|> nor an eos token: generation could never stop")
+        generation_config = self.generation_config
+        generation_config.eos_token_id = eos
+        generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        config = self.config
+        placeholders = {config.belief_token_id, config.video_token_id, config.audio_token_id, config.image_token_id}
+        placeholders.discard(None)
+        generation_config.suppress_tokens = sorted(set(generation_config.suppress_tokens or []) | placeholders)
 
     def set_belief_token_id(self, belief_token_id: int) -> None:
         """Record the `<|belief|>` id, growing the input/output embeddings if it lies past the vocabulary."""
@@ -506,6 +533,14 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             position_ids,
             past_key_values,
         )
+        if input_ids is None and inputs_embeds is not None and self.ewm is not None:
+            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+            if prefill:
+                raise ValueError(
+                    "AffectVerse needs input_ids at prefill: the <|belief|>, video and audio positions the Emotion "
+                    "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
+                    "input_ids, with or without inputs_embeds"
+                )
         belief_mask = self._belief_mask(input_ids)
         inputs_embeds, position_ids = self._embed(
             input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
@@ -572,6 +607,13 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         sequence) would then find more placeholders than features. Belief tokens are computed at prefill only:
         decode steps carry no placeholders, so the EWM does not run on them (see `forward`).
         """
+        keep_ratio = kwargs.get("keep_ratio")
+        if keep_ratio is not None and bool((torch.as_tensor(keep_ratio) < 1).any()):
+            raise ValueError(
+                "generate does not take keep_ratio < 1: dropping the future at prefill would leave the decode steps "
+                "without the prompt's cache. To observe only the first part of a clip, cut the media before the "
+                "processor (AffectVerseCollator(observe_ratio=...), the benchmark runner's --keep-ratios)"
+            )
         config = self.config
         placeholders = {config.belief_token_id, config.video_token_id, config.audio_token_id, config.image_token_id}
         placeholders.discard(None)
@@ -607,6 +649,7 @@ register_checkpoint_conversion_mapping(
 __all__ = [
     "AffectVerseCausalLMOutputWithPast",
     "AffectVerseForConditionalGeneration",
+    "checkpoint_config",
     "count_imagination_targets",
     "drop_positions",
 ]

@@ -20,7 +20,7 @@ from transformers import Pipeline
 from .emotion_lexicon import map_to_label
 from .media_affectverse import decode_clip
 from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, task_question
-from .scoring_affectverse import closed_set_probabilities
+from .scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
 
 TASK = "affectverse-emotion-recognition"
 
@@ -85,12 +85,8 @@ class AffectVerseEmotionPipeline(Pipeline):
             )
 
         candidates = label_set if task == "emotion" else list(SENTIMENT_ANSWERS) if task == "sentiment" else []
-        scoring = None
-        if candidates:
-            scoring = self._inputs([prompt(c) for c in candidates], media)
-            scoring["labels"] = processor.answer_labels(scoring["input_ids"], scoring["attention_mask"], candidates)
         generation = self._inputs([prompt()], media)
-        return {"generation": generation, "scoring": scoring, "candidates": candidates, "label_set": label_set}
+        return {"generation": generation, "candidates": candidates, "label_set": label_set}
 
     def _forward(self, model_inputs, max_new_tokens: int = 16):
         generation = model_inputs["generation"]
@@ -98,10 +94,9 @@ class AffectVerseEmotionPipeline(Pipeline):
         with torch.no_grad():
             generated = self.model.generate(**generation, max_new_tokens=max_new_tokens, do_sample=False)
         probabilities = None
-        if model_inputs["scoring"] is not None:
-            _, probabilities = closed_set_probabilities(
-                self.model, model_inputs["scoring"], len(model_inputs["candidates"])
-            )
+        if model_inputs["candidates"]:  # closed-set scoring from one prefill of the same prompt
+            ids = candidate_token_ids(self.processor.tokenizer, model_inputs["candidates"])
+            probabilities = candidate_log_likelihoods(self.model, generation, ids).softmax(dim=-1)
         return {
             "generated": generated[:, length:],
             "probabilities": probabilities,

@@ -2,9 +2,15 @@
 
 Free generation can answer outside the label set; scoring ranks the set itself. A candidate's score is the summed
 log-probability of its answer tokens (the label and the closing `<|im_end|>`, so a label that is a prefix of another
-is not favoured) given the prompt and media; softmax over the candidates gives the distribution. The caller builds
-one batch holding every (sample, candidate) sequence with `labels` marking the answer tokens, candidates of a sample
-consecutive (the training collator's `collate_candidates` does this).
+is not favoured) given the prompt and media; softmax over the candidates gives the distribution.
+
+Two ways to compute it, equal up to float rounding (tested):
+
+- `candidate_log_likelihoods` (used by the pipeline and the benchmark runner): one prefill per prompt, with a cache;
+  every candidate then continues from that cache in one batched step. The clip is encoded and the Emotion World
+  Module runs once per sample, not once per candidate.
+- `closed_set_probabilities`: one full forward per (sample, candidate) sequence, answers marked by `labels` (the
+  training collator's `collate_candidates` builds them); the reference the first is checked against.
 """
 
 from __future__ import annotations
@@ -36,4 +42,62 @@ def closed_set_probabilities(model, inputs: dict, num_candidates: int) -> tuple[
     return scores, scores.softmax(dim=-1)
 
 
-__all__ = ["answer_log_likelihood", "closed_set_probabilities"]
+def candidate_token_ids(tokenizer, candidates: list[str]) -> list[list[int]]:
+    """Each candidate answer as the tokens the model must produce: the answer and its closing `<|im_end|>`."""
+    return [tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"] for answer in candidates]
+
+
+@torch.no_grad()
+def candidate_log_likelihoods(model, prompt_inputs: dict, candidates: list[list[int]]) -> torch.Tensor:
+    """`(B, C)` log p(candidate tokens | prompt) for B prompts (ending at the assistant header, left-padded, as the
+    processor pads) and C candidates given as token ids, with one prefill per prompt.
+
+    The prompts run once with a KV cache (the EWM runs there, as in generation); the cache is repeated per
+    candidate and every candidate's tokens but its last are fed in one batched step, at the positions that follow
+    each prompt (the thinker's text positions continue from the prompt's largest position).
+    """
+    if not candidates or any(len(c) == 0 for c in candidates):
+        raise ValueError("every candidate needs at least one token")
+    attention_mask = prompt_inputs["attention_mask"]
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError("prompts must be left-padded (the processor's default): the last position must be real")
+    outputs = model(**prompt_inputs, use_cache=True)
+    first = F.log_softmax(outputs.logits[:, -1].float(), dim=-1)  # (B, V): the first answer token
+    batch, count = attention_mask.shape[0], len(candidates)
+    device = attention_mask.device
+    lengths = torch.tensor([len(c) for c in candidates], device=device)
+    width = int(lengths.max())
+    tokens = torch.zeros(count, width, dtype=torch.long, device=device)
+    for i, ids in enumerate(candidates):
+        tokens[i, : len(ids)] = torch.tensor(ids, device=device)
+    scores = first[:, tokens[:, 0]]  # (B, C)
+    if width == 1:
+        return scores
+    steps = width - 1  # feed tokens 0 .. L-2, each predicts the next
+    cache = outputs.past_key_values
+    cache.batch_repeat_interleave(count)  # (B x C) rows, candidates of a prompt consecutive
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    last = base.model.rope_deltas.to(device).view(batch, 1) + attention_mask.sum(1, keepdim=True) - 1  # (B, 1)
+    offsets = torch.arange(1, steps + 1, device=device)
+    positions = (last + offsets).repeat_interleave(count, dim=0)  # (B x C, steps)
+    fed = tokens[:, :steps].repeat(batch, 1)  # (B x C, steps)
+    fed_mask = (torch.arange(steps, device=device) < (lengths - 1)[:, None]).repeat(batch, 1)
+    continued = model(
+        input_ids=fed,
+        attention_mask=torch.cat([attention_mask.repeat_interleave(count, dim=0), fed_mask.long()], dim=1),
+        position_ids=positions.unsqueeze(0).expand(3, -1, -1),
+        past_key_values=cache,
+        use_cache=False,
+    )
+    log_probs = F.log_softmax(continued.logits.float(), dim=-1)  # (B x C, steps, V)
+    targets = tokens[:, 1:].repeat(batch, 1)  # (B x C, steps)
+    picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * fed_mask
+    return scores + picked.sum(1).view(batch, count)
+
+
+__all__ = [
+    "answer_log_likelihood",
+    "candidate_log_likelihoods",
+    "candidate_token_ids",
+    "closed_set_probabilities",
+]

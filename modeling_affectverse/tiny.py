@@ -131,9 +131,12 @@ def tiny_config(processor: AffectVerseProcessor, path: str = TINY_CONFIG, **over
 
 
 def tiny_model(processor: AffectVerseProcessor, seed: int = 0, **overrides) -> AffectVerseForConditionalGeneration:
-    """A random tiny AffectVerse model (fp32, eval mode) for `processor`, deterministic for `seed`."""
+    """A random tiny AffectVerse model (fp32, eval mode) for `processor`, deterministic for `seed`; generation stops at
+    `<|im_end|>`."""
     torch.manual_seed(seed)
-    return AffectVerseForConditionalGeneration(tiny_config(processor, **overrides)).eval()
+    model = AffectVerseForConditionalGeneration(tiny_config(processor, **overrides)).eval()
+    model.configure_generation(processor.tokenizer)
+    return model
 
 
 def build_tiny_model(seed: int = 0, **overrides) -> tuple[AffectVerseForConditionalGeneration, AffectVerseProcessor]:

@@ -7,13 +7,14 @@ Emotion World Module (`modules_to_save=["ewm"]`: a module merely left trainable 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 
 from peft import LoraConfig, PeftModel
+from transformers import Qwen2_5OmniProcessor
 
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor
+from modeling_affectverse.modeling_affectverse import checkpoint_config
 from modeling_affectverse.tiny import build_tiny_model
 
 # written by training/sft.py beside the adapter: the EWM config overrides the base was built with (ablation switches)
@@ -55,14 +56,32 @@ def load_adapter(base: AffectVerseForConditionalGeneration, folder: str | os.Pat
     return PeftModel.from_pretrained(base, os.fspath(folder))
 
 
-def load_base(name: str, ewm_config: dict | None = None):
-    """(model, processor) of a base: `tiny` (the seed-0 embedded default) or an AffectVerse checkpoint folder / id,
-    with EWM config overrides; the processor places belief placeholders as the model expects."""
+def load_base(name: str, ewm_config: dict | None = None, seed: int | None = None, dtype=None):
+    """(model, processor) of a base: `tiny` (the seed-0 embedded default), an AffectVerse checkpoint, or a Qwen2.5-Omni
+    checkpoint (full or thinker-only); folders or Hub ids, resolved through the Hub cache (offline mode honoured).
+
+    `ewm_config` overrides EWM config fields. A new EWM (tiny, Qwen2.5-Omni) is drawn from `seed` when given; an
+    AffectVerse checkpoint's EWM is kept. The processor places belief placeholders as the model expects, and
+    generation stops at `<|im_end|>`.
+    """
     overrides = dict(ewm_config or {})
     if name == "tiny":
-        return build_tiny_model(seed=0, **overrides)
-    model = AffectVerseForConditionalGeneration.from_pretrained(name, **overrides)
-    return model, AffectVerseProcessor.from_pretrained(name).follow_model_config(model.config)
+        # always seed 0: an adapter's base must be rebuilt identically. PEFT records no base name for it (a name
+        # would make PEFT look it up on the Hub when saving); a missing base name is read as tiny.
+        model, processor = build_tiny_model(seed=0, **overrides)
+        model.init_ewm(seed)
+    elif checkpoint_config(name).get("model_type") == "affectverse":
+        processor = AffectVerseProcessor.from_pretrained(name)
+        model = AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype, **overrides)
+    else:
+        processor = AffectVerseProcessor.from_omni_processor(Qwen2_5OmniProcessor.from_pretrained(name))
+        model = AffectVerseForConditionalGeneration.from_qwen_omni(
+            name, belief_token_id=processor.belief_token_id, dtype=dtype, **overrides
+        )
+        model.init_ewm(seed)
+    processor.follow_model_config(model.config)
+    model.configure_generation(processor.tokenizer)
+    return model, processor
 
 
 def load_trained(folder: str | os.PathLike, base: str | None = None):
@@ -82,14 +101,19 @@ def load_trained(folder: str | os.PathLike, base: str | None = None):
     return load_adapter(model, folder), processor
 
 
-def export_merged(model: PeftModel, processor, folder: str | os.PathLike) -> str:
-    """Merge LoRA into the weights and save a full AffectVerse checkpoint (EWM included) with its processor.
+def export_merged(adapter_folder: str | os.PathLike, folder: str | os.PathLike, base: str | None = None) -> str:
+    """Merge a saved adapter into a fresh copy of its base and save a full AffectVerse checkpoint (EWM included) with
+    its processor; generation stops at `<|im_end|>`.
 
-    The folder loads with `AffectVerseForConditionalGeneration.from_pretrained` or, with the remote code,
-    `AutoModel.from_pretrained(folder, trust_remote_code=True)`. `model` is left unmerged.
+    Built from the adapter folder on a clean base (`load_trained`), never from a live training model: a model a
+    trainer has wrapped or patched (hooks, a rebound `forward`) would carry that into the copy. The folder loads
+    with `AffectVerseForConditionalGeneration.from_pretrained` or, with the remote code,
+    `AutoModel.from_pretrained(folder, trust_remote_code=True)`.
     """
     folder = os.fspath(folder)
-    merged = copy.deepcopy(model).merge_and_unload()  # a copy: `model` stays an adapter model
+    model, processor = load_trained(adapter_folder, base)
+    merged = model.merge_and_unload()
+    merged.configure_generation(processor.tokenizer)
     merged.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -26,13 +26,10 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout (DESIGN §2)
 
 import torch  # noqa: E402
-from transformers import Qwen2_5OmniProcessor  # noqa: E402
 from trl import ModelConfig, TrlParser  # noqa: E402
 
 from metrics.run_benchmark import predict_batch  # noqa: E402
-from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
-from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
-from training.adapters import EWM_CONFIG_FILE, affectverse_lora_config, export_merged  # noqa: E402
+from training.adapters import EWM_CONFIG_FILE, affectverse_lora_config, export_merged, load_base  # noqa: E402
 from training.collator import AffectVerseCollator, answer_text, row_problem  # noqa: E402
 from training.demo_data import generate_demo_dataset  # noqa: E402
 from training.manifest import load_manifest  # noqa: E402
@@ -76,29 +73,10 @@ class ScriptArguments:
 
 
 def load_model_and_processor(model_args: ModelConfig, ewm_config: dict | None = None, seed: int | None = None):
-    """`tiny` (the embedded random default), an AffectVerse checkpoint, or a Qwen2.5-Omni checkpoint; `ewm_config`
-    overrides EWM config fields. A new EWM (tiny, Qwen2.5-Omni) is initialised from `seed`; an AffectVerse
-    checkpoint's EWM is kept. The processor places belief placeholders as the model expects."""
-    name = model_args.model_name_or_path or "tiny"
+    """`tiny` (the embedded random default), an AffectVerse checkpoint, or a Qwen2.5-Omni checkpoint (folders or Hub
+    ids), with EWM config overrides; a new EWM is drawn from `seed` (`training.adapters.load_base`)."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
-    overrides = dict(ewm_config or {})
-    if name == "tiny":
-        # seed fixed: the adapter's base must be rebuilt identically. PEFT records no base name for it (a name
-        # would make PEFT look it up on the Hub when saving); the benchmark runner reads a missing base as tiny.
-        model, processor = build_tiny_model(seed=0, **overrides)
-        model.init_ewm(seed)
-        return model, processor
-    config_path = os.path.join(name, "config.json")
-    if os.path.isfile(config_path) and json.load(open(config_path)).get("model_type") == "affectverse":
-        processor = AffectVerseProcessor.from_pretrained(name)
-        model = AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype, **overrides)
-    else:
-        processor = AffectVerseProcessor.from_omni_processor(Qwen2_5OmniProcessor.from_pretrained(name))
-        model = AffectVerseForConditionalGeneration.from_qwen_omni(
-            name, belief_token_id=processor.belief_token_id, dtype=dtype, **overrides
-        )
-        model.init_ewm(seed)
-    return model, processor.follow_model_config(model.config)
+    return load_base(model_args.model_name_or_path or "tiny", ewm_config, seed, dtype)
 
 
 def load_rows(path: str, split: str, media_root: str | None, strict: bool):
@@ -119,7 +97,7 @@ def load_rows(path: str, split: str, media_root: str | None, strict: bool):
 def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int = 8) -> tuple[float, float, int]:
     """Closed-set accuracy of the model on manifest rows (whole clips, every modality), chance (1 / candidates) and
     the number of rows scored. Emotion rows choose among their label set, sentiment rows between the two answers."""
-    collator = AffectVerseCollator(processor, train=False, with_answer=True, fps=fps)
+    collator = AffectVerseCollator(processor, train=False, with_answer=False, fps=fps)
     model.eval()
     correct = total = 0
     candidates = 0
@@ -207,8 +185,8 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
         processor.save_pretrained(training_args.output_dir)
         with open(os.path.join(training_args.output_dir, EWM_CONFIG_FILE), "w", encoding="utf-8") as handle:
             json.dump(script_args.ewm_config or {}, handle, indent=2, sort_keys=True)  # the base's architecture
-        if script_args.merge:
-            export_merged(trainer.model, processor, os.path.join(training_args.output_dir, "merged"))
+        if script_args.merge:  # from the saved adapter on a clean base, not from the trainer's model
+            export_merged(training_args.output_dir, os.path.join(training_args.output_dir, "merged"))
         if collator.skipped:
             print(f"skipped rows during training: {dict(collator.skipped)}")
         if script_args.evaluate_held_out:

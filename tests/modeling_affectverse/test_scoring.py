@@ -56,3 +56,19 @@ def test_candidate_count_must_divide_the_batch(model, processor, clip_rows):
     batch = AffectVerseCollator(processor, train=False).collate_candidates(clip_rows[:1], ["happy", "sad", "angry"])
     with pytest.raises(ValueError, match="3 sequences do not split into groups of 2"):
         closed_set_probabilities(model, batch, 2)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"ewm_injection": "single"}, {"ewm_belief_construction": "none"}])
+def test_one_prefill_per_prompt_equals_one_forward_per_candidate(overrides, clip_rows):
+    from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
+    from modeling_affectverse.tiny import build_tiny_model
+
+    model, processor = build_tiny_model(**overrides)
+    labels = [*MER_LABELS, "very surprised"]  # one answer of several tokens
+    rows = [*clip_rows, {**clip_rows[0], "id": "silent", "audio": None}]  # a mixed audio-in-video batch too
+    reference, _ = closed_set_probabilities(
+        model, AffectVerseCollator(processor, train=False).collate_candidates(rows, labels), len(labels)
+    )
+    prompts = AffectVerseCollator(processor, train=False, with_answer=False)(rows)
+    shared = candidate_log_likelihoods(model, prompts, candidate_token_ids(processor.tokenizer, labels))
+    torch.testing.assert_close(shared, reference, rtol=1e-5, atol=1e-4)
