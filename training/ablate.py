@@ -40,7 +40,7 @@ RECIPE = os.path.join(ROOT, "configuration", "recipes", "demo.yaml")
 MODALITIES = ("AVT", "AT", "VT")
 KEEP_RATIOS = (1.0, 0.7, 0.5, 0.3)
 IMAGINATION_RATIOS = (0.3, 0.5, 0.7)
-MINIATURE = ("full", "lora_only", "self_only", "lambda_0", "random_tokens")  # the committed docs/miniature run
+MINIATURE = ("full", "lora_only", "self_only", "lambda_0", "random_tokens", "original")  # docs/miniature
 
 
 def load_variants(path: str = VARIANTS) -> dict[str, dict]:

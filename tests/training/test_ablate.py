@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from training.ablate import ROOT, load_variants, main, render, variant_arguments
+from training.ablate import MINIATURE, ROOT, load_variants, main, render, variant_arguments
 
 
 def test_every_variant_parses_into_sft_arguments():
@@ -62,5 +62,5 @@ def test_committed_miniature_is_what_the_runner_renders():
     folder = os.path.join(ROOT, "docs", "miniature")
     summary = json.load(open(os.path.join(folder, "results.json"), encoding="utf-8"))
     assert open(os.path.join(folder, "results.md"), encoding="utf-8").read() == render(summary)
-    assert sorted(summary["variants"]) == sorted(["full", "lora_only", "self_only", "lambda_0", "random_tokens"])
+    assert sorted(summary["variants"]) == sorted(MINIATURE)
     assert summary["seeds"] == [0, 1, 2]
