@@ -1,8 +1,11 @@
 """Inference Endpoints custom handler: the AffectVerse pipeline behind `EndpointHandler.__call__(data)`.
 
 Request: `{"inputs": {"video": ..., "audio": ..., "subtitle": "..."}, "parameters": {"task": "emotion", ...}}` where
-`video` / `audio` are base64-encoded file bytes (or paths to files the endpoint can read; no URLs are fetched).
-Response: the pipeline's output, `{"label", "scores", "generated_text", "matched_label"}`. The same code path as
+`video` / `audio` are the file's bytes (raw, as the Hub widget sends them, or base64-encoded in JSON). Local paths are
+read only when the endpoint is configured with a media folder (`AFFECTVERSE_MEDIA_ROOT` or `media_root=`) and only
+inside it; no URL is ever fetched. Every refusal reads the same whether or not a path exists (no file-existence
+oracle). Parameters: `task`, `label_set` (a list or a comma-separated string), `max_new_tokens` (an integer or its
+string); anything else is an error. Response: the pipeline's output. The same code path as
 `pipeline(model=..., trust_remote_code=True)`: this handler only turns the request into files and parameters.
 """
 
@@ -16,34 +19,93 @@ from typing import Any
 
 from transformers import pipeline
 
+TASKS = ("emotion", "sentiment", "open_vocabulary")
+MAX_NEW_TOKENS = 256
+
 
 class EndpointHandler:
-    def __init__(self, path: str = ""):
+    def __init__(self, path: str = "", media_root: str | None = None):
         self.pipeline = pipeline(model=path or ".", trust_remote_code=True)
+        root = media_root if media_root is not None else os.environ.get("AFFECTVERSE_MEDIA_ROOT")
+        self.media_root = os.path.realpath(root) if root else None
 
-    @staticmethod
-    def _to_file(value: str, folder: str, name: str) -> str:
-        """A readable path for a media field: an existing local path as is, else base64 bytes written to a file."""
-        if os.path.isfile(value):
-            return value
-        if value.startswith(("http://", "https://")):
-            raise ValueError(f"inputs.{name}: URLs are not fetched; send the file's bytes base64-encoded")
-        try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise ValueError(f"inputs.{name}: neither an existing file nor valid base64") from err
+    def _to_file(self, value, folder: str, name: str) -> str:
+        """A readable path for a media field: bytes (raw or base64) written to a private file, or a path inside the
+        configured media folder."""
+        if isinstance(value, bytes | bytearray):
+            data = bytes(value)
+        elif isinstance(value, str):
+            if value.startswith(("http://", "https://")):
+                raise ValueError(f"inputs.{name}: URLs are not fetched; send the file's bytes")
+            path = self._allowed_path(value)
+            if path is not None:
+                return path
+            try:
+                data = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as err:
+                hint = "" if self.media_root is None else " or a readable file under the endpoint's media folder"
+                raise ValueError(f"inputs.{name}: not base64-encoded file bytes{hint}") from err
+        else:
+            raise ValueError(f"inputs.{name}: expected file bytes (raw or base64), got {type(value).__name__}")
+        if not data:
+            raise ValueError(f"inputs.{name}: empty file")
         path = os.path.join(folder, name)
         with open(path, "wb") as handle:
             handle.write(data)
         return path
 
-    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        inputs = data.get("inputs", data)
-        if isinstance(inputs, str):
+    def _allowed_path(self, value: str) -> str | None:
+        """`value` as a file inside the media folder, or None (not configured, outside it, or not a file: the
+        caller cannot tell which)."""
+        if self.media_root is None or "\x00" in value:
+            return None
+        path = os.path.realpath(os.path.join(self.media_root, value))
+        inside = os.path.commonpath([path, self.media_root]) == self.media_root
+        return path if inside and os.path.isfile(path) else None
+
+    @staticmethod
+    def _parameters(parameters: dict) -> dict:
+        """The pipeline's parameters, cast from the strings a JSON client may send; unknown names are errors."""
+        if not isinstance(parameters, dict):
+            raise ValueError(f"parameters must be an object, got {type(parameters).__name__}")
+        unknown = sorted(set(parameters) - {"task", "label_set", "max_new_tokens"})
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; known: task, label_set, max_new_tokens")
+        out = {}
+        if parameters.get("task") is not None:
+            if parameters["task"] not in TASKS:
+                raise ValueError(f"parameters.task must be one of {TASKS}, got {parameters['task']!r}")
+            out["task"] = parameters["task"]
+        if parameters.get("label_set") is not None:
+            labels = parameters["label_set"]
+            labels = [x.strip() for x in labels.split(",")] if isinstance(labels, str) else labels
+            if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
+                raise ValueError("parameters.label_set must be a list of labels or a comma-separated string")
+            out["label_set"] = labels
+        if parameters.get("max_new_tokens") is not None:
+            try:
+                value = int(str(parameters["max_new_tokens"]).strip())
+            except ValueError as err:
+                raise ValueError("parameters.max_new_tokens must be an integer") from err
+            if not 1 <= value <= MAX_NEW_TOKENS:
+                raise ValueError(f"parameters.max_new_tokens must lie in [1, {MAX_NEW_TOKENS}], got {value}")
+            out["max_new_tokens"] = value
+        return out
+
+    def __call__(self, data: dict[str, Any]) -> Any:
+        inputs = data.get("inputs", data) if isinstance(data, dict) else data
+        if isinstance(inputs, str | bytes | bytearray):
             inputs = {"video": inputs}
-        parameters = data.get("parameters") or {}
+        if not isinstance(inputs, dict):
+            raise ValueError(
+                f"inputs must be file bytes or an object with video / audio / subtitle, got {type(inputs)}"
+            )
+        parameters = self._parameters((data.get("parameters") if isinstance(data, dict) else None) or {})
+        subtitle = inputs.get("subtitle")
+        if subtitle is not None and not isinstance(subtitle, str):
+            raise ValueError("inputs.subtitle must be a string")
         with tempfile.TemporaryDirectory() as folder:
-            request = {"subtitle": inputs.get("subtitle")}
+            request = {"subtitle": subtitle}
             for name in ("video", "audio"):
                 if inputs.get(name):
                     request[name] = self._to_file(inputs[name], folder, name)

@@ -95,21 +95,31 @@ def _key(record: dict) -> tuple:
 
 @torch.no_grad()
 def predict_batch(model, collator: AffectVerseCollator, rows: list[dict], scoring: str) -> list[dict]:
-    """Predictions for rows of one task: generated text, or the best candidate with the distribution."""
+    """One result per row, in order, for rows of one task: generated text, or the best candidate with the
+    distribution; a row the collator could not use (unreadable media, ...) gets `{"skipped": reason, "error": ...}`."""
     task = rows[0]["task"]
-    inputs = collator(rows)  # prompts ending at the assistant header
+    inputs = collator(rows)  # prompts ending at the assistant header, for the rows that could be used
+    results: list[dict] = [{"prediction": None, "skipped": reason, "error": message}
+                           for _, reason, message in collator.last_skipped]  # fmt: skip
+    skipped = iter(results)
+    kept = collator.last_kept
+    if not kept:
+        return results
     if scoring == "closed_set" and task in ("emotion", "sentiment"):
         candidates = rows[0]["label_set"] if task == "emotion" else list(SENTIMENT_ANSWERS)
         ids = candidate_token_ids(collator.processor.tokenizer, candidates)
         probabilities = candidate_log_likelihoods(model, inputs, ids).softmax(dim=-1)  # one prefill per clip
-        return [
+        predicted = [
             {"prediction": candidates[int(p.argmax())], "probabilities": dict(zip(candidates, p.tolist(), strict=True))}
             for p in probabilities
         ]
-    length = inputs["input_ids"].shape[1]
-    generated = model.generate(**inputs, max_new_tokens=24, do_sample=False)
-    texts = collator.processor.tokenizer.batch_decode(generated[:, length:], skip_special_tokens=True)
-    return [{"prediction": text.strip()} for text in texts]
+    else:
+        length = inputs["input_ids"].shape[1]
+        generated = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+        texts = collator.processor.tokenizer.batch_decode(generated[:, length:], skip_special_tokens=True)
+        predicted = [{"prediction": text.strip()} for text in texts]
+    by_row = dict(zip(kept, predicted, strict=True))
+    return [by_row[i] if i in by_row else next(skipped) for i in range(len(rows))]
 
 
 def run(args) -> dict:
@@ -154,9 +164,15 @@ def score(records: list[dict]) -> dict:
     results: dict = {}
     for (dataset, modality, ratio), items in sorted(groups.items()):
         items.sort(key=lambda r: r["id"])
+        task = items[0]["task"]
+        skipped = [[r["id"], r["skipped"]] for r in items if r.get("skipped")]  # unusable media: recorded, not scored
+        items = [r for r in items if not r.get("skipped")]
+        if not items:
+            results.setdefault(dataset, {}).setdefault(modality, {})[ratio] = {
+                "task": task, "skipped_rows": len(skipped), "skipped_ids": skipped}  # fmt: skip
+            continue
         predictions = [r["prediction"] for r in items]
         references = [r["reference"] for r in items]
-        task = items[0]["task"]
         if task == "emotion":
             scores = _metric("emotion_classification").compute(
                 predictions=predictions, references=references, label_set=items[0]["label_set"]
@@ -168,6 +184,7 @@ def score(records: list[dict]) -> dict:
         else:
             scores = _metric("open_vocabulary_emotion").compute(predictions=predictions, references=references)
         scores["task"] = task
+        scores["skipped_rows"], scores["skipped_ids"] = len(skipped), skipped
         results.setdefault(dataset, {}).setdefault(modality, {})[ratio] = scores
     return results
 

@@ -10,9 +10,10 @@ turns any container `av` can open (mp4, avi, mkv, webm, wav, mp3, flac, m4a, ...
 - `augment_audio` is the optional torchaudio augmentation (noise at an SNR, speed, gain).
 
 Bad input raises a `MediaError` subclass naming the file: missing (`MediaNotFoundError`), zero-byte
-(`EmptyMediaError`), unreadable or truncated (`CorruptMediaError`), or lacking the wanted track
-(`MissingStreamError`). Documented fallbacks (a clip shorter than two frames is padded by repeating its last
-frame; an over-long clip gets a lower frame rate) are reported on the returned clip, never silent.
+(`EmptyMediaError`), unreadable or truncated (`CorruptMediaError`), lacking the wanted track
+(`MissingStreamError`), or cut by a segment outside the file (`SegmentError`). Documented fallbacks (a clip
+shorter than two frames is padded by repeating its last frame; an over-long clip gets a lower frame rate) are
+reported on the returned clip, never silent.
 
 Lives in the model package (flat, no sub-packages) so that the Hub remote code and the pipeline can decode media
 without the training folder.
@@ -39,6 +40,7 @@ __all__ = [
     "MediaInfo",
     "MediaNotFoundError",
     "MissingStreamError",
+    "SegmentError",
     "VideoClip",
     "augment_audio",
     "decode_clip",
@@ -73,6 +75,10 @@ class CorruptMediaError(MediaError):
 
 class MissingStreamError(MediaError):
     """The file has no track of the wanted kind (a video without audio, an audio file asked for frames)."""
+
+
+class SegmentError(MediaError):
+    """A segment that is reversed, empty, or starts at or past the end of the file."""
 
 
 @dataclass
@@ -184,14 +190,24 @@ def _check_not_truncated(path, covered: float, declared: float | None, what: str
         raise CorruptMediaError(path, f"truncated: {what} decodes to {covered:.2f} s of the declared {declared:.2f} s")
 
 
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that put a decoded frame upright: its display matrix (a phone's "rotate" tag)
+    rotates the stored picture by `frame.rotation` degrees counter-clockwise for display."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
 def _to_rgb(frame: av.VideoFrame, size: int, aspect: str) -> np.ndarray:
-    """Scale one frame to `size x size` RGB: letterbox (`pad`), centre `crop`, or `stretch`. Returns (size, size, 3)."""
-    width, height = frame.width, frame.height
+    """Scale one frame to `size x size` RGB, upright (its display rotation applied): letterbox (`pad`), centre
+    `crop`, or `stretch`. Returns (size, size, 3)."""
+    turns = _quarter_turns(frame)
+    width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)  # as displayed
     if aspect == "stretch":
-        return frame.to_ndarray(width=size, height=size, format="rgb24")
+        return np.ascontiguousarray(np.rot90(frame.to_ndarray(width=size, height=size, format="rgb24"), turns))
     scale = (min if aspect == "pad" else max)(size / width, size / height)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    image = frame.to_ndarray(width=new_w, height=new_h, format="rgb24")  # (new_h, new_w, 3)
+    stored_w, stored_h = (new_h, new_w) if turns % 2 else (new_w, new_h)
+    image = frame.to_ndarray(width=stored_w, height=stored_h, format="rgb24")
+    image = np.rot90(image, turns) if turns else image  # (new_h, new_w, 3), upright
     if aspect == "crop":
         top, left = (new_h - size) // 2, (new_w - size) // 2
         return np.ascontiguousarray(image[top : top + size, left : left + size])
@@ -239,6 +255,7 @@ def decode_video(
         raise ValueError(f"aspect must be one of {ASPECT_MODES}, got {aspect!r}")
     if fps <= 0 or size <= 0:
         raise ValueError(f"fps and size must be positive, got fps={fps}, size={size}")
+    _check_segment(path, start, end)
     notes: list[str] = []
     with _open(path) as container:
         if not container.streams.video:
@@ -246,6 +263,10 @@ def decode_video(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         declared = _stream_duration(container, stream)
+        if start is not None and declared is not None and start >= declared:
+            raise SegmentError(
+                path, f"segment [{start:g}, {end}] starts at or past the end of the video ({declared:.2f} s)"
+            )
         span = None if declared is None else (min(end, declared) if end is not None else declared) - (start or 0.0)
         if max_frames is not None and span is not None and span * fps > max_frames:
             new_fps = max_frames / span
@@ -308,6 +329,13 @@ def decode_video(
     )
 
 
+def _check_segment(path, start: float | None, end: float | None) -> None:
+    if start is not None and start < 0:
+        raise SegmentError(path, f"segment starts at {start:g} s, before the file")
+    if start is not None and end is not None and end <= start:
+        raise SegmentError(path, f"segment [{start:g}, {end:g}] is reversed or empty")
+
+
 def _frame_len(frame: av.VideoFrame, stream=None) -> float:
     """Display duration of one frame in seconds (the stream's average rate when the frame does not say)."""
     if frame.duration and frame.time_base is not None:
@@ -336,12 +364,17 @@ def decode_audio(
     Raises:
         MediaError: a subclass naming the file: missing, empty, corrupt or truncated, or without an audio track.
     """
+    _check_segment(path, start, end)
     with _open(path) as container:
         if not container.streams.audio:
             raise MissingStreamError(path, "has no audio track")
         stream = container.streams.audio[0]
         source_rate = stream.codec_context.sample_rate or stream.rate
         declared = _stream_duration(container, stream)
+        if start is not None and declared is not None and start >= declared:
+            raise SegmentError(
+                path, f"segment [{start:g}, {end}] starts at or past the end of the audio ({declared:.2f} s)"
+            )
         if start:
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
         to_float = av.AudioResampler(format="fltp", rate=source_rate)  # planar float, channels kept

@@ -541,6 +541,12 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
                     "input_ids, with or without inputs_embeds"
                 )
+        if use_audio_in_video is None and input_ids is not None and video_grid_thw is not None:
+            # read it from the tokens (`<|vision_bos|><|audio_bos|>` opens an interleaved block): left out, the
+            # thinker would silently position an interleaved clip as a plain video
+            following = torch.roll(input_ids, -1, dims=1)
+            opens = (input_ids == self.config.vision_start_token_id) & (following == self.config.audio_start_token_id)
+            use_audio_in_video = bool(opens.any())
         belief_mask = self._belief_mask(input_ids)
         inputs_embeds, position_ids = self._embed(
             input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,

@@ -13,6 +13,7 @@ generation. Shipped as remote code with the exported model (registered through `
 from __future__ import annotations
 
 import os
+import tempfile
 
 import torch
 from transformers import Pipeline
@@ -23,6 +24,18 @@ from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, task_question
 from .scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
 
 TASK = "affectverse-emotion-recognition"
+
+
+def _as_path(value, folder: str, name: str):
+    """A media field as a path: bytes are written to a file in `folder`; paths and None pass through."""
+    if isinstance(value, bytes | bytearray):
+        if not value:
+            raise ValueError(f"{name}: empty file bytes")
+        path = os.path.join(folder, name)
+        with open(path, "wb") as handle:
+            handle.write(value)
+        return path
+    return None if value is None else os.fspath(value)
 
 
 class AffectVerseEmotionPipeline(Pipeline):
@@ -43,11 +56,22 @@ class AffectVerseEmotionPipeline(Pipeline):
     _load_tokenizer = False
 
     def _sanitize_parameters(self, task=None, label_set=None, max_new_tokens=None, **kwargs):
+        if kwargs:  # a misspelt option (`vidoe=`) must not be ignored silently
+            raise ValueError(
+                f"unknown parameter(s) {sorted(kwargs)}; this pipeline takes task, label_set, max_new_tokens"
+            )
         preprocess = {}
         if task is not None:
+            if task not in ("emotion", "sentiment", "open_vocabulary"):
+                raise ValueError(f"task must be 'emotion', 'sentiment' or 'open_vocabulary', got {task!r}")
             preprocess["task"] = task
         if label_set is not None:
-            preprocess["label_set"] = list(label_set)
+            labels = [label_set] if isinstance(label_set, str) else list(label_set)
+            if not labels or not all(isinstance(x, str) and x.strip() for x in labels):
+                raise ValueError(f"label_set must be a non-empty list of non-empty labels, got {label_set!r}")
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"label_set repeats a label: {labels}")
+            preprocess["label_set"] = labels
         forward = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
         return preprocess, forward, {}
 
@@ -63,8 +87,19 @@ class AffectVerseEmotionPipeline(Pipeline):
         return dict(self.processor(text=texts, videos=videos, audio=audio, **kwargs))
 
     def preprocess(self, inputs, task: str = "emotion", label_set: list[str] | None = None):
-        if isinstance(inputs, str | os.PathLike):
-            inputs = {"video": os.fspath(inputs)}
+        if isinstance(inputs, str | os.PathLike | bytes | bytearray):
+            inputs = {"video": inputs}
+        if not isinstance(inputs, dict):
+            raise ValueError(f"input must be a video path, file bytes or a dict of video / audio / subtitle, got "
+                             f"{type(inputs).__name__}")  # fmt: skip
+        unknown = sorted(set(inputs) - {"video", "audio", "subtitle", "audio_from_video"})
+        if unknown:
+            raise ValueError(f"unknown input field(s) {unknown}; expected video, audio, subtitle, audio_from_video")
+        with tempfile.TemporaryDirectory() as folder:  # bytes (what the Hub widget sends) become files to decode
+            inputs = {k: _as_path(v, folder, k) if k in ("video", "audio") else v for k, v in inputs.items()}
+            return self._preprocess(inputs, task, label_set)
+
+    def _preprocess(self, inputs: dict, task: str, label_set: list[str] | None):
         video, audio = inputs.get("video"), inputs.get("audio")
         if video is not None and audio is None and inputs.get("audio_from_video", True):
             audio = video  # the clip's own soundtrack

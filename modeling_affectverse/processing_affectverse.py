@@ -159,8 +159,13 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         """The chat text of DESIGN §5 / Appendix A, without belief placeholders (`__call__` adds them).
 
         `video` + `audio` with `load_audio_from_video=True` in `__call__` means the video's own
-        track (interleaved); `audio` alone adds a separate audio block.
+        track (interleaved); `audio` alone adds a separate audio block. The subtitle, the question and the answer
+        are untrusted text: special-token strings in them are defused (`defuse_special_tokens`), so a subtitle
+        cannot end the turn, open another one or add a media / belief placeholder.
         """
+        subtitle = None if subtitle is None else self.defuse_special_tokens(subtitle)
+        question = self.defuse_special_tokens(question)
+        answer = None if answer is None else self.defuse_special_tokens(answer)
         media = ""
         if video:
             media += f"{self.vision_bos_token}{self.video_token}{self.vision_eos_token}"
@@ -173,6 +178,17 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         )
         if answer is not None:
             text += f"{answer}<|im_end|>\n"
+        return text
+
+    def defuse_special_tokens(self, text: str) -> str:
+        """`text` with every special-token string (`<|im_end|>`, `<|VIDEO|>`, `<|belief|>`, ...) broken by a space
+        after its first character (`< |im_end|>`), so the tokenizer reads it as plain text, never as the token."""
+        tokenizer = self.tokenizer
+        specials = {str(t) for t in tokenizer.all_special_tokens}
+        specials |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+        for token in sorted((t for t in specials if len(t) > 1), key=len, reverse=True):
+            if token in text:
+                text = text.replace(token, f"{token[0]} {token[1:]}")
         return text
 
     def insert_belief_placeholders(self, text: str, video: bool, audio: bool) -> str:
@@ -227,11 +243,21 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         Video frames are taken as already decoded at `self.fps` (no resampling).
         """
         texts = [text] if isinstance(text, str) else list(text or [])
+        if not texts or not all(isinstance(t, str) and t for t in texts):
+            raise ValueError("text must be a non-empty string or a list of them (the prompt; see build_prompt)")
         from_video = bool(kwargs.get("load_audio_from_video") or kwargs.get("use_audio_in_video"))
         budget = kwargs.pop("max_length", self.max_length)
         with_beliefs = kwargs.pop("belief_placeholders", self.belief_injection != "none")
         videos = None if videos is None else list(videos) if isinstance(videos, (list, tuple)) else [videos]
         audio = None if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        placed = sum(t.count(self.video_token) for t in texts)
+        if placed != len(videos or []):
+            raise ValueError(
+                f"the text holds {placed} video placeholder(s) ({self.video_token}) but {len(videos or [])} video(s) "
+                "were given" + (" (videos=None)" if videos is None else "")
+            )
+        if audio is not None:
+            audio = [self._mono(clip, i) for i, clip in enumerate(audio)]
         video_audio, standalone = self._audio_slots(len(videos or []), len(audio or []), from_video, kwargs)
         has_video = [self.video_token in t for t in texts]
         video_of_sample = np.cumsum(has_video) - 1  # one video per sample: video k is the k-th sample with one
@@ -265,6 +291,31 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             )
         finally:
             self._call_fps = None
+
+    def _mono(self, clip, index: int) -> np.ndarray:
+        """One audio clip as a 1-D float waveform: (channels, samples) or (samples, channels) arrays are averaged
+        over channels (the smaller axis); a clip too short to give one audio token is zero-padded, with a warning."""
+        clip = np.asarray(clip, dtype=np.float32)
+        if clip.ndim == 2:
+            clip = clip.mean(axis=int(np.argmin(clip.shape)))
+        if clip.ndim != 1:
+            raise ValueError(f"audio {index}: expected a waveform (samples,) or (channels, samples), got {clip.shape}")
+        if clip.size == 0:
+            raise ValueError(f"audio {index}: empty waveform (0 samples)")
+        minimum = self._min_audio_samples()
+        if clip.size < minimum:
+            warnings.warn(
+                f"audio {index}: {clip.size} samples give no audio token; zero-padded to {minimum}", stacklevel=3
+            )
+            clip = np.pad(clip, (0, minimum - clip.size))
+        return clip
+
+    def _min_audio_samples(self) -> int:
+        """Fewest samples that give one audio token (the encoder halves the mel frames twice)."""
+        samples = self.feature_extractor.hop_length
+        while self._audio_tokens(samples) < 1:
+            samples += self.feature_extractor.hop_length
+        return samples
 
     def _frame_size_kwargs(self) -> dict:
         pixels = self.frame_size * self.frame_size

@@ -134,8 +134,11 @@ class AffectVerseCollator:
         self.keep_ratio = keep_ratio
         self.cache_media = cache_media
         self._media: dict = {}
+        self.last_kept: list[int] = []  # indices of the last call's rows that are in its batch, in batch order
+        self.last_skipped: list[tuple] = []  # (id, reason, message) of the last call's skipped rows
         self.epoch = 0
         self.skipped: Counter = Counter()
+        self.adjusted: Counter = Counter()  # rows used with a documented change (a subtitle cut to the budget)
         self.dropped_modality: Counter = Counter()
 
     # -- per-sample randomness ---------------------------------------------------------------------
@@ -147,6 +150,7 @@ class AffectVerseCollator:
         if self.strict:
             raise DataError(f"row {row.get('id')!r}: {error}") from error
         self.skipped[reason] += 1
+        self.last_skipped.append((row.get("id"), reason, str(error)))
         warnings.warn(
             f"skipping row {row.get('id')!r} ({reason}, {sum(self.skipped.values())} so far): {error}", stacklevel=3
         )
@@ -198,7 +202,11 @@ class AffectVerseCollator:
 
     # -- batch ---------------------------------------------------------------------------------------
     def __call__(self, rows: list[dict]) -> dict:
+        """A batch of the rows that could be used; `last_kept` / `last_skipped` say which rows those were."""
+        self.last_skipped = []
         samples = [s for s in map(self._decode, rows) if s is not None]
+        kept_ids = {id(s.row) for s in samples}
+        self.last_kept = [i for i, row in enumerate(rows) if id(row) in kept_ids]
         keep = []
         for sample in samples:
             rng = self._rng(sample.row)
@@ -217,15 +225,13 @@ class AffectVerseCollator:
             row = sample.row
             has_video, has_audio = sample.frames is not None, sample.wave is not None
             question = task_question(row["task"], row.get("label_set"))
-            texts.append(
-                processor.build_prompt(
-                    question,
-                    subtitle=row.get("subtitle") or None,
-                    video=has_video,
-                    audio=has_audio and not sample.audio_from_video,
-                    answer=answer_text(row) if self.with_answer else None,
-                )
-            )
+            prompt = {
+                "video": has_video,
+                "audio": has_audio and not sample.audio_from_video,
+                "answer": answer_text(row) if self.with_answer else None,
+            }
+            subtitle = self._fit_subtitle(row, question, has_video or has_audio, prompt)
+            texts.append(processor.build_prompt(question, subtitle=subtitle, **prompt))
             if has_video:
                 videos.append(sample.frames)
                 fps.append(sample.fps)
@@ -250,6 +256,33 @@ class AffectVerseCollator:
         elif self.keep_ratio is not None:
             batch["keep_ratio"] = torch.full((len(samples),), self.keep_ratio, dtype=torch.float32)
         return batch
+
+    def _fit_subtitle(self, row: dict, question: str, has_media: bool, prompt: dict) -> str | None:
+        """The row's subtitle, cut (with a counted warning) when the prompt's text alone would not leave the media
+        their minimum tokens within the processor's `max_length` (the processor refuses to cut text itself)."""
+        subtitle = row.get("subtitle") or None
+        processor = self.processor
+        if subtitle is None or processor.max_length is None:
+            return subtitle
+        tokenizer = processor.tokenizer
+        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        without = count(processor.build_prompt(question, subtitle="x", **prompt))  # "x": the subtitle line's frame
+        reserve = processor.belief_tokens_dual if has_media else 0
+        if prompt["video"]:
+            reserve += processor._video_tokens(2 * processor.video_processor.temporal_patch_size)  # the fewest frames
+        if has_media and (prompt["audio"] or not prompt["video"]):
+            reserve += 2
+        room = processor.max_length - without - reserve
+        ids = tokenizer(processor.defuse_special_tokens(subtitle), add_special_tokens=False)["input_ids"]
+        if len(ids) <= room:
+            return subtitle
+        self.adjusted["subtitle_truncated"] += 1
+        warnings.warn(
+            f"row {row.get('id')!r}: subtitle of {len(ids)} tokens cut to {max(room, 0)} to fit max_length="
+            f"{processor.max_length} ({self.adjusted['subtitle_truncated']} so far)",
+            stacklevel=3,
+        )
+        return tokenizer.decode(ids[: max(room, 0)]) or None
 
     def collate_candidates(self, rows: list[dict], candidates: list[str]) -> dict:
         """One sequence per (row, candidate answer), candidates of a row consecutive, answers labelled: the input of

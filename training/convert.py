@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 
 from training.converters import CONVERTERS
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language", default=None, help="subtitle column of the transcription CSV (MER, OV-MERD+)")
     args = parser.parse_args(argv)
 
+    if not os.path.exists(args.root):
+        parser.error(f"--root {args.root}: no such folder")
+    if not os.path.isdir(args.root):
+        parser.error(f"--root {args.root} is a file; give the folder the {args.dataset} download was unpacked into")
     convert = CONVERTERS[args.dataset]
     kwargs = {"probe": args.probe}
     if args.language is not None:
@@ -35,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--language does not apply to {args.dataset}")
         kwargs["language"] = args.language
     rows, summary = convert(args.root, **kwargs)
+    if not rows:  # a wrong --root (or layout) reads as an empty dataset: never a silent empty manifest
+        print(summary, file=sys.stderr)
+        print(f"error: no usable rows under {args.root} for {args.dataset}; is --root the dataset's top folder? "
+              "(the expected layout is in training/converters.py and docs/data.md)", file=sys.stderr)  # fmt: skip
+        return 1
     count = write_manifest(rows, args.output, relative=not args.absolute)
     with open(f"{args.output}.summary.json", "w", encoding="utf-8") as handle:
         json.dump(summary.to_dict(), handle, indent=2, ensure_ascii=False)

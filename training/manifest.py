@@ -102,9 +102,13 @@ def validate_row(row: dict, where: str = "row") -> dict:
     ):
         raise ManifestError(f"{where}: field 'label' of an open_vocabulary row must be a non-empty list of strings")
     label_set = out["label_set"]
+    if task == "emotion" and label_set is None:
+        raise ManifestError(f"{where}: field 'label_set' is required for an emotion row (the prompt lists it)")
     if label_set is not None:
         if not (isinstance(label_set, list) and label_set and all(isinstance(x, str) for x in label_set)):
             raise ManifestError(f"{where}: field 'label_set' must be a non-empty list of strings, got {label_set!r}")
+        if len(set(label_set)) != len(label_set):
+            raise ManifestError(f"{where}: field 'label_set' repeats a label: {label_set}")
         if task == "emotion" and label not in label_set:
             raise ManifestError(f"{where}: field 'label' {label!r} is not in the row's label_set {label_set}")
     segment = out["segment"]
@@ -130,6 +134,7 @@ def validate_row(row: dict, where: str = "row") -> dict:
 def iter_manifest(path: str | os.PathLike) -> Iterator[dict]:
     """Yield the validated rows of a JSONL manifest, one line at a time (never the whole file in memory)."""
     path = os.fspath(path)
+    seen: dict[tuple[str, str], int] = {}  # (dataset, id) -> line
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -140,7 +145,12 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[dict]:
                 row = json.loads(line, parse_constant=lambda name, where=where: _reject_constant(name, where))
             except json.JSONDecodeError as err:
                 raise ManifestError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
-            yield validate_row(row, where)
+            row = validate_row(row, where)
+            key = (row["dataset"], row["id"])
+            if key in seen:  # predictions, resumes and per-sample seeds are keyed by id
+                raise ManifestError(f"{where}: field 'id' {row['id']!r} repeats line {seen[key]} (dataset {key[0]!r})")
+            seen[key] = number
+            yield row
 
 
 def _reject_constant(name: str, where: str):

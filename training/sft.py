@@ -104,6 +104,8 @@ def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int 
     for start in range(0, len(rows), batch_size):
         batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
         for row, result in zip(batch, predict_batch(model, collator, batch, "closed_set"), strict=True):
+            if result.get("skipped"):
+                continue  # unusable media: counted by the collator's warning, not scored
             candidates = len(result["probabilities"])
             correct += result["prediction"] == answer_text(row)
             total += 1
@@ -189,6 +191,8 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
             export_merged(training_args.output_dir, os.path.join(training_args.output_dir, "merged"))
         if collator.skipped:
             print(f"skipped rows during training: {dict(collator.skipped)}")
+        if collator.adjusted:
+            print(f"rows changed to fit during training: {dict(collator.adjusted)}")
         if script_args.evaluate_held_out:
             rows = load_rows(script_args.train_manifest, script_args.eval_split, script_args.media_root, strict)
             accuracy, chance, count = held_out_accuracy(trainer.model, processor, rows, fps=collator.fps)

@@ -4,7 +4,7 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from modeling_affectverse.emotion_lexicon import map_to_label
+from modeling_affectverse.emotion_lexicon import check_lengths, map_to_label
 
 UNMATCHED = "<unmatched>"
 
@@ -59,6 +59,7 @@ class EmotionClassification(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, label_set=None):
+        check_lengths(predictions, references, "emotion_classification")
         if not label_set:
             raise ValueError("emotion_classification needs label_set, the dataset's list of classes")
         unknown = sorted(set(references) - set(label_set))

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from modeling_affectverse.emotion_lexicon import WHEELS, load_wheels, wheel_groups
+from modeling_affectverse.emotion_lexicon import WHEELS, check_lengths, load_wheels, wheel_groups
 
 _DESCRIPTION = """
 A prediction "hits" when one of the wheel groups its emotion words fall into is the group of the true label. This
@@ -53,6 +53,7 @@ class EmotionHitRate(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, wheel_file=None):
+        check_lengths(predictions, references, "emotion_hit_rate")
         wheels = load_wheels(wheel_file) if wheel_file else WHEELS
         result, rates = {}, []
         for name in sorted(wheels):

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from modeling_affectverse.emotion_lexicon import WHEELS, load_wheels, wheel_groups
+from modeling_affectverse.emotion_lexicon import WHEELS, check_lengths, load_wheels, wheel_groups
 
 _DESCRIPTION = """
 For each sample, the predicted words and the true words are mapped to the groups of an emotion wheel. Precision is
@@ -51,6 +51,7 @@ class OpenVocabularyEmotion(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, wheel_file=None):
+        check_lengths(predictions, references, "open_vocabulary_emotion")
         wheels = load_wheels(wheel_file) if wheel_file else WHEELS
         result, per_wheel = {}, []
         for name in sorted(wheels):

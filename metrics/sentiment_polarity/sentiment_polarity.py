@@ -7,6 +7,8 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score
 
+from modeling_affectverse.emotion_lexicon import check_lengths
+
 UNMATCHED = "<unmatched>"
 WORDS = {"positive": 1.0, "negative": -1.0, "neutral": 0.0}
 
@@ -77,6 +79,7 @@ class SentimentPolarity(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
+        check_lengths(predictions, references, "sentiment_polarity")
         scores = [_score(p) for p in predictions]
         truth = [float(r) for r in references]
         sides = ["negative", "positive"]

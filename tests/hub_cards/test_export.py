@@ -172,11 +172,66 @@ def test_handler_answers_a_request(exported):
     finally:
         sys.path.pop(0)
     handler = EndpointHandler(exported["folder"])
-    clip = base64.b64encode(open(exported["clip"], "rb").read()).decode()
+    raw = open(exported["clip"], "rb").read()
+    clip = base64.b64encode(raw).decode()
     answer = handler({"inputs": {"video": clip, "subtitle": "hi"}, "parameters": {"task": "sentiment"}})
     assert answer["label"] in ("positive", "negative") and sum(answer["scores"].values()) == pytest.approx(1.0)
+    assert handler({"inputs": raw})["label"] in MER_LABELS  # raw bytes, as the widget sends them
     with pytest.raises(ValueError, match="inputs.video: URLs are not fetched"):
         handler({"inputs": {"video": "https://example.com/clip.mp4"}})
+    # string parameters are cast; unknown or malformed ones are errors, not ignored
+    answer = handler({"inputs": raw, "parameters": {"max_new_tokens": "3", "label_set": "happy, sad"}})
+    assert set(answer["scores"]) == {"happy", "sad"}
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['vidoe'\]"):
+        handler({"inputs": raw, "parameters": {"vidoe": 1}})
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer"):
+        handler({"inputs": raw, "parameters": {"max_new_tokens": "three"}})
+
+
+def refusal(handler, value) -> str:
+    with pytest.raises(ValueError) as info:
+        handler({"inputs": {"video": value}})
+    return str(info.value)
+
+
+def test_handler_reads_no_server_path_and_is_no_existence_oracle(exported, tmp_path):
+    sys.path.insert(0, exported["folder"])
+    try:
+        from handler import EndpointHandler
+    finally:
+        sys.path.pop(0)
+    handler = EndpointHandler(exported["folder"])
+    existing, missing = exported["clip"], str(tmp_path / "no-such.mp4")
+    assert refusal(handler, existing) == refusal(handler, missing) == refusal(handler, "/etc/passwd")
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(exported["clip"], media / "clip.mp4")
+    scoped = EndpointHandler(exported["folder"], media_root=str(media))
+    assert scoped({"inputs": {"video": "clip.mp4"}})["label"] in MER_LABELS  # inside the configured folder: read
+    escaping = os.path.relpath(exported["clip"], media)  # ../../... to a file that exists
+    assert refusal(scoped, escaping) == refusal(scoped, "missing.mp4") == refusal(scoped, existing)
+
+
+def test_pipeline_refuses_unknown_options_and_bad_label_sets(exported):
+    from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor
+
+    model = AffectVerseForConditionalGeneration.from_pretrained(exported["folder"]).eval()
+    recognizer = AffectVerseEmotionPipeline(model=model, processor=AffectVerseProcessor.from_pretrained(
+        exported["folder"]))  # fmt: skip
+    raw = open(exported["clip"], "rb").read()
+    assert recognizer(raw)["label"] == recognizer(exported["clip"])["label"]  # bytes and a path: the same clip
+    with pytest.raises(ValueError, match="unknown parameter"):
+        recognizer(exported["clip"], vidoe="x")
+    for label_set, message in (([], "non-empty list"), (["happy", "happy"], "repeats a label")):
+        with pytest.raises(ValueError, match=message):
+            recognizer(exported["clip"], label_set=label_set)
+    with pytest.raises(ValueError, match="unknown input field"):
+        recognizer({"vidoe": exported["clip"]})
+    # the exported generation config stops at the end of the turn
+    from tests.modeling_affectverse.test_hardening import force_end_of_turn, greedy
+
+    end = force_end_of_turn(model, recognizer.processor.tokenizer)
+    assert greedy(model, recognizer.preprocess(exported["clip"])["generation"]).tolist() == [[end]]
 
 
 def test_push_dry_run_lists_files_and_sizes(exported, capsys):

@@ -66,3 +66,20 @@ def test_training_logs_the_skill_scores(demo_run):
     logs = [entry for entry in demo_run["trainer"].state.log_history if "imagination_loss" in entry]
     assert logs and all("imagination_skill_copy_last" in e and "imagination_target_similarity" in e for e in logs)
     assert "imagination_skill_batch_mean" in logs[-1]
+
+
+@pytest.mark.slow
+def test_generated_answers_end_at_the_label(demo_run):
+    """The runner's generate mode on the demo-trained model: generation stops at <|im_end|>, so no answer carries
+    text after its label (issue 15.1)."""
+    from metrics.run_benchmark import predict_batch
+    from training.collator import AffectVerseCollator
+
+    trainer, rows = demo_run["trainer"], demo_run["held_out"]
+    collator = AffectVerseCollator(trainer.processing_class, train=False, with_answer=False)
+    batch = [rows[i] for i in range(16)]
+    answers = [r["prediction"] for r in predict_batch(trainer.model, collator, batch, "generate")]
+    labels = batch[0]["label_set"]
+    trailing = [a for a in answers if any(a.startswith(label) and a != label for label in labels)]
+    assert not trailing
+    assert sum(a in labels for a in answers) >= 12  # and they are labels, mostly the right ones' kind
