@@ -58,8 +58,13 @@ class EmotionClassification(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, label_set=None):
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """`evaluate.Metric.compute`, with a clear error for empty or unequal inputs (before evaluate's own
+        format inference, which fails on an empty list with an IndexError)."""
         check_lengths(predictions, references, "emotion_classification")
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def _compute(self, predictions, references, label_set=None):
         if not label_set:
             raise ValueError("emotion_classification needs label_set, the dataset's list of classes")
         unknown = sorted(set(references) - set(label_set))

@@ -52,8 +52,13 @@ class EmotionHitRate(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, wheel_file=None):
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """`evaluate.Metric.compute`, with a clear error for empty or unequal inputs (before evaluate's own
+        format inference, which fails on an empty list with an IndexError)."""
         check_lengths(predictions, references, "emotion_hit_rate")
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def _compute(self, predictions, references, wheel_file=None):
         wheels = load_wheels(wheel_file) if wheel_file else WHEELS
         result, rates = {}, []
         for name in sorted(wheels):

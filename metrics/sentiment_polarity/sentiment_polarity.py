@@ -78,8 +78,13 @@ class SentimentPolarity(evaluate.Metric):
             ],
         )
 
-    def _compute(self, predictions, references):
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """`evaluate.Metric.compute`, with a clear error for empty or unequal inputs (before evaluate's own
+        format inference, which fails on an empty list with an IndexError)."""
         check_lengths(predictions, references, "sentiment_polarity")
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def _compute(self, predictions, references):
         scores = [_score(p) for p in predictions]
         truth = [float(r) for r in references]
         sides = ["negative", "positive"]

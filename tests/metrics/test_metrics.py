@@ -130,3 +130,31 @@ def test_external_wheel_file_gives_the_built_in_result(tmp_path):
     (tmp_path / "broken.csv").write_text("wheel,word\nx,y\n")
     with pytest.raises(ValueError, match=r"broken.csv: missing column\(s\) \['group'\]"):
         hit.compute(predictions=["a"], references=["b"], wheel_file=str(tmp_path / "broken.csv"))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("emotion_classification", {"label_set": MER}), ("emotion_hit_rate", {}), ("open_vocabulary_emotion", {}),
+     ("sentiment_polarity", {})],
+)  # fmt: skip
+def test_empty_or_unequal_inputs_are_clear_errors(name, kwargs):
+    metric = load(name)
+    with pytest.raises(ValueError, match=f"{name}: predictions and references must not be empty"):
+        metric.compute(predictions=[], references=[], **kwargs)
+    reference = (
+        [["happy"]] if name == "open_vocabulary_emotion" else [1.0] if name == "sentiment_polarity" else ["happy"]
+    )
+    with pytest.raises(ValueError):  # evaluate itself refuses lists of different lengths, naming them
+        metric.compute(predictions=["happy", "sad"], references=reference, **kwargs)
+
+
+def test_evaluate_combine_is_refused_as_the_cards_say():
+    """The cards document it: one shared set of arguments cannot serve modules that take different ones."""
+    combined = evaluate.combine([load("emotion_classification"), load("emotion_hit_rate")])
+    with pytest.raises(TypeError, match="label_set"):
+        combined.compute(predictions=["happy"], references=["happy"], label_set=MER)
+    for name in ("emotion_classification", "emotion_hit_rate", "open_vocabulary_emotion", "sentiment_polarity"):
+        card = open(os.path.join(ROOT, "metrics", name, "README.md"), encoding="utf-8").read()
+        assert "`evaluate.combine` is not supported" in card
+        for section in ("### Inputs", "## Output values", "## Examples", "## Limitations", "## Citation"):
+            assert section in card, (name, section)

@@ -19,13 +19,16 @@ from ..conftest import build_inputs
 
 
 def force_end_of_turn(model, tokenizer) -> int:
-    """Make `<|im_end|>` every step's argmax (only the LM head changes): a model that then keeps generating does not
-    know its stop token."""
+    """Make `<|im_end|>` every step's argmax (a hook on the LM head's output): a model that then keeps generating
+    does not know its stop token."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    with torch.no_grad():
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[end] = 1.0
-        model.model.language_model.norm.weight.fill_(1.0)
+
+    def only_end(module, args, logits):
+        forced = torch.full_like(logits, -1e4)
+        forced[..., end] = 1e4
+        return forced
+
+    model.lm_head.register_forward_hook(only_end)
     return end
 
 
