@@ -234,7 +234,7 @@ class EmotionWorldModule(nn.Module):
         if n_max and down is not None:
             selected = hidden[mask]  # (sum N, D), row-major order = sequence order
             tokens = tokens.masked_scatter(valid[..., None], down[modality](selected))
-            if self.config.ewm_belief_construction == "ewm":
+            if self.config.ewm_belief_construction == "ewm" and keep_ratio is not None:  # else nothing is future
                 targets = tokens.detach()  # "online": the trained down-projection (the original design, collapses)
                 if self.config.ewm_imagination_target == "frozen":
                     projected = selected.detach() @ self.target_projection[modality].to(selected.dtype).T  # (sum N, W)
@@ -397,11 +397,12 @@ class EmotionWorldModule(nn.Module):
                     mean = config.ewm_aggregation == "mean"
                     bank = imagined.flatten(1, 2) if mean else self._memory(imagined, modality)
                     flat = flat.index_copy(0, index, bank)
-                    loss, cosine, has_future, modality_pairs = self._imagination_terms(own, index, imagined)
-                    losses.append(loss[has_future])
-                    cosines.append(cosine[has_future].detach())
-                    if modality_pairs.target.shape[0]:
-                        pairs[modality] = modality_pairs
+                    if own.targets is not None:  # a split was asked for: there may be a future to score
+                        loss, cosine, has_future, modality_pairs = self._imagination_terms(own, index, imagined)
+                        losses.append(loss[has_future])
+                        cosines.append(cosine[has_future].detach())
+                        if modality_pairs.target.shape[0]:
+                            pairs[modality] = modality_pairs
                 memories.append(flat)
             if config.ewm_aggregation == "mama":
                 beliefs = self._mama(video, audio, *memories)
