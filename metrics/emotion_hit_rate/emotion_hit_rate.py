@@ -3,7 +3,8 @@
 import datasets
 import evaluate
 
-from modeling_affectverse.emotion_lexicon import WHEELS, check_lengths, load_wheels, wheel_groups
+from modeling_affectverse.emotion_lexicon import check_lengths
+from modeling_affectverse.emotion_wheels import resolve_wheels
 
 _DESCRIPTION = """
 A prediction "hits" when one of the wheel groups its emotion words fall into is the group of the true label. This
@@ -12,8 +13,10 @@ per wheel and averaged over wheels. Samples whose true label maps to no group of
 wheel holds) are skipped for that wheel and counted, never scored.
 
 Built-in wheels (`modeling_affectverse.emotion_lexicon.WHEELS`, written for AffectVerse from Plutchik 2001,
-Parrott 2001 and Scherer's Geneva Emotion Wheel 2005; sources in that file). Pass `wheel_file` to use another one: a
-CSV with columns `wheel,group,word`.
+Parrott 2001 and Scherer's Geneva Emotion Wheel 2005; sources in that file), matched through a lemmatiser. A
+benchmark's own wheels are matched exactly: `wheel_folder` (MER-UniBench's folder: `format.csv`, `synonym.xlsx`,
+`wheel1..5.xlsx`, applied by its rule) or `wheel_file` (a CSV with columns `wheel,group,word`; `wheel_match="lemma"`
+lemmatises it instead). See `modeling_affectverse/emotion_wheels.py`.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -21,6 +24,9 @@ Args:
     predictions (`list` of `str`): answers, one emotion word, a comma-separated list or a sentence.
     references (`list` of `str`): true labels.
     wheel_file (`str`, *optional*): CSV of `wheel,group,word` rows replacing the built-in wheels.
+    wheel_folder (`str`, *optional*): MER-UniBench's wheel folder, applied by its own rule (exact).
+    wheel_match (`str`, *optional*): for `wheel_file`: "exact" (default) or "lemma".
+    level (`str`, *optional*): for `wheel_folder`: "level1" (default, the benchmark's) or "level2".
 Returns:
     hit_rate (`float`): mean over wheels of the per-wheel hit rates (wheels where every sample was skipped are left
         out); hit_rate_<wheel> (`float` or None) and skipped_<wheel> (`int`) per wheel; num_samples (`int`).
@@ -58,19 +64,20 @@ class EmotionHitRate(evaluate.Metric):
         check_lengths(predictions, references, "emotion_hit_rate")
         return super().compute(predictions=predictions, references=references, **kwargs)
 
-    def _compute(self, predictions, references, wheel_file=None):
-        wheels = load_wheels(wheel_file) if wheel_file else WHEELS
+    def _compute(
+        self, predictions, references, wheel_file=None, wheel_folder=None, wheel_match="exact", level="level1"
+    ):
+        wheels = resolve_wheels(wheel_file, wheel_folder, wheel_match, level)
         result, rates = {}, []
-        for name in sorted(wheels):
-            wheel = wheels[name]
+        for name in wheels.names():
             hits = evaluated = skipped = 0
             for prediction, reference in zip(predictions, references, strict=True):
-                truth = wheel_groups([reference], wheel)
+                truth = wheels.groups([reference], name)
                 if not truth:
                     skipped += 1
                     continue
                 evaluated += 1
-                hits += bool(truth & wheel_groups(prediction, wheel))
+                hits += bool(truth & wheels.groups(prediction, name))
             rate = hits / evaluated if evaluated else None
             result[f"hit_rate_{name}"], result[f"skipped_{name}"] = rate, skipped
             if rate is not None:

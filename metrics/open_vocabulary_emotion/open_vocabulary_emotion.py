@@ -3,7 +3,8 @@
 import datasets
 import evaluate
 
-from modeling_affectverse.emotion_lexicon import WHEELS, check_lengths, load_wheels, wheel_groups
+from modeling_affectverse.emotion_lexicon import check_lengths
+from modeling_affectverse.emotion_wheels import resolve_wheels
 
 _DESCRIPTION = """
 For each sample, the predicted words and the true words are mapped to the groups of an emotion wheel. Precision is
@@ -13,7 +14,8 @@ empty prediction (or one with no emotion word) scores precision 0 and recall 0. 
 group of a wheel is skipped for that wheel and counted.
 
 Built-in wheels: `modeling_affectverse.emotion_lexicon.WHEELS` (Plutchik 2001, Parrott 2001, Geneva Emotion Wheel
-2005, written for AffectVerse). `wheel_file` replaces them with a CSV of `wheel,group,word` rows.
+2005, written for AffectVerse, lemmatised). A benchmark's own wheels are matched exactly: `wheel_folder` (MER-UniBench's
+folder, its rule) or `wheel_file` (a CSV of `wheel,group,word` rows). See `modeling_affectverse/emotion_wheels.py`.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -21,6 +23,9 @@ Args:
     predictions (`list` of `str` or `list` of `list` of `str`): answers, comma-separated text or word lists.
     references (`list` of `list` of `str`): the true open-vocabulary labels.
     wheel_file (`str`, *optional*): CSV of `wheel,group,word` rows replacing the built-in wheels.
+    wheel_folder (`str`, *optional*): MER-UniBench's wheel folder, applied by its own rule (exact).
+    wheel_match (`str`, *optional*): for `wheel_file`: "exact" (default) or "lemma".
+    level (`str`, *optional*): for `wheel_folder`: "level1" (default, the benchmark's) or "level2".
 Returns:
     precision, recall, f_score (`float`, averaged over wheels); precision_<wheel>, recall_<wheel>, f_score_<wheel>,
     skipped_<wheel> per wheel; num_samples (`int`).
@@ -56,17 +61,18 @@ class OpenVocabularyEmotion(evaluate.Metric):
         check_lengths(predictions, references, "open_vocabulary_emotion")
         return super().compute(predictions=predictions, references=references, **kwargs)
 
-    def _compute(self, predictions, references, wheel_file=None):
-        wheels = load_wheels(wheel_file) if wheel_file else WHEELS
+    def _compute(
+        self, predictions, references, wheel_file=None, wheel_folder=None, wheel_match="exact", level="level1"
+    ):
+        wheels = resolve_wheels(wheel_file, wheel_folder, wheel_match, level)
         result, per_wheel = {}, []
-        for name in sorted(wheels):
-            wheel = wheels[name]
+        for name in wheels.names():
             precisions, recalls = [], []
             for prediction, reference in zip(predictions, references, strict=True):
-                truth = wheel_groups(list(reference), wheel)
+                truth = wheels.groups(list(reference), name)
                 if not truth:
                     continue
-                predicted = wheel_groups(prediction if isinstance(prediction, str) else list(prediction), wheel)
+                predicted = wheels.groups(prediction if isinstance(prediction, str) else list(prediction), name)
                 common = len(predicted & truth)
                 precisions.append(common / len(predicted) if predicted else 0.0)
                 recalls.append(common / len(truth))

@@ -5,6 +5,7 @@ import re
 
 import datasets
 import evaluate
+import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 from modeling_affectverse.emotion_lexicon import check_lengths
@@ -23,16 +24,28 @@ Polarity scores for CMU-MOSI, CMU-MOSEI, CH-SIMS and CH-SIMS v2, each under its 
 - sims_acc2 / sims_f1: all samples; 0 counts as negative (positive means > 0), the CH-SIMS convention.
 
 Predictions are numbers or words: "positive" (1), "negative" (-1), "neutral" (0), also inside a sentence. A word
-answer naming none or several of these is `unmatched`: scored wrong, never coerced.
+answer naming none or several of these is `unmatched`: scored wrong, never coerced. `word_rule="mer_unibench"`
+follows MER-UniBench instead: an answer that is not exactly "positive", "negative" or "neutral" (after lower-casing
+and stripping) counts as 0 (neutral), never unmatched.
+
+With numeric predictions, the regression scores MMSA's `metricsTop.py` reports beside Acc-2 (None when any
+prediction is a word):
+
+- mae: mean |prediction - reference|; corr: Pearson correlation;
+- acc7 / acc5: predictions and references clipped to [-3, 3] / [-2, 2], rounded (half to even), accuracy;
+- sims_acc3 / sims_acc5: both clipped to [-1, 1] and binned at (-1.01, -0.1, 0.1, 1.01] /
+  (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01] (MMSA's CH-SIMS classes), accuracy; sims_mae / sims_corr on the clipped values.
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `float` or `str`): predicted scores, or polarity words.
     references (`list` of `float`): true sentiment scores (e.g. MOSI in [-3, 3], SIMS in [-1, 1]).
+    word_rule (`str`, *optional*): "strict" (default: unknown words are unmatched) or "mer_unibench" (they are 0).
 Returns:
     has0_acc2, has0_f1, non0_acc2, non0_f1, acc3, sims_acc2, sims_f1 (`float`), unmatched, num_samples,
-    num_nonzero (`int`).
+    num_nonzero (`int`); mae, corr, acc5, acc7, sims_acc3, sims_acc5, sims_mae, sims_corr (`float`, None with word
+    predictions).
 Examples:
     >>> metric = evaluate.load("metrics/sentiment_polarity")
     >>> metric.compute(predictions=[1.2, -0.5, 0.3], references=[2.0, -1.0, 0.0])["non0_acc2"]
@@ -49,11 +62,48 @@ _CITATION = """
 """
 
 
-def _score(prediction) -> float | None:
+def _score(prediction, word_rule: str = "strict") -> float | None:
     if isinstance(prediction, int | float):
         return float(prediction) if math.isfinite(prediction) else None
+    if word_rule == "mer_unibench":  # exactly one of the three words, else neutral
+        return WORDS.get(str(prediction).strip().lower(), 0.0)
     named = {WORDS[w] for w in re.findall(r"[a-z]+", str(prediction).lower()) if w in WORDS}
     return named.pop() if len(named) == 1 else None
+
+
+def _binned(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """MMSA's CH-SIMS classes: index i for values in (edges[i], edges[i + 1]]."""
+    classes = np.full(values.shape, -1.0)
+    for i in range(len(edges) - 1):
+        classes[(values > edges[i]) & (values <= edges[i + 1])] = i
+    return classes
+
+
+def _regression(predictions: list, truth: list[float]) -> dict:
+    """MAE, correlation and multi-class accuracies of numeric predictions (MMSA's definitions); None with words."""
+    names = ("mae", "corr", "acc5", "acc7", "sims_acc3", "sims_acc5", "sims_mae", "sims_corr")
+    if not all(isinstance(p, int | float) and math.isfinite(p) for p in predictions):
+        return dict.fromkeys(names)
+    pred, true = np.asarray(predictions, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+
+    def accuracy(a, b):
+        return float(np.mean(np.round(a) == np.round(b)))
+
+    def corr(a, b):
+        return float(np.corrcoef(a, b)[0][1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else None
+
+    pred1, true1 = np.clip(pred, -1, 1), np.clip(true, -1, 1)
+    three, five = [-1.01, -0.1, 0.1, 1.01], [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]
+    return {
+        "mae": float(np.mean(np.abs(pred - true))),
+        "corr": corr(pred, true),
+        "acc5": accuracy(np.clip(pred, -2, 2), np.clip(true, -2, 2)),
+        "acc7": accuracy(np.clip(pred, -3, 3), np.clip(true, -3, 3)),
+        "sims_acc3": float(np.mean(_binned(pred1, three) == _binned(true1, three))),
+        "sims_acc5": float(np.mean(_binned(pred1, five) == _binned(true1, five))),
+        "sims_mae": float(np.mean(np.abs(pred1 - true1))),
+        "sims_corr": corr(pred1, true1),
+    }
 
 
 def _side(value: float | None, positive) -> str:
@@ -84,8 +134,10 @@ class SentimentPolarity(evaluate.Metric):
         check_lengths(predictions, references, "sentiment_polarity")
         return super().compute(predictions=predictions, references=references, **kwargs)
 
-    def _compute(self, predictions, references):
-        scores = [_score(p) for p in predictions]
+    def _compute(self, predictions, references, word_rule="strict"):
+        if word_rule not in ("strict", "mer_unibench"):
+            raise ValueError(f"word_rule must be 'strict' or 'mer_unibench', got {word_rule!r}")
+        scores = [_score(p, word_rule) for p in predictions]
         truth = [float(r) for r in references]
         sides = ["negative", "positive"]
 
@@ -114,4 +166,5 @@ class SentimentPolarity(evaluate.Metric):
             "unmatched": sum(s is None for s in scores),
             "num_samples": len(truth),
             "num_nonzero": sum(nonzero),
+            **_regression(predictions, truth),
         }
