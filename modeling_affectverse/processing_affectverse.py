@@ -107,6 +107,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
                 raise ValueError(f"{name} must be an even integer >= 2, got {value}")
         if belief_injection not in BELIEF_INJECTIONS:
             raise ValueError(f"belief_injection must be one of {BELIEF_INJECTIONS}, got {belief_injection!r}")
+        chat_template = chat_template or CHAT_TEMPLATE  # the paper's prompt format (build_prompt), saved with it
         super().__init__(image_processor, video_processor, feature_extractor, tokenizer, chat_template=chat_template)
         self.belief_tokens_dual = belief_tokens_dual
         self.belief_tokens_single = belief_tokens_single
@@ -134,7 +135,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             processor.video_processor,
             processor.feature_extractor,
             processor.tokenizer,
-            chat_template=getattr(processor, "chat_template", None),
+            chat_template=CHAT_TEMPLATE,  # the paper's prompt format, not the Omni assistant's
             **kwargs,
         )
 
@@ -233,6 +234,70 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
                 raise ValueError(f"sample {i}: the answer {answer!r} is not tokenized at the end of its prompt")
             labels[i, start:end] = input_ids[i, start:end]
         return labels
+
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """The chat template (the paper's prompt format), and with `tokenize=True` the model inputs, the media decoded
+        with this package's own `av` decoding (no torchcodec): a `{"type": "video", "video": path}` part is sampled at
+        `self.fps` and `self.frame_size`; with `load_audio_from_video=True` its own soundtrack is used as its audio
+        (interleaved); `{"type": "audio", "audio": path}` parts are separate audio. One conversation, or a list.
+        """
+        conversation = self._defused(conversation)
+        if not kwargs.get("tokenize"):
+            return super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
+        from .media_affectverse import decode_clip  # imported here: decoding is only needed when tokenizing
+
+        conversations = [conversation] if isinstance(conversation[0], dict) else list(conversation)
+        in_video = bool(kwargs.get("load_audio_from_video"))
+        texts, videos, fps, audio, sources = [], [], [], [], []
+        for messages in conversations:
+            texts.append(
+                super().apply_chat_template(
+                    messages,
+                    chat_template=chat_template,
+                    add_generation_prompt=kwargs.get("add_generation_prompt", False),
+                    continue_final_message=kwargs.get("continue_final_message", False),
+                )
+            )
+            parts = [p for m in messages if isinstance(m.get("content"), list) for p in m["content"]]
+            video = [p.get("video") or p.get("path") for p in parts if p.get("type") == "video"]
+            sound = [p.get("audio") or p.get("path") for p in parts if p.get("type") == "audio"]
+            if len(video) > 1 or len(sound) > 1:
+                raise ValueError("a conversation may hold one video and one audio part (the prompt format)")
+            media = decode_clip(
+                video[0] if video else None,
+                sound[0] if sound else (video[0] if video and in_video else None),
+                fps=self.fps,
+                size=self.frame_size,
+                sample_rate=self.feature_extractor.sampling_rate,
+                max_frames=64,
+                max_audio_seconds=30.0,
+            )
+            if media.video is not None:
+                videos.append(media.video.frames)
+                fps.append(media.video.fps)
+            if media.audio is not None:
+                audio.append(media.audio.waveform)
+                sources.append(len(videos) - 1 if media.audio_from_video else None)
+        call = {"padding": True, "return_tensors": kwargs.get("return_tensors") or "pt", "videos_kwargs": {"fps": fps}}
+        if any(source is not None for source in sources):
+            call.update(load_audio_from_video=True, audio_from_video_indices=sources)
+        outputs = self(text=texts, videos=videos or None, audio=audio or None, **call)
+        return outputs if kwargs.get("return_dict", True) else outputs["input_ids"]
+
+    def _defused(self, conversation):
+        """A copy of a conversation (or a list of them) with special-token text in every text part defused."""
+        if conversation and not isinstance(conversation[0], dict):
+            return [self._defused(c) for c in conversation]
+        messages = []
+        for message in conversation:
+            content = message.get("content")
+            if isinstance(content, str):
+                content = self.defuse_special_tokens(content)
+            elif isinstance(content, list):
+                content = [{**p, "text": self.defuse_special_tokens(p["text"])} if p.get("type") == "text" else p
+                           for p in content]  # fmt: skip
+            messages.append({**message, "content": content})
+        return messages
 
     # -- processing ------------------------------------------------------------------------------
     def __call__(self, text=None, images=None, videos=None, audio=None, **kwargs):

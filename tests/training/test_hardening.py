@@ -13,6 +13,7 @@ import torch
 from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse.processing_affectverse import CHAT_TEMPLATE
 from modeling_affectverse.tiny import build_tiny_model, build_tiny_processor, build_tiny_tokenizer
 from tests.modeling_affectverse.test_hardening import force_end_of_turn, greedy
 from training.adapters import export_merged, load_trained
@@ -142,6 +143,7 @@ def test_saved_adapters_and_merged_exports_stop_generating(run_sft, demo_manifes
     trainer = run_sft("--max_steps", "2", "--merge", "true", output_dir=output)
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path / "cache"))
     adapter, processor = load_trained(output)
+    assert processor.chat_template == CHAT_TEMPLATE  # the processor saved by training keeps the prompt format
     prompt = AffectVerseCollator(processor, train=False, with_answer=False)([rows[0]])
     merged = AffectVerseForConditionalGeneration.from_pretrained(os.path.join(output, "merged")).eval()
     assert "forward" not in vars(merged)  # nothing a trainer patched onto its model came along
