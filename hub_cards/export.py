@@ -151,6 +151,21 @@ def render_card(repo_id: str, results: dict | None, provenance: str) -> ModelCar
     )  # fmt: skip
 
 
+def save_pipeline(model, processor, folder: str, max_shard_size: str) -> None:
+    """Save the model with the pipeline registered in its config as the `video-classification` custom pipeline, so
+    `pipeline("video-classification", model=..., trust_remote_code=True)` (and the Hub widget) use it. The built-in
+    video-classification entry of this process's registry is put back afterwards: exporting changes nothing else."""
+    original = PIPELINE_REGISTRY.supported_tasks.get(TASK)
+    try:
+        PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=AffectVerseEmotionPipeline, pt_model=AutoModel)
+        AffectVerseEmotionPipeline(model=model, processor=processor).save_pretrained(
+            folder, max_shard_size=max_shard_size
+        )
+    finally:
+        if original is not None:
+            PIPELINE_REGISTRY.supported_tasks[TASK] = original
+
+
 def export(
     output: str,
     repo_id: str,
@@ -178,9 +193,7 @@ def export(
         if not processor.chat_template:
             processor.chat_template = CHAT_TEMPLATE
         model.configure_generation(processor.tokenizer)  # stops at <|im_end|>, pads, never emits a placeholder
-        PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=AffectVerseEmotionPipeline, pt_model=AutoModel)
-        pipe = AffectVerseEmotionPipeline(model=model, processor=processor)
-        pipe.save_pretrained(staging, max_shard_size=max_shard_size)  # weights, config, remote code, pipeline code
+        save_pipeline(model, processor, staging, max_shard_size)  # weights, config, remote code, pipeline code
         processor.save_pretrained(staging)  # the pipeline does not save a processor (DESIGN §7)
         shutil.copy(os.path.join(HERE, "handler.py"), os.path.join(staging, "handler.py"))
         source = adapter or checkpoint

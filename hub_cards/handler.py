@@ -4,9 +4,11 @@ Request: `{"inputs": {"video": ..., "audio": ..., "subtitle": "..."}, "parameter
 `video` / `audio` are the file's bytes (raw, as the Hub widget sends them, or base64-encoded in JSON). Local paths are
 read only when the endpoint is configured with a media folder (`AFFECTVERSE_MEDIA_ROOT` or `media_root=`) and only
 inside it; no URL is ever fetched. Every refusal reads the same whether or not a path exists (no file-existence
-oracle). Parameters: `task`, `label_set` (a list or a comma-separated string), `max_new_tokens` (an integer or its
-string); anything else is an error. Response: the pipeline's output. The same code path as
-`pipeline(model=..., trust_remote_code=True)`: this handler only turns the request into files and parameters.
+oracle). Parameters: `task`, `label_set` (a list or a comma-separated string), `top_k`, `max_new_tokens` (integers or
+their strings), `return_details` (a bool or "true" / "false"); anything else is an error. Response: the pipeline's
+output, the video-classification list `[{"label", "score"}, ...]` (or the full answer with `return_details`). The
+same code path as `pipeline(model=..., trust_remote_code=True)`: this handler only turns the request into files
+and parameters.
 """
 
 from __future__ import annotations
@@ -68,9 +70,10 @@ class EndpointHandler:
         """The pipeline's parameters, cast from the strings a JSON client may send; unknown names are errors."""
         if not isinstance(parameters, dict):
             raise ValueError(f"parameters must be an object, got {type(parameters).__name__}")
-        unknown = sorted(set(parameters) - {"task", "label_set", "max_new_tokens"})
+        known = {"task", "label_set", "top_k", "max_new_tokens", "return_details"}
+        unknown = sorted(set(parameters) - known)
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; known: task, label_set, max_new_tokens")
+            raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(sorted(known))}")
         out = {}
         if parameters.get("task") is not None:
             if parameters["task"] not in TASKS:
@@ -82,14 +85,22 @@ class EndpointHandler:
             if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
                 raise ValueError("parameters.label_set must be a list of labels or a comma-separated string")
             out["label_set"] = labels
-        if parameters.get("max_new_tokens") is not None:
+        for name, limit in (("max_new_tokens", MAX_NEW_TOKENS), ("top_k", 1000)):
+            if parameters.get(name) is None:
+                continue
             try:
-                value = int(str(parameters["max_new_tokens"]).strip())
+                value = int(str(parameters[name]).strip())
             except ValueError as err:
-                raise ValueError("parameters.max_new_tokens must be an integer") from err
-            if not 1 <= value <= MAX_NEW_TOKENS:
-                raise ValueError(f"parameters.max_new_tokens must lie in [1, {MAX_NEW_TOKENS}], got {value}")
-            out["max_new_tokens"] = value
+                raise ValueError(f"parameters.{name} must be an integer") from err
+            if not 1 <= value <= limit:
+                raise ValueError(f"parameters.{name} must lie in [1, {limit}], got {value}")
+            out[name] = value
+        if parameters.get("return_details") is not None:
+            flag = parameters["return_details"]
+            flag = {"true": True, "false": False}.get(flag.strip().lower()) if isinstance(flag, str) else flag
+            if not isinstance(flag, bool):
+                raise ValueError("parameters.return_details must be true or false")
+            out["return_details"] = flag
         return out
 
     def __call__(self, data: dict[str, Any]) -> Any:

@@ -1,13 +1,16 @@
 """`AffectVerseEmotionPipeline`: a video / audio / subtitle in, the emotion out, for `pipeline(...)` and the Hub widget.
 
     from transformers import pipeline
-    recognizer = pipeline(model="org/affectverse", trust_remote_code=True)
-    recognizer({"video": "clip.mp4", "subtitle": "I can't believe it."})
-    # {"label": "surprise", "scores": {"worried": 0.04, ...}, "generated_text": "surprise"}
+    recognizer = pipeline("video-classification", model="org/affectverse", trust_remote_code=True)
+    recognizer("clip.mp4")  # a path or the file's bytes: [{"label": "surprise", "score": 0.71}, ...], best first
+    recognizer({"video": "clip.mp4", "subtitle": "I can't believe it."}, return_details=True)
+    # {"label": "surprise", "scores": {"worried": 0.04, ...}, "generated_text": "surprise", "matched_label": ...}
 
-The media are decoded from files (`media_affectverse`), the prompt is the paper's (Appendix A), `label` and
-`scores` come from closed-set scoring over the label set (`scoring_affectverse`), `generated_text` from greedy
-generation. Shipped as remote code with the exported model (registered through `custom_pipelines` in its config).
+It follows the Hub's `video-classification` contract (what the widget and Inference Endpoints send and expect): the
+clip as a path or raw bytes (no URL is fetched), `top_k` (default 5), and a list of `{label, score}` sorted by score.
+The media are decoded from files (`media_affectverse`), the prompt is the paper's (Appendix A), and the scores come
+from closed-set scoring over the label set (`scoring_affectverse`). `return_details=True` gives the full answer,
+with the greedily generated text as well. Shipped as remote code with the exported model (`custom_pipelines`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .media_affectverse import decode_clip
 from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, task_question
 from .scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
 
-TASK = "affectverse-emotion-recognition"
+TASK = "video-classification"  # the Hub task whose contract the default output follows
 
 
 def _as_path(value, folder: str, name: str):
@@ -41,13 +44,15 @@ def _as_path(value, folder: str, name: str):
 class AffectVerseEmotionPipeline(Pipeline):
     """Emotion recognition from a clip.
 
-    Input: a video path, or a dict with `video` / `audio` (paths; `audio` equal to `video` or absent with a video
-    means the video's own soundtrack, `audio_from_video=False` silences it) and `subtitle`.
+    Input: a video path or its bytes, or a dict with `video` / `audio` (paths or bytes; `audio` equal to `video` or
+    absent with a video means the video's own soundtrack, `audio_from_video=False` silences it) and `subtitle`.
     Parameters: `task` (`emotion` default, `sentiment`, `open_vocabulary`), `label_set` (emotion; default MER's six
-    classes), `max_new_tokens` (16).
-    Output: `label` (the most likely candidate; for open vocabulary, the generated words), `scores` (candidate ->
-    probability; None for open vocabulary), `generated_text`, and `matched_label` (the generated text mapped to the
-    label set, None when it names none).
+    classes), `top_k` (5), `return_details` (False), `max_new_tokens` (16, for the generated text). `batch_size` is
+    accepted; clips are processed one at a time (clips of different lengths are not padded into one batch).
+    Output: `[{"label", "score"}, ...]`, the `top_k` best candidates by probability; for open vocabulary (no closed
+    set to score) one entry, the generated words with score None. With `return_details=True`: `label` (the most
+    likely candidate; for open vocabulary, the generated words), `scores` (candidate -> probability; None for open
+    vocabulary), `generated_text`, and `matched_label` (the generated text mapped to the label set, or None).
     """
 
     _load_processor = True
@@ -55,7 +60,13 @@ class AffectVerseEmotionPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, task=None, label_set=None, max_new_tokens=None, **kwargs):
+    def __call__(self, inputs, **kwargs):
+        kwargs.pop("batch_size", None)  # one clip at a time (see the class docstring)
+        return super().__call__(inputs, **kwargs)
+
+    def _sanitize_parameters(
+        self, task=None, label_set=None, max_new_tokens=None, top_k=None, return_details=None, **kwargs
+    ):
         if kwargs:  # a misspelt option (`vidoe=`) must not be ignored silently
             raise ValueError(
                 f"unknown parameter(s) {sorted(kwargs)}; this pipeline takes task, label_set, max_new_tokens"
@@ -72,8 +83,16 @@ class AffectVerseEmotionPipeline(Pipeline):
             if len(set(labels)) != len(labels):
                 raise ValueError(f"label_set repeats a label: {labels}")
             preprocess["label_set"] = labels
-        forward = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
-        return preprocess, forward, {}
+        forward, postprocess = {}, {}
+        if max_new_tokens is not None:
+            forward["max_new_tokens"] = int(max_new_tokens)
+        if top_k is not None:
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            postprocess["top_k"] = top_k
+        if return_details is not None:
+            forward["generate"] = postprocess["return_details"] = bool(return_details)
+        return preprocess, forward, postprocess
 
     def _inputs(self, texts: list[str], media) -> dict:
         kwargs = {"padding": True, "return_tensors": "pt"}
@@ -123,28 +142,38 @@ class AffectVerseEmotionPipeline(Pipeline):
         generation = self._inputs([prompt()], media)
         return {"generation": generation, "candidates": candidates, "label_set": label_set}
 
-    def _forward(self, model_inputs, max_new_tokens: int = 16):
+    def _forward(self, model_inputs, max_new_tokens: int = 16, generate: bool = False):
         generation = model_inputs["generation"]
         length = generation["input_ids"].shape[1]
-        with torch.no_grad():
-            generated = self.model.generate(**generation, max_new_tokens=max_new_tokens, do_sample=False)
+        generated = None
+        if generate or not model_inputs["candidates"]:  # the list output of a closed set needs no generated text
+            with torch.no_grad():
+                generated = self.model.generate(**generation, max_new_tokens=max_new_tokens, do_sample=False)
+            generated = generated[:, length:]
         probabilities = None
         if model_inputs["candidates"]:  # closed-set scoring from one prefill of the same prompt
             ids = candidate_token_ids(self.processor.tokenizer, model_inputs["candidates"])
             probabilities = candidate_log_likelihoods(self.model, generation, ids).softmax(dim=-1)
         return {
-            "generated": generated[:, length:],
+            "generated": generated,
             "probabilities": probabilities,
             "candidates": model_inputs["candidates"],
             "label_set": model_inputs["label_set"],
         }
 
-    def postprocess(self, model_outputs):
-        text = self.processor.tokenizer.decode(model_outputs["generated"][0], skip_special_tokens=True).strip()
+    def postprocess(self, model_outputs, top_k: int = 5, return_details: bool = False):
+        generated = model_outputs["generated"]
+        text = None if generated is None else self.processor.tokenizer.decode(generated[0], skip_special_tokens=True)
+        text = None if text is None else text.strip()
         candidates, probabilities = model_outputs["candidates"], model_outputs["probabilities"]
-        if probabilities is None:
-            return {"label": text, "scores": None, "generated_text": text, "matched_label": None}
+        if probabilities is None:  # open vocabulary: no closed set, no distribution
+            if return_details:
+                return {"label": text, "scores": None, "generated_text": text, "matched_label": None}
+            return [{"label": text, "score": None}]
         scores = {c: float(p) for c, p in zip(candidates, probabilities[0].tolist(), strict=True)}
+        if not return_details:
+            ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
+            return [{"label": label, "score": score} for label, score in ranked]
         return {
             "label": max(scores, key=scores.get),
             "scores": scores,

@@ -79,7 +79,11 @@ def test_folder_layout(exported):
     assert len([n for n in names if re.match(r"model-\d+-of-\d+\.safetensors", n)]) > 1  # sharded
     config = json.loads(open(os.path.join(exported["folder"], "config.json")).read())
     assert config["auto_map"]["AutoModel"] == "modeling_affectverse.AffectVerseForConditionalGeneration"
-    assert config["custom_pipelines"]["affectverse-emotion-recognition"]["impl"].startswith("pipeline_affectverse.")
+    assert list(config["custom_pipelines"]) == ["video-classification"]  # the task the card and the widget name
+    from transformers.pipelines import PIPELINE_REGISTRY, VideoClassificationPipeline
+
+    assert PIPELINE_REGISTRY.supported_tasks["video-classification"]["impl"] is VideoClassificationPipeline  # restored
+    assert config["custom_pipelines"]["video-classification"]["impl"].startswith("pipeline_affectverse.")
     generation = json.loads(open(os.path.join(exported["folder"], "generation_config.json")).read())
     assert config["belief_token_id"] in generation["suppress_tokens"]
     assert not [n for n in os.listdir(exported["work"]) if n.startswith(".export-")]  # no staging left
@@ -106,8 +110,11 @@ inputs = processor(text=[text], videos=[clip["frames"]], audio=[clip["wave"]], l
 with torch.no_grad():
     logits = model(**inputs, use_audio_in_video=True).logits
 torch.save({{"input_ids": inputs["input_ids"], "logits": logits}}, "remote.pt")
-result = pipeline(model=folder, trust_remote_code=True)({{"video": "clip.mp4", "subtitle": "hi"}})
-json.dump(result, open("remote.json", "w"))
+result = pipeline(model=folder, trust_remote_code=True)({{"video": "clip.mp4", "subtitle": "hi"}},
+                                                        return_details=True)
+classifier = pipeline("video-classification", model=folder, trust_remote_code=True)
+widget = classifier(open("clip.mp4", "rb").read())  # the raw bytes the Hub widget sends
+json.dump({{"details": result, "widget": widget, "class": type(classifier).__name__}}, open("remote.json", "w"))
 """
     )
     run_python(code, work)
@@ -121,12 +128,18 @@ json.dump(result, open("remote.json", "w"))
     with torch.no_grad():
         local = model(**inputs, use_audio_in_video=True).logits
     torch.testing.assert_close(remote["logits"], local, rtol=1e-4, atol=1e-4)
-    expected = AffectVerseEmotionPipeline(model=model, processor=processor)(
-        {"video": exported["clip"], "subtitle": "hi"}
-    )
-    result = json.loads((work / "remote.json").read_text())
+    local_pipeline = AffectVerseEmotionPipeline(model=model, processor=processor)
+    expected = local_pipeline({"video": exported["clip"], "subtitle": "hi"}, return_details=True)
+    remote_out = json.loads((work / "remote.json").read_text())
+    result = remote_out["details"]
     assert result["label"] == expected["label"] and result["generated_text"] == expected["generated_text"]
     assert result["scores"] == pytest.approx(expected["scores"], abs=1e-4)
+    # pipeline("video-classification", ...) loads this pipeline and answers the widget's bytes in its contract
+    assert remote_out["class"] == "AffectVerseEmotionPipeline"
+    widget, local = remote_out["widget"], local_pipeline(exported["clip"])
+    assert [item["label"] for item in widget] == [item["label"] for item in local] and len(widget) == 5
+    assert [item["score"] for item in widget] == pytest.approx([item["score"] for item in local], abs=1e-4)
+    assert [item["score"] for item in widget] == sorted((item["score"] for item in widget), reverse=True)
 
 
 def test_card_loads_has_every_metric_and_its_snippets_run(exported, demo_manifest):
@@ -175,13 +188,17 @@ def test_handler_answers_a_request(exported):
     raw = open(exported["clip"], "rb").read()
     clip = base64.b64encode(raw).decode()
     answer = handler({"inputs": {"video": clip, "subtitle": "hi"}, "parameters": {"task": "sentiment"}})
-    assert answer["label"] in ("positive", "negative") and sum(answer["scores"].values()) == pytest.approx(1.0)
-    assert handler({"inputs": raw})["label"] in MER_LABELS  # raw bytes, as the widget sends them
+    assert {item["label"] for item in answer} == {"positive", "negative"}
+    assert sum(item["score"] for item in answer) == pytest.approx(1.0)
+    widget = handler({"inputs": raw})  # raw bytes, as the widget sends them: the video-classification list
+    assert len(widget) == 5 and all(item["label"] in MER_LABELS for item in widget)
+    details = handler({"inputs": raw, "parameters": {"return_details": "true", "top_k": "2"}})
+    assert details["label"] == widget[0]["label"] and "generated_text" in details
     with pytest.raises(ValueError, match="inputs.video: URLs are not fetched"):
         handler({"inputs": {"video": "https://example.com/clip.mp4"}})
     # string parameters are cast; unknown or malformed ones are errors, not ignored
     answer = handler({"inputs": raw, "parameters": {"max_new_tokens": "3", "label_set": "happy, sad"}})
-    assert set(answer["scores"]) == {"happy", "sad"}
+    assert {item["label"] for item in answer} == {"happy", "sad"}
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['vidoe'\]"):
         handler({"inputs": raw, "parameters": {"vidoe": 1}})
     with pytest.raises(ValueError, match="max_new_tokens must be an integer"):
@@ -207,7 +224,7 @@ def test_handler_reads_no_server_path_and_is_no_existence_oracle(exported, tmp_p
     media.mkdir()
     shutil.copy(exported["clip"], media / "clip.mp4")
     scoped = EndpointHandler(exported["folder"], media_root=str(media))
-    assert scoped({"inputs": {"video": "clip.mp4"}})["label"] in MER_LABELS  # inside the configured folder: read
+    assert scoped({"inputs": {"video": "clip.mp4"}})[0]["label"] in MER_LABELS  # inside the configured folder: read
     escaping = os.path.relpath(exported["clip"], media)  # ../../... to a file that exists
     assert refusal(scoped, escaping) == refusal(scoped, "missing.mp4") == refusal(scoped, existing)
 
@@ -219,7 +236,9 @@ def test_pipeline_refuses_unknown_options_and_bad_label_sets(exported):
     recognizer = AffectVerseEmotionPipeline(model=model, processor=AffectVerseProcessor.from_pretrained(
         exported["folder"]))  # fmt: skip
     raw = open(exported["clip"], "rb").read()
-    assert recognizer(raw)["label"] == recognizer(exported["clip"])["label"]  # bytes and a path: the same clip
+    assert recognizer(raw) == recognizer(exported["clip"])  # bytes and a path: the same clip
+    assert len(recognizer(exported["clip"], top_k=2)) == 2
+    assert recognizer([exported["clip"], raw], batch_size=2) == [recognizer(raw)] * 2  # batch_size accepted
     with pytest.raises(ValueError, match="unknown parameter"):
         recognizer(exported["clip"], vidoe="x")
     for label_set, message in (([], "non-empty list"), (["happy", "happy"], "repeats a label")):
