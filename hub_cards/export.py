@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -122,28 +123,45 @@ def results_table(results: dict | None) -> str:
     return "\n".join(lines)
 
 
-def render_card(repo_id: str, results: dict | None, provenance: str) -> ModelCard:
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+EXAMPLE = "example.mp4"  # the widget's example clip, shipped in the repository
+REQUIREMENTS = """# what the remote code imports beyond transformers and torch (media decoding, resampling)
+av>=18.1,<20
+torchaudio
+"""
+
+
+def hub_id(value: str | None) -> str | None:
+    """`value` when it is a Hub repository id (`org/name`, not a local path), else None."""
+    if not value or os.path.exists(value) or not HUB_ID.match(value):
+        return None
+    return value
+
+
+def render_card(
+    repo_id: str,
+    results: dict | None,
+    provenance: str,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    example: bool = False,
+) -> ModelCard:
+    """The model card. Its metadata say only what is known: the base model and datasets when they are Hub ids, the
+    widget example when a clip was shipped, the results that were measured."""
     name = repo_id.split("/")[-1]
+    widget = None
+    if example:
+        widget = [{"example_title": "Example clip", "src": f"https://huggingface.co/{repo_id}/resolve/main/{EXAMPLE}"}]
     data = ModelCardData(
         model_name=name,
-        base_model="Qwen/Qwen2.5-Omni-7B",
+        base_model=base_model,
         library_name="transformers",
         pipeline_tag="video-classification",
         license="apache-2.0",
         tags=["affective-computing", "emotion-recognition", "multimodal", "world-model", "qwen2.5-omni"],
-        datasets=[
-            "MER2023",
-            "MER2024",
-            "MELD",
-            "IEMOCAP",
-            "CMU-MOSI",
-            "CMU-MOSEI",
-            "CH-SIMS",
-            "CH-SIMS-v2",
-            "OV-MERD+",
-        ],
+        datasets=datasets or None,
         eval_results=eval_results(results, name) if results else None,
-        widget=[{"example_title": "A short clip", "src": "clip.mp4", "text": "I did not expect that."}],
+        widget=widget,
     )
     return ModelCard.from_template(
         data, template_path=os.path.join(HERE, "template.md"), model_name=name, repo_id=repo_id,
@@ -166,6 +184,23 @@ def save_pipeline(model, processor, folder: str, max_shard_size: str) -> None:
             PIPELINE_REGISTRY.supported_tasks[TASK] = original
 
 
+def card_metadata(adapter: str | None, base: str | None, base_model_id: str | None, dataset_ids: list[str] | None):
+    """(base model id, dataset ids) for the card, from what was trained: given ids are checked; else the adapter's
+    recorded base when it is a Hub id, and the training datasets (`training_info.json`) that are Hub ids."""
+    for value in [base_model_id, *(dataset_ids or [])]:
+        if value is not None and hub_id(value) is None:
+            raise ExportError(f"{value!r} is not a Hub repository id (org/name)")
+    if base_model_id is None and adapter is not None:
+        config = os.path.join(adapter, "adapter_config.json")
+        recorded = json.load(open(config)).get("base_model_name_or_path") if os.path.isfile(config) else None
+        base_model_id = hub_id(base or recorded)
+    if dataset_ids is None and adapter is not None:
+        info = os.path.join(adapter, "training_info.json")
+        names = json.load(open(info)).get("datasets", []) if os.path.isfile(info) else []
+        dataset_ids = [name for name in names if hub_id(name)]
+    return base_model_id, dataset_ids or None
+
+
 def export(
     output: str,
     repo_id: str,
@@ -175,11 +210,17 @@ def export(
     results_path: str | None = None,
     max_shard_size: str = "5GB",
     overwrite: bool = False,
+    example: str | None = None,
+    base_model_id: str | None = None,
+    dataset_ids: list[str] | None = None,
 ) -> str:
     """Write the repository folder at `output` (atomically: a temporary folder renamed into place)."""
     output = os.path.abspath(output)
     if os.path.exists(output) and not overwrite:
         raise ExportError(f"{output} exists; pass --overwrite to replace it")
+    if example is not None and not os.path.isfile(example):
+        raise ExportError(f"{example}: example clip not found")
+    base_model, datasets = card_metadata(adapter, base, base_model_id, dataset_ids)
     results = None
     if results_path is not None:
         if not os.path.isfile(results_path):
@@ -196,11 +237,16 @@ def export(
         save_pipeline(model, processor, staging, max_shard_size)  # weights, config, remote code, pipeline code
         processor.save_pretrained(staging)  # the pipeline does not save a processor (DESIGN §7)
         shutil.copy(os.path.join(HERE, "handler.py"), os.path.join(staging, "handler.py"))
+        with open(os.path.join(staging, "requirements.txt"), "w", encoding="utf-8") as handle:
+            handle.write(REQUIREMENTS)
+        if example is not None:
+            shutil.copy(example, os.path.join(staging, EXAMPLE))
         source = adapter or checkpoint
         provenance = f"Exported from `{os.path.basename(os.path.normpath(source))}` with `hub_cards/export.py`."
         if (base or "tiny") == "tiny" and adapter is not None:
             provenance += " Its base is the embedded tiny random model: a demonstration, not a usable recognizer."
-        render_card(repo_id, results, provenance).save(os.path.join(staging, "README.md"))
+        card = render_card(repo_id, results, provenance, base_model, datasets, example is not None)
+        card.save(os.path.join(staging, "README.md"))
         os.chmod(staging, 0o755)  # mkdtemp makes it private
         if os.path.exists(output):
             shutil.rmtree(output)
@@ -221,10 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="the repository folder to write")
     parser.add_argument("--max-shard-size", default="5GB")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--example", help="a clip to ship as the widget's example (example.mp4)")
+    parser.add_argument("--base-model-id", help="the card's base_model (default: the adapter's base, if a Hub id)")
+    parser.add_argument("--dataset-ids", nargs="+", help="the card's datasets, Hub ids (default: the training "
+                        "datasets that are Hub ids; others are left out)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         folder = export(args.output, args.repo_id, args.adapter, args.checkpoint, args.base, args.results,
-                        args.max_shard_size, args.overwrite)  # fmt: skip
+                        args.max_shard_size, args.overwrite, args.example, args.base_model_id,
+                        args.dataset_ids)  # fmt: skip
     except ExportError as err:
         print(f"export failed: {err}", file=sys.stderr)
         return 2

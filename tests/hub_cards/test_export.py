@@ -146,7 +146,9 @@ json.dump({{"details": result, "widget": widget, "class": type(classifier).__nam
 def test_card_loads_has_every_metric_and_its_snippets_run(exported, demo_manifest):
     folder, work = exported["folder"], exported["work"]
     card = ModelCard.load(os.path.join(folder, "README.md"))
-    assert card.data.base_model == "Qwen/Qwen2.5-Omni-7B" and card.data.library_name == "transformers"
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "video-classification"
+    # metadata from what was trained: the tiny base and the demo set are not Hub repositories, no clip was shipped
+    assert card.data.base_model is None and card.data.datasets is None and card.data.get("widget") is None
     index = card.data.to_dict()["model-index"]
     listed = {(r["dataset"]["name"], r["dataset"]["config"], m["type"])
               for entry in index for r in entry["results"] for m in r["metrics"]}  # fmt: skip
@@ -170,6 +172,25 @@ def test_card_loads_has_every_metric_and_its_snippets_run(exported, demo_manifes
                             cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "adapter (LoRA + EWM) saved to" in result.stdout
+
+
+def test_card_metadata_is_what_was_given_or_trained(exported, tmp_path):
+    requirements = open(os.path.join(exported["folder"], "requirements.txt")).read().split()
+    assert any(r.startswith("av") for r in requirements) and "torchaudio" in requirements  # what remote code imports
+    folder = exporter.export(str(tmp_path / "repo"), REPO_ID, adapter=exported["adapter"], example=exported["clip"],
+                             base_model_id="Qwen/Qwen2.5-Omni-7B", dataset_ids=["org/mer2023"])  # fmt: skip
+    card = ModelCard.load(os.path.join(folder, "README.md"))
+    assert card.data.base_model == "Qwen/Qwen2.5-Omni-7B" and card.data.datasets == ["org/mer2023"]
+    assert card.data.get("widget")[0]["src"] == f"https://huggingface.co/{REPO_ID}/resolve/main/example.mp4"
+    assert open(os.path.join(folder, "example.mp4"), "rb").read() == open(exported["clip"], "rb").read()
+    with pytest.raises(exporter.ExportError, match="'MER 2023' is not a Hub repository id"):
+        exporter.export(str(tmp_path / "bad"), REPO_ID, adapter=exported["adapter"], dataset_ids=["MER 2023"])
+    assert not (tmp_path / "bad").exists()
+    # the adapter folder's own card and record, written by sft.py instead of TRL's
+    info = json.load(open(os.path.join(exported["adapter"], "training_info.json")))
+    assert info["base"] == "tiny" and info["datasets"] == ["demo"] and info["optimizer_steps"] == 3
+    adapter_card = open(os.path.join(exported["adapter"], "README.md")).read()
+    assert "load_trained" in adapter_card and "AutoPeftModel` cannot rebuild it" in adapter_card
 
 
 def bash_snippet_args(snippet: str) -> list[str]:
