@@ -115,7 +115,12 @@ result = pipeline(model=folder, trust_remote_code=True)({{"video": "clip.mp4", "
                                                         return_details=True)
 classifier = pipeline("video-classification", model=folder, trust_remote_code=True)
 widget = classifier(open("clip.mp4", "rb").read())  # the raw bytes the Hub widget sends
-json.dump({{"details": result, "widget": widget, "class": type(classifier).__name__}}, open("remote.json", "w"))
+import sys
+sys.path.insert(0, folder)
+from handler import EndpointHandler
+endpoint = EndpointHandler(folder)(open("clip.mp4", "rb").read())  # Inference Endpoints: the same bytes
+json.dump({{"details": result, "widget": widget, "endpoint": endpoint, "class": type(classifier).__name__}},
+          open("remote.json", "w"))
 """
     )
     run_python(code, work)
@@ -141,6 +146,7 @@ json.dump({{"details": result, "widget": widget, "class": type(classifier).__nam
     assert [item["label"] for item in widget] == [item["label"] for item in local] and len(widget) == 5
     assert [item["score"] for item in widget] == pytest.approx([item["score"] for item in local], abs=1e-4)
     assert [item["score"] for item in widget] == sorted((item["score"] for item in widget), reverse=True)
+    assert remote_out["endpoint"] == widget  # the handler answers the widget's bytes the same way
 
 
 def test_card_loads_has_every_metric_and_its_snippets_run(exported, demo_manifest):

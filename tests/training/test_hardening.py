@@ -135,6 +135,13 @@ def test_hub_ids_resolve_through_an_offline_cache(offline_cache, demo_manifest, 
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "adapter (LoRA + EWM) saved to" in result.stdout
+    # the model card's fine-tune command, its repo id resolved from the same cache
+    command = [sys.executable, "training/sft.py", "--config", "configuration/recipes/demo.yaml", "--model_name_or_path",
+               "org/affectverse-tiny", "--max_steps", "1", "--report_to", "none", "--save_strategy", "no",
+               "--evaluate_held_out", "false", "--demo_data", "", "--train_manifest", demo_manifest,
+               "--output_dir", str(tmp_path / "card")]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # -- 1 and 11e: every save path stops at <|im_end|>; the merged export comes from a clean base ---------------------
