@@ -290,9 +290,8 @@ def wheel_groups(words: list[str] | str, wheel: dict[str, set[str]]) -> set[str]
     return groups
 
 
-def load_wheels(path: str | os.PathLike) -> dict[str, dict[str, set[str]]]:
-    """Wheels from a CSV file with columns `wheel,group,word` (one row per word; words are lemmatised)."""
-    wheels: dict[str, dict[str, set[str]]] = {}
+def read_wheel_rows(path: str | os.PathLike):
+    """Yield `(wheel, group, word)` of a CSV with columns `wheel,group,word`, stripped; errors name file and line."""
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"wheel", "group", "word"} - set(reader.fieldnames or [])
@@ -301,8 +300,14 @@ def load_wheels(path: str | os.PathLike) -> dict[str, dict[str, set[str]]]:
         for number, row in enumerate(reader, start=2):
             if not all((row[k] or "").strip() for k in ("wheel", "group", "word")):
                 raise ValueError(f"{os.fspath(path)}:{number}: empty wheel, group or word")
-            group = wheels.setdefault(row["wheel"].strip(), {}).setdefault(row["group"].strip(), set())
-            group.add(lemma(row["word"]))
+            yield row["wheel"].strip(), row["group"].strip(), row["word"].strip()
+
+
+def load_wheels(path: str | os.PathLike) -> dict[str, dict[str, set[str]]]:
+    """Wheels from a CSV file with columns `wheel,group,word` (one row per word; words are lemmatised)."""
+    wheels: dict[str, dict[str, set[str]]] = {}
+    for wheel, group, word in read_wheel_rows(path):
+        wheels.setdefault(wheel, {}).setdefault(group, set()).add(lemma(word))
     return wheels
 
 
@@ -336,6 +341,7 @@ __all__ = [
     "concept_of",
     "lemma",
     "load_wheels",
+    "read_wheel_rows",
     "map_to_label",
     "wheel_groups",
     "write_wheels",

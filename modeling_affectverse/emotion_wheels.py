@@ -24,7 +24,7 @@ import csv
 import os
 import re
 
-from .emotion_lexicon import WHEELS, load_wheels, wheel_groups
+from .emotion_lexicon import WHEELS, load_wheels, read_wheel_rows, wheel_groups
 
 LEVELS = ("level1", "level2")
 
@@ -60,16 +60,8 @@ class ExactWheels:
 
     def __init__(self, path: str | os.PathLike):
         self.index: dict[str, dict[str, set[str]]] = {}  # wheel -> word -> groups
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"wheel", "group", "word"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"{os.fspath(path)}: missing column(s) {sorted(missing)}; expected wheel,group,word")
-            for number, row in enumerate(reader, start=2):
-                if not all((row[k] or "").strip() for k in ("wheel", "group", "word")):
-                    raise ValueError(f"{os.fspath(path)}:{number}: empty wheel, group or word")
-                words = self.index.setdefault(row["wheel"].strip(), {})
-                words.setdefault(row["word"].strip().lower(), set()).add(row["group"].strip())
+        for wheel, group, word in read_wheel_rows(path):
+            self.index.setdefault(wheel, {}).setdefault(word.lower(), set()).add(group)
 
     def names(self) -> list[str]:
         return sorted(self.index)
