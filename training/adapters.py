@@ -19,6 +19,9 @@ from modeling_affectverse.tiny import build_tiny_model
 
 # written by training/sft.py beside the adapter: the EWM config overrides the base was built with (ablation switches)
 EWM_CONFIG_FILE = "ewm_config.json"
+ADAPTER_CARD = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hub_cards", "adapter_template.md"
+)
 
 # q/k/v/o of the language model's decoder layers ONLY: the audio encoder has modules of the same names (DESIGN §3)
 LLM_ATTENTION = r".*language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
@@ -69,7 +72,8 @@ def load_base(name: str, ewm_config: dict | None = None, seed: int | None = None
         # always seed 0: an adapter's base must be rebuilt identically. PEFT records no base name for it (a name
         # would make PEFT look it up on the Hub when saving); a missing base name is read as tiny.
         model, processor = build_tiny_model(seed=0, **overrides)
-        model.init_ewm(seed)
+        if seed is not None:  # a run draws its EWM from its own seed; without one the built model is kept
+            model.init_ewm(seed)
     elif checkpoint_config(name).get("model_type") == "affectverse":
         processor = AffectVerseProcessor.from_pretrained(name)
         model = AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype, **overrides)
@@ -78,7 +82,8 @@ def load_base(name: str, ewm_config: dict | None = None, seed: int | None = None
         model = AffectVerseForConditionalGeneration.from_qwen_omni(
             name, belief_token_id=processor.belief_token_id, dtype=dtype, **overrides
         )
-        model.init_ewm(seed)
+        if seed is not None:  # a run draws its EWM from its own seed; without one the built model is kept
+            model.init_ewm(seed)
     processor.follow_model_config(model.config)
     model.configure_generation(processor.tokenizer)
     return model, processor
@@ -99,6 +104,51 @@ def load_trained(folder: str | os.PathLike, base: str | None = None):
     if os.path.isfile(os.path.join(folder, "processor_config.json")):
         processor = AffectVerseProcessor.from_pretrained(folder).follow_model_config(model.config)
     return load_adapter(model, folder), processor
+
+
+def write_adapter_card(
+    folder: str,
+    base: str,
+    lora_targets,
+    train_manifest: str,
+    datasets: list[str],
+    train_rows: int,
+    steps: int,
+    seed: int,
+    ewm_config: dict | None,
+) -> None:
+    """`training_info.json` (what was trained: base, manifest, datasets, steps, seed; the Hub export reads it) and
+    the adapter folder's `README.md`, replacing the card TRL writes (its base model, snippet and loading route do
+    not fit an AffectVerse adapter)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    info = {
+        "base": base,
+        "train_manifest": os.path.abspath(train_manifest),
+        "datasets": datasets,
+        "train_rows": train_rows,
+        "optimizer_steps": steps,
+        "seed": seed,
+        "ewm_config": ewm_config or {},
+    }
+    with open(os.path.join(folder, "training_info.json"), "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2, sort_keys=True)
+    on_hub = base != "tiny" and not os.path.exists(base) and base.count("/") == 1
+    note = ("The base is the embedded tiny random model, built in code (`tiny`), not a Hub repository: "
+            "`AutoPeftModel` cannot rebuild it; use `load_trained`." if base == "tiny" else
+            f"The base is `{base}`.")  # fmt: skip
+    card = ModelCard.from_template(
+        ModelCardData(base_model=base if on_hub else None, library_name="peft", tags=["affectverse", "lora"]),
+        template_path=ADAPTER_CARD,
+        model_name=os.path.basename(os.path.abspath(folder)),
+        folder=os.path.abspath(folder),
+        lora_targets=str(lora_targets or "q/k/v/o of the decoder layers"),
+        base_description=f"`{base}`" + (" plus the EWM overrides in `ewm_config.json`" if ewm_config else ""),
+        base_note=note,
+        training_summary=f"{train_rows} rows of {', '.join(datasets)} (`{info['train_manifest']}`), seed {seed}; "
+        "details in `training_info.json`.",
+    )
+    card.save(os.path.join(folder, "README.md"))
 
 
 def export_merged(adapter_folder: str | os.PathLike, folder: str | os.PathLike, base: str | None = None) -> str:
@@ -127,4 +177,5 @@ __all__ = [
     "load_adapter",
     "load_base",
     "load_trained",
+    "write_adapter_card",
 ]

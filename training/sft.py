@@ -29,7 +29,13 @@ import torch  # noqa: E402
 from trl import ModelConfig, TrlParser  # noqa: E402
 
 from metrics.run_benchmark import predict_batch  # noqa: E402
-from training.adapters import EWM_CONFIG_FILE, affectverse_lora_config, export_merged, load_base  # noqa: E402
+from training.adapters import (  # noqa: E402
+    EWM_CONFIG_FILE,
+    affectverse_lora_config,
+    export_merged,
+    load_base,
+    write_adapter_card,
+)
 from training.collator import AffectVerseCollator, answer_text, row_problem  # noqa: E402
 from training.demo_data import generate_demo_dataset  # noqa: E402
 from training.manifest import load_manifest  # noqa: E402
@@ -112,44 +118,6 @@ def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int 
     return correct / max(total, 1), 1.0 / max(candidates, 1), total
 
 
-def write_adapter_card(folder: str, model_args, training_args, script_args, train_rows, steps: int) -> None:
-    """`training_info.json` (what was trained: base, manifest, datasets, steps, seed; the Hub export reads it) and
-    the adapter folder's `README.md`, replacing the card TRL writes (its base model, snippet and loading route do
-    not fit an AffectVerse adapter)."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    base = model_args.model_name_or_path or "tiny"
-    info = {
-        "base": base,
-        "train_manifest": os.path.abspath(script_args.train_manifest),
-        "datasets": sorted(set(train_rows["dataset"])),
-        "train_rows": len(train_rows),
-        "optimizer_steps": steps,
-        "seed": training_args.seed,
-        "ewm_config": script_args.ewm_config or {},
-    }
-    with open(os.path.join(folder, "training_info.json"), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2, sort_keys=True)
-    on_hub = base != "tiny" and not os.path.exists(base) and base.count("/") == 1
-    note = ("The base is the embedded tiny random model, built in code (`tiny`), not a Hub repository: "
-            "`AutoPeftModel` cannot rebuild it; use `load_trained`." if base == "tiny" else
-            f"The base is `{base}`.")  # fmt: skip
-    card = ModelCard.from_template(
-        ModelCardData(base_model=base if on_hub else None, library_name="peft", tags=["affectverse", "lora"]),
-        template_path=os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hub_cards", "adapter_template.md"
-        ),  # fmt: skip
-        model_name=os.path.basename(os.path.abspath(folder)),
-        folder=os.path.abspath(folder),
-        lora_targets=str(model_args.lora_target_modules or "q/k/v/o of the decoder layers"),
-        base_description=f"`{base}`" + (" plus the EWM overrides in `ewm_config.json`" if info["ewm_config"] else ""),
-        base_note=note,
-        training_summary=f"{info['train_rows']} rows of {', '.join(info['datasets'])} "
-        f"(`{info['train_manifest']}`), seed {info['seed']}; details in `training_info.json`.",
-    )
-    card.save(os.path.join(folder, "README.md"))
-
-
 def report_processes(trainer: AffectVerseSFTTrainer) -> None:
     """Data-parallel runs: each process reports its optimizer steps; rank 0 checks the trained weights agree."""
     accelerator = trainer.accelerator
@@ -225,8 +193,17 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
         processor.save_pretrained(training_args.output_dir)
         with open(os.path.join(training_args.output_dir, EWM_CONFIG_FILE), "w", encoding="utf-8") as handle:
             json.dump(script_args.ewm_config or {}, handle, indent=2, sort_keys=True)  # the base's architecture
-        write_adapter_card(training_args.output_dir, model_args, training_args, script_args, train_rows,
-                           trainer.state.global_step)  # fmt: skip
+        write_adapter_card(
+            training_args.output_dir,
+            base=model_args.model_name_or_path or "tiny",
+            lora_targets=model_args.lora_target_modules,
+            train_manifest=script_args.train_manifest,
+            datasets=sorted(set(train_rows["dataset"])),
+            train_rows=len(train_rows),
+            steps=trainer.state.global_step,
+            seed=training_args.seed,
+            ewm_config=script_args.ewm_config,
+        )
         if script_args.merge:  # from the saved adapter on a clean base, not from the trainer's model
             export_merged(training_args.output_dir, os.path.join(training_args.output_dir, "merged"))
         if collator.skipped:
