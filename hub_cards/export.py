@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -32,8 +31,8 @@ from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
 from metrics.run_benchmark import MODALITIES  # noqa: E402
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
 from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPipeline  # noqa: E402
-from modeling_affectverse.processing_affectverse import CHAT_TEMPLATE  # noqa: E402
-from training.adapters import EWM_CONFIG_FILE, load_base  # noqa: E402
+from training.adapters import hub_id  # noqa: E402
+from training.adapters import load_trained as load_trained_adapter  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # every score the metric modules report (metrics/*/); counts and per-wheel skips are not scores
@@ -68,13 +67,8 @@ def load_trained(adapter: str | None, checkpoint: str | None, base: str | None):
     base = base or recorded or "tiny"
     if recorded and base != recorded:
         raise ExportError(f"{adapter} was trained on {recorded!r}, not on the given base {base!r}")
-    overrides_path = os.path.join(adapter, EWM_CONFIG_FILE)
-    overrides = json.load(open(overrides_path)) if os.path.isfile(overrides_path) else {}
-    model, processor = load_base(base, overrides)  # the architecture the adapter was trained with
-    from peft import PeftModel
-
-    try:
-        adapted = PeftModel.from_pretrained(model, adapter)
+    try:  # the base built as it was trained (ewm_config.json), the adapter put on it
+        adapted, processor = load_trained_adapter(adapter, base)
     except (RuntimeError, ValueError, KeyError) as err:  # shape or key mismatches
         raise ExportError(f"{adapter} does not fit the base {base!r}: {str(err).splitlines()[0][:300]}") from err
     return adapted.merge_and_unload(), processor
@@ -123,19 +117,11 @@ def results_table(results: dict | None) -> str:
     return "\n".join(lines)
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 EXAMPLE = "example.mp4"  # the widget's example clip, shipped in the repository
 REQUIREMENTS = """# what the remote code imports beyond transformers and torch (media decoding, resampling)
 av>=18.1,<20
 torchaudio
 """
-
-
-def hub_id(value: str | None) -> str | None:
-    """`value` when it is a Hub repository id (`org/name`, not a local path), else None."""
-    if not value or os.path.exists(value) or not HUB_ID.match(value):
-        return None
-    return value
 
 
 def render_card(
@@ -231,8 +217,6 @@ def export(
     os.makedirs(os.path.dirname(output), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(output))
     try:
-        if not processor.chat_template:
-            processor.chat_template = CHAT_TEMPLATE
         model.configure_generation(processor.tokenizer)  # stops at <|im_end|>, pads, never emits a placeholder
         save_pipeline(model, processor, staging, max_shard_size)  # weights, config, remote code, pipeline code
         processor.save_pretrained(staging)  # the pipeline does not save a processor (DESIGN §7)

@@ -16,12 +16,11 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import tempfile
 from typing import Any
 
 from transformers import pipeline
 
-TASKS = ("emotion", "sentiment", "open_vocabulary")
+TASKS = ("emotion", "sentiment", "open_vocabulary")  # the pipeline's (this file ships alone, beside the model)
 MAX_NEW_TOKENS = 256
 
 
@@ -31,8 +30,8 @@ class EndpointHandler:
         root = media_root if media_root is not None else os.environ.get("AFFECTVERSE_MEDIA_ROOT")
         self.media_root = os.path.realpath(root) if root else None
 
-    def _to_file(self, value, folder: str, name: str) -> str:
-        """A readable path for a media field: bytes (raw or base64) written to a private file, or a path inside the
+    def _media(self, value, name: str) -> bytes | str:
+        """A media field as the pipeline takes it: the file's bytes (sent raw or base64), or a path inside the
         configured media folder."""
         if isinstance(value, bytes | bytearray):
             data = bytes(value)
@@ -51,10 +50,7 @@ class EndpointHandler:
             raise ValueError(f"inputs.{name}: expected file bytes (raw or base64), got {type(value).__name__}")
         if not data:
             raise ValueError(f"inputs.{name}: empty file")
-        path = os.path.join(folder, name)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return path
+        return data
 
     def _allowed_path(self, value: str) -> str | None:
         """`value` as a file inside the media folder, or None (not configured, outside it, or not a file: the
@@ -115,11 +111,10 @@ class EndpointHandler:
         subtitle = inputs.get("subtitle")
         if subtitle is not None and not isinstance(subtitle, str):
             raise ValueError("inputs.subtitle must be a string")
-        with tempfile.TemporaryDirectory() as folder:
-            request = {"subtitle": subtitle}
-            for name in ("video", "audio"):
-                if inputs.get(name):
-                    request[name] = self._to_file(inputs[name], folder, name)
-            if "audio_from_video" in inputs:
-                request["audio_from_video"] = bool(inputs["audio_from_video"])
-            return self.pipeline(request, **parameters)
+        request = {"subtitle": subtitle}
+        for name in ("video", "audio"):
+            if inputs.get(name):
+                request[name] = self._media(inputs[name], name)  # bytes: the pipeline writes them to a private file
+        if "audio_from_video" in inputs:
+            request["audio_from_video"] = bool(inputs["audio_from_video"])
+        return self.pipeline(request, **parameters)

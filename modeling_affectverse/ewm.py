@@ -45,6 +45,18 @@ class ImaginationPairs:
     target: torch.Tensor
     copy_last: torch.Tensor
 
+    @classmethod
+    def cat(cls, parts: list[ImaginationPairs]) -> ImaginationPairs:
+        """The pairs of several passes as one set."""
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("imagined", "target", "copy_last")))
+
+    def baseline_losses(self, cosine_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pair loss `(P,)` of two predictors that know nothing of dynamics: copying the last observed token, and
+        predicting the mean target of these pairs (the batch's in training, the held-out set's in the report)."""
+        copied = imagination_loss_terms(self.copy_last[:, None].expand_as(self.target), self.target, cosine_weight)
+        mean = self.target.mean(0, keepdim=True).expand_as(self.target)
+        return copied[0], imagination_loss_terms(mean, self.target, cosine_weight)[0]
+
 
 @dataclass
 class EWMOutput:
@@ -299,15 +311,15 @@ class EmotionWorldModule(nn.Module):
         return index, module(context, context_mask, self.tag_embedding.weight[0], query_time)
 
     def _imagination_terms(self, own: ModalityStream, index: torch.Tensor, imagined: torch.Tensor):
-        """Per-(sample, step) loss and cosine against the pooled future in target space, the samples that count,
-        and the pairs for diagnostics."""
+        """Per-(sample, step) loss and cosine against the pooled future in target space, for the samples that have a
+        future, and those pairs for diagnostics."""
         targets = own.targets[index]  # (B', N, W), detached
         target = pool_future(targets, own.past_len[index], own.future_len[index], imagined.shape[2])  # (B', Q, W)
         loss, cosine = imagination_loss_terms(imagined, target[:, None], self.config.ewm_cosine_weight)  # (B', K)
-        has_future = own.future_len[index] > 0
+        scored = (own.future_len[index] > 0).nonzero().squeeze(1)  # the samples with a future: one host sync
         copy_last = own.last_past(own.targets)[index]  # (B', W)
-        pairs = ImaginationPairs(imagined[has_future].detach(), target[has_future], copy_last[has_future])
-        return loss, cosine, has_future, pairs
+        pairs = ImaginationPairs(imagined.detach()[scored], target[scored], copy_last[scored])
+        return loss[scored], cosine[scored], pairs
 
     # -- belief construction ------------------------------------------------------------------------
     def _memory(self, imagined: torch.Tensor, modality: int) -> torch.Tensor:
@@ -398,9 +410,9 @@ class EmotionWorldModule(nn.Module):
                     bank = imagined.flatten(1, 2) if mean else self._memory(imagined, modality)
                     flat = flat.index_copy(0, index, bank)
                     if own.targets is not None:  # a split was asked for: there may be a future to score
-                        loss, cosine, has_future, modality_pairs = self._imagination_terms(own, index, imagined)
-                        losses.append(loss[has_future])
-                        cosines.append(cosine[has_future].detach())
+                        loss, cosine, modality_pairs = self._imagination_terms(own, index, imagined)
+                        losses.append(loss)
+                        cosines.append(cosine.detach())
                         if modality_pairs.target.shape[0]:
                             pairs[modality] = modality_pairs
                 memories.append(flat)
@@ -438,13 +450,11 @@ class EmotionWorldModule(nn.Module):
     def _baselines(self, pairs: dict[int, ImaginationPairs]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Loss of copy-last and batch-mean predictors on the supervised pairs (same averaging as the imagination
         loss), and the targets' mean cross-sample cosine (averaged over modalities with at least 2 pairs)."""
-        weight = self.config.ewm_cosine_weight
         copy_last, batch_mean, similarity = [], [], []
         for item in pairs.values():
-            copy_last.append(imagination_loss_terms(item.copy_last[:, None].expand_as(item.target), item.target,
-                                                    weight)[0])  # fmt: skip
-            mean = item.target.mean(0, keepdim=True).expand_as(item.target)
-            batch_mean.append(imagination_loss_terms(mean, item.target, weight)[0])
+            copied, mean = item.baseline_losses(self.config.ewm_cosine_weight)
+            copy_last.append(copied)
+            batch_mean.append(mean)
             value = mean_pairwise_cosine(item.target)
             if value is not None:
                 similarity.append(value)

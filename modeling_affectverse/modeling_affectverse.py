@@ -243,10 +243,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         generation_config = self.generation_config
         generation_config.eos_token_id = eos
         generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        config = self.config
-        placeholders = {config.belief_token_id, config.video_token_id, config.audio_token_id, config.image_token_id}
-        placeholders.discard(None)
-        generation_config.suppress_tokens = sorted(set(generation_config.suppress_tokens or []) | placeholders)
+        suppress = set(generation_config.suppress_tokens or []) | self._placeholder_ids()
+        generation_config.suppress_tokens = sorted(suppress)
 
     def set_belief_token_id(self, belief_token_id: int) -> None:
         """Record the `<|belief|>` id, growing the input/output embeddings if it lies past the vocabulary."""
@@ -367,10 +365,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         )
         config = self.config
         if mixed:
-            starts = input_ids == config.vision_start_token_id  # (B, L)
-            following = torch.roll(input_ids, -1, dims=1)
-            plain = (starts & (following == config.video_token_id)).any(1)
-            interleaved = (starts & (following == config.audio_start_token_id)).any(1)
+            plain, interleaved = self._video_blocks(input_ids)
             mixed = bool(plain.any()) and bool(interleaved.any())
         if not mixed:
             return self.model.compute_3d_position_ids(
@@ -386,7 +381,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             )
         if pixel_values is not None:
             raise ValueError("images cannot be mixed into a batch of interleaved and plain video samples")
-        videos = starts.sum(1).tolist()  # per sample
+        videos = (input_ids == config.vision_start_token_id).sum(1).tolist()  # per sample
         audios = (input_ids == config.audio_start_token_id).sum(1).tolist()
         positions, deltas, v0, a0 = [], [], 0, 0
         for i, (nv, na) in enumerate(zip(videos, audios, strict=True)):
@@ -413,17 +408,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods)."""
         if inputs_embeds is None:
             inputs_embeds = self._merge_multimodal(
-                input_ids,
-                input_features,
-                pixel_values,
-                pixel_values_videos,
-                image_grid_thw,
-                video_grid_thw,
-                feature_attention_mask,
-                audio_feature_lengths,
-                mm_encoder_outputs,
-                **kwargs,
-            )
+                input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
+                feature_attention_mask, audio_feature_lengths, mm_encoder_outputs, **kwargs,
+            )  # fmt: skip
         if position_ids is None:
             if feature_attention_mask is not None:
                 audio_feature_lengths = feature_attention_mask.sum(1)
@@ -470,6 +457,20 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None,
         )  # fmt: skip
         return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio)
+
+    def _video_blocks(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(B,)` each: whether a sample holds a plain video block (`<|vision_bos|><|VIDEO|>`) and whether it holds an
+        interleaved audio-in-video block (`<|vision_bos|><|audio_bos|>`)."""
+        starts = input_ids == self.config.vision_start_token_id  # (B, L)
+        following = torch.roll(input_ids, -1, dims=1)
+        plain = (starts & (following == self.config.video_token_id)).any(1)
+        return plain, (starts & (following == self.config.audio_start_token_id)).any(1)
+
+    def _placeholder_ids(self) -> set[int]:
+        """Ids that stand for features only the input supplies (belief, video, audio, image): never generated."""
+        config = self.config
+        return {i for i in (config.belief_token_id, config.video_token_id, config.audio_token_id,
+                            config.image_token_id) if i is not None}  # fmt: skip
 
     def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput) -> torch.Tensor:
         """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer."""
@@ -542,11 +543,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     "input_ids, with or without inputs_embeds"
                 )
         if use_audio_in_video is None and input_ids is not None and video_grid_thw is not None:
-            # read it from the tokens (`<|vision_bos|><|audio_bos|>` opens an interleaved block): left out, the
-            # thinker would silently position an interleaved clip as a plain video
-            following = torch.roll(input_ids, -1, dims=1)
-            opens = (input_ids == self.config.vision_start_token_id) & (following == self.config.audio_start_token_id)
-            use_audio_in_video = bool(opens.any())
+            # read it from the tokens: left out, the thinker would silently position an interleaved clip as plain video
+            use_audio_in_video = bool(self._video_blocks(input_ids)[1].any())
         belief_mask = self._belief_mask(input_ids)
         inputs_embeds, position_ids = self._embed(
             input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
@@ -620,9 +618,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 "without the prompt's cache. To observe only the first part of a clip, cut the media before the "
                 "processor (AffectVerseCollator(observe_ratio=...), the benchmark runner's --keep-ratios)"
             )
-        config = self.config
-        placeholders = {config.belief_token_id, config.video_token_id, config.audio_token_id, config.image_token_id}
-        placeholders.discard(None)
+        placeholders = self._placeholder_ids()
         if kwargs.get("generation_config") is not None:
             generation_config = copy.deepcopy(kwargs["generation_config"])
             generation_config.suppress_tokens = sorted(set(generation_config.suppress_tokens or []) | placeholders)

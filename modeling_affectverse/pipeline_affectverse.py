@@ -22,8 +22,7 @@ import torch
 from transformers import Pipeline
 
 from .emotion_lexicon import map_to_label
-from .media_affectverse import decode_clip
-from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, task_question
+from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, TASKS, task_question
 from .scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
 
 TASK = "video-classification"  # the Hub task whose contract the default output follows
@@ -73,8 +72,8 @@ class AffectVerseEmotionPipeline(Pipeline):
             )
         preprocess = {}
         if task is not None:
-            if task not in ("emotion", "sentiment", "open_vocabulary"):
-                raise ValueError(f"task must be 'emotion', 'sentiment' or 'open_vocabulary', got {task!r}")
+            if task not in TASKS:
+                raise ValueError(f"task must be one of {TASKS}, got {task!r}")
             preprocess["task"] = task
         if label_set is not None:
             labels = [label_set] if isinstance(label_set, str) else list(label_set)
@@ -93,17 +92,6 @@ class AffectVerseEmotionPipeline(Pipeline):
         if return_details is not None:
             forward["generate"] = postprocess["return_details"] = bool(return_details)
         return preprocess, forward, postprocess
-
-    def _inputs(self, texts: list[str], media) -> dict:
-        kwargs = {"padding": True, "return_tensors": "pt"}
-        videos = None
-        if media.video is not None:
-            videos = [media.video.frames] * len(texts)
-            kwargs["videos_kwargs"] = {"fps": [media.video.fps] * len(texts)}
-        audio = None if media.audio is None else [media.audio.waveform] * len(texts)
-        if media.audio_from_video:
-            kwargs.update(load_audio_from_video=True, audio_from_video_indices=list(range(len(texts))))
-        return dict(self.processor(text=texts, videos=videos, audio=audio, **kwargs))
 
     def preprocess(self, inputs, task: str = "emotion", label_set: list[str] | None = None):
         if isinstance(inputs, str | os.PathLike | bytes | bytearray):
@@ -125,21 +113,16 @@ class AffectVerseEmotionPipeline(Pipeline):
         if video is None and audio is None and not inputs.get("subtitle"):
             raise ValueError("the input has no video, no audio and no subtitle: nothing to recognise")
         processor = self.processor
-        media = decode_clip(
-            video, audio, fps=processor.fps, size=processor.frame_size,
-            sample_rate=processor.feature_extractor.sampling_rate, max_frames=64, max_audio_seconds=30.0,
-        )  # fmt: skip
+        media = processor.decode(video, audio)
         label_set = label_set or (list(MER_LABELS) if task == "emotion" else None)
-        question = task_question(task, label_set)
-        has_video, separate_audio = media.video is not None, media.audio is not None and not media.audio_from_video
-
-        def prompt(answer=None):
-            return processor.build_prompt(
-                question, subtitle=inputs.get("subtitle") or None, video=has_video, audio=separate_audio, answer=answer
-            )
-
+        prompt = processor.build_prompt(
+            task_question(task, label_set),
+            subtitle=inputs.get("subtitle") or None,
+            video=media.video is not None,
+            audio=media.audio is not None and not media.audio_from_video,
+        )
         candidates = label_set if task == "emotion" else list(SENTIMENT_ANSWERS) if task == "sentiment" else []
-        generation = self._inputs([prompt()], media)
+        generation = dict(processor.from_clips([prompt], [media]))
         return {"generation": generation, "candidates": candidates, "label_set": label_set}
 
     def _forward(self, model_inputs, max_new_tokens: int = 16, generate: bool = False):

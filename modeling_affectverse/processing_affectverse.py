@@ -32,6 +32,14 @@ SYSTEM_PROMPT = "You are an emotion recognition assistant"
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
 
 
+TASKS = ("emotion", "sentiment", "open_vocabulary")  # what a manifest row, the prompt and the pipeline can ask
+
+
+def answer_token_ids(tokenizer, answer: str) -> list[int]:
+    """The tokens a model must produce to give `answer`: the answer and its closing `<|im_end|>`."""
+    return tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+
+
 def task_question(task: str, label_set: list[str] | None = None) -> str:
     """The task question of the paper's prompt (Appendix A) for `emotion`, `sentiment` or `open_vocabulary`."""
     if task == "emotion":
@@ -184,13 +192,22 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
     def defuse_special_tokens(self, text: str) -> str:
         """`text` with every special-token string (`<|im_end|>`, `<|VIDEO|>`, `<|belief|>`, ...) broken by a space
         after its first character (`< |im_end|>`), so the tokenizer reads it as plain text, never as the token."""
-        tokenizer = self.tokenizer
-        specials = {str(t) for t in tokenizer.all_special_tokens}
-        specials |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-        for token in sorted((t for t in specials if len(t) > 1), key=len, reverse=True):
+        for token in self._special_texts():
             if token in text:
                 text = text.replace(token, f"{token[0]} {token[1:]}")
         return text
+
+    def _special_texts(self) -> list[str]:
+        """The tokenizer's special-token strings, longest first; computed once per vocabulary size (every prompt
+        field of every sample passes through `defuse_special_tokens`)."""
+        tokenizer = self.tokenizer
+        cached = getattr(self, "_special_cache", None)
+        if cached is None or cached[0] != len(tokenizer):
+            specials = {str(t) for t in tokenizer.all_special_tokens}
+            specials |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+            cached = (len(tokenizer), sorted((t for t in specials if len(t) > 1), key=len, reverse=True))
+            self._special_cache = cached
+        return cached[1]
 
     def insert_belief_placeholders(self, text: str, video: bool, audio: bool) -> str:
         """Insert the placeholders into one sample's text (DESIGN §4.7).
@@ -227,7 +244,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         tail = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         for i, answer in enumerate(answers):
-            ids = self.tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            ids = answer_token_ids(self.tokenizer, answer)
             end = int(attention_mask[i].nonzero()[-1]) + 1 - len(tail)  # one past the answer's <|im_end|>
             start = end - len(ids)
             if input_ids[i, start:end].tolist() != ids:
@@ -244,11 +261,10 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         conversation = self._defused(conversation)
         if not kwargs.get("tokenize"):
             return super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
-        from .media_affectverse import decode_clip  # imported here: decoding is only needed when tokenizing
 
         conversations = [conversation] if isinstance(conversation[0], dict) else list(conversation)
         in_video = bool(kwargs.get("load_audio_from_video"))
-        texts, videos, fps, audio, sources = [], [], [], [], []
+        texts, clips = [], []
         for messages in conversations:
             texts.append(
                 super().apply_chat_template(
@@ -263,26 +279,35 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             sound = [p.get("audio") or p.get("path") for p in parts if p.get("type") == "audio"]
             if len(video) > 1 or len(sound) > 1:
                 raise ValueError("a conversation may hold one video and one audio part (the prompt format)")
-            media = decode_clip(
-                video[0] if video else None,
-                sound[0] if sound else (video[0] if video and in_video else None),
-                fps=self.fps,
-                size=self.frame_size,
-                sample_rate=self.feature_extractor.sampling_rate,
-                max_frames=64,
-                max_audio_seconds=30.0,
-            )
+            clips.append(self.decode(video[0] if video else None,
+                                     sound[0] if sound else (video[0] if video and in_video else None)))  # fmt: skip
+        outputs = self.from_clips(texts, clips, return_tensors=kwargs.get("return_tensors") or "pt")
+        return outputs if kwargs.get("return_dict", True) else outputs["input_ids"]
+
+    def decode(self, video: str | None, audio: str | None):
+        """A clip's media decoded as this processor takes them (`media_affectverse.decode_clip` at `self.fps`,
+        `self.frame_size`, the feature extractor's rate; memory guards: 64 frames, 30 s of audio)."""
+        from .media_affectverse import decode_clip  # imported here: only media paths need decoding
+
+        return decode_clip(video, audio, fps=self.fps, size=self.frame_size,
+                           sample_rate=self.feature_extractor.sampling_rate, max_frames=64,
+                           max_audio_seconds=30.0)  # fmt: skip
+
+    def from_clips(self, texts: list[str], clips: list, return_tensors: str = "pt"):
+        """Model inputs for prompts and their decoded clips (one per text, from `decode`): each clip's frame rate,
+        and its soundtrack interleaved with its video when it is the video's own track."""
+        videos, fps, audio, sources = [], [], [], []
+        for media in clips:
             if media.video is not None:
                 videos.append(media.video.frames)
                 fps.append(media.video.fps)
             if media.audio is not None:
                 audio.append(media.audio.waveform)
                 sources.append(len(videos) - 1 if media.audio_from_video else None)
-        call = {"padding": True, "return_tensors": kwargs.get("return_tensors") or "pt", "videos_kwargs": {"fps": fps}}
+        call = {"padding": True, "return_tensors": return_tensors, "videos_kwargs": {"fps": fps}}
         if any(source is not None for source in sources):
             call.update(load_audio_from_video=True, audio_from_video_indices=sources)
-        outputs = self(text=texts, videos=videos or None, audio=audio or None, **call)
-        return outputs if kwargs.get("return_dict", True) else outputs["input_ids"]
+        return self(text=texts, videos=videos or None, audio=audio or None, **call)
 
     def _defused(self, conversation):
         """A copy of a conversation (or a list of them) with special-token text in every text part defused."""
@@ -523,6 +548,8 @@ __all__ = [
     "MER_LABELS",
     "SENTIMENT_ANSWERS",
     "SYSTEM_PROMPT",
+    "TASKS",
     "AffectVerseProcessor",
+    "answer_token_ids",
     "task_question",
 ]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .processing_affectverse import answer_token_ids
+
 IGNORE_INDEX = -100
 
 
@@ -44,7 +46,7 @@ def closed_set_probabilities(model, inputs: dict, num_candidates: int) -> tuple[
 
 def candidate_token_ids(tokenizer, candidates: list[str]) -> list[list[int]]:
     """Each candidate answer as the tokens the model must produce: the answer and its closing `<|im_end|>`."""
-    return [tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"] for answer in candidates]
+    return [answer_token_ids(tokenizer, answer) for answer in candidates]
 
 
 @torch.no_grad()

@@ -70,7 +70,7 @@ def run_one(spec: dict) -> dict:
     from metrics.run_benchmark import run as run_benchmark
     from training.imagination_report import imagination_report
     from training.manifest import load_manifest
-    from training.sft import ScriptArguments, load_model_and_processor, main
+    from training.sft import ScriptArguments, main
     from training.trainer import AffectVerseSFTConfig
 
     torch.set_num_threads(spec["threads"])
@@ -81,19 +81,15 @@ def run_one(spec: dict) -> dict:
                  *variant_arguments(spec["overrides"]), *spec["extra"]]  # fmt: skip
     parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(arguments)
-    if script_args.demo_data and not os.path.isfile(script_args.train_manifest):
-        from training.demo_data import generate_demo_dataset
+    reports, held_out = {}, []
 
-        generate_demo_dataset(script_args.demo_data, progress=False)
-    rows = load_manifest(script_args.train_manifest, media_root=script_args.media_root)
-    held_out = rows.filter(lambda row: row["split"] == script_args.eval_split)
+    def report_at_init(trainer):  # the model as training starts: one load, the same model the run then trains
+        rows = load_manifest(script_args.train_manifest, media_root=script_args.media_root)  # (made by main if demo)
+        held_out.extend(rows.filter(lambda row: row["split"] == script_args.eval_split))
+        reports["init"] = imagination_report(trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS,
+                                             fps=training_args.decode_fps)  # fmt: skip
 
-    # the model as training starts (same construction and seed as main()), for the "at initialisation" report
-    initial, processor = load_model_and_processor(model_args, script_args.ewm_config, training_args.seed)
-    report_at_init = imagination_report(initial, processor, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps)
-    del initial
-
-    trainer = main(script_args, training_args, model_args)
+    trainer = main(script_args, training_args, model_args, before_training=report_at_init)
     logs = [entry for entry in trainer.state.log_history if "lm_loss" in entry]
     report_trained = imagination_report(trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS,
                                         fps=training_args.decode_fps)  # fmt: skip
@@ -112,7 +108,7 @@ def run_one(spec: dict) -> dict:
         "arguments": arguments,
         "overrides": spec["overrides"],
         "benchmark": benchmark,
-        "imagination": {"init": report_at_init, "trained": report_trained},
+        "imagination": {"init": reports["init"], "trained": report_trained},
         "final_logs": logs[-10:],
         "seconds": round(time.time() - started, 1),
     }

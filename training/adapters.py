@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from peft import LoraConfig, PeftModel
 from transformers import Qwen2_5OmniProcessor
@@ -22,6 +23,15 @@ EWM_CONFIG_FILE = "ewm_config.json"
 ADAPTER_CARD = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hub_cards", "adapter_template.md"
 )
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def hub_id(value: str | None) -> str | None:
+    """`value` when it is a Hub repository id (`org/name`, not a local path), else None."""
+    if not value or os.path.exists(value) or not HUB_ID.match(value):
+        return None
+    return value
+
 
 # q/k/v/o of the language model's decoder layers ONLY: the audio encoder has modules of the same names (DESIGN §3)
 LLM_ATTENTION = r".*language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
@@ -68,22 +78,22 @@ def load_base(name: str, ewm_config: dict | None = None, seed: int | None = None
     generation stops at `<|im_end|>`.
     """
     overrides = dict(ewm_config or {})
+    new_ewm = True
     if name == "tiny":
         # always seed 0: an adapter's base must be rebuilt identically. PEFT records no base name for it (a name
         # would make PEFT look it up on the Hub when saving); a missing base name is read as tiny.
         model, processor = build_tiny_model(seed=0, **overrides)
-        if seed is not None:  # a run draws its EWM from its own seed; without one the built model is kept
-            model.init_ewm(seed)
     elif checkpoint_config(name).get("model_type") == "affectverse":
         processor = AffectVerseProcessor.from_pretrained(name)
         model = AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype, **overrides)
+        new_ewm = False
     else:
         processor = AffectVerseProcessor.from_omni_processor(Qwen2_5OmniProcessor.from_pretrained(name))
         model = AffectVerseForConditionalGeneration.from_qwen_omni(
             name, belief_token_id=processor.belief_token_id, dtype=dtype, **overrides
         )
-        if seed is not None:  # a run draws its EWM from its own seed; without one the built model is kept
-            model.init_ewm(seed)
+    if new_ewm and seed is not None:  # a run draws its EWM from its own seed; without one the built model is kept
+        model.init_ewm(seed)
     processor.follow_model_config(model.config)
     model.configure_generation(processor.tokenizer)
     return model, processor
@@ -133,12 +143,11 @@ def write_adapter_card(
     }
     with open(os.path.join(folder, "training_info.json"), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2, sort_keys=True)
-    on_hub = base != "tiny" and not os.path.exists(base) and base.count("/") == 1
     note = ("The base is the embedded tiny random model, built in code (`tiny`), not a Hub repository: "
             "`AutoPeftModel` cannot rebuild it; use `load_trained`." if base == "tiny" else
             f"The base is `{base}`.")  # fmt: skip
     card = ModelCard.from_template(
-        ModelCardData(base_model=base if on_hub else None, library_name="peft", tags=["affectverse", "lora"]),
+        ModelCardData(base_model=hub_id(base), library_name="peft", tags=["affectverse", "lora"]),
         template_path=ADAPTER_CARD,
         model_name=os.path.basename(os.path.abspath(folder)),
         folder=os.path.abspath(folder),
@@ -174,6 +183,7 @@ __all__ = [
     "LLM_ATTENTION",
     "affectverse_lora_config",
     "export_merged",
+    "hub_id",
     "load_adapter",
     "load_base",
     "load_trained",

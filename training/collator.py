@@ -134,6 +134,7 @@ class AffectVerseCollator:
         self.keep_ratio = keep_ratio
         self.cache_media = cache_media
         self._media: dict = {}
+        self._prompt_room: dict = {}  # tokens left for a subtitle, per kind of prompt (see _fit_subtitle)
         self.last_kept: list[int] = []  # indices of the last call's rows that are in its batch, in batch order
         self.last_skipped: list[tuple] = []  # (id, reason, message) of the last call's skipped rows
         self.epoch = 0
@@ -265,15 +266,21 @@ class AffectVerseCollator:
         if subtitle is None or processor.max_length is None:
             return subtitle
         tokenizer = processor.tokenizer
-        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-        without = count(processor.build_prompt(question, subtitle="x", **prompt))  # "x": the subtitle line's frame
-        reserve = processor.belief_tokens_dual if has_media else 0
-        if prompt["video"]:
-            reserve += processor._video_tokens(2 * processor.video_processor.temporal_patch_size)  # the fewest frames
-        if has_media and (prompt["audio"] or not prompt["video"]):
-            reserve += 2
-        room = processor.max_length - without - reserve
-        ids = tokenizer(processor.defuse_special_tokens(subtitle), add_special_tokens=False)["input_ids"]
+        key = (processor.max_length, question, has_media, *prompt.values())  # a few kinds of prompt per dataset
+        if key not in self._prompt_room:
+            frame = processor.build_prompt(question, subtitle="x", **prompt)  # "x": the subtitle line's frame
+            reserve = processor.belief_tokens_dual if has_media else 0
+            if prompt["video"]:
+                reserve += processor._video_tokens(2 * processor.video_processor.temporal_patch_size)  # fewest frames
+            if has_media and (prompt["audio"] or not prompt["video"]):
+                reserve += 2
+            used = len(tokenizer(frame, add_special_tokens=False)["input_ids"])
+            self._prompt_room[key] = processor.max_length - used - reserve
+        room = self._prompt_room[key]
+        defused = processor.defuse_special_tokens(subtitle)
+        if len(defused.encode("utf-8")) + 2 <= room:  # a token covers at least one byte: it fits, no tokenizing
+            return subtitle
+        ids = tokenizer(defused, add_special_tokens=False)["input_ids"]
         if len(ids) <= room:
             return subtitle
         self.adjusted["subtitle_truncated"] += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from modeling_affectverse.ewm import imagination_loss_terms, mean_pairwise_cosine
+from modeling_affectverse.ewm import ImaginationPairs, imagination_loss_terms, mean_pairwise_cosine
 from training.collator import AffectVerseCollator
 
 MODALITY_NAMES = {0: "video", 1: "audio"}
@@ -47,35 +47,31 @@ def imagination_report(
     if not base.config.imagines:
         return None
     model.eval()
-    collected: dict[int, dict[str, list[torch.Tensor]]] = {}
+    collected: dict[int, list[ImaginationPairs]] = {}
     for ratio in keep_ratios:
         collator = AffectVerseCollator(processor, train=False, with_answer=False, keep_ratio=ratio, fps=fps)
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            out = base.imagine(**batch)
-            for modality, pairs in out.pairs.items():
-                store = collected.setdefault(modality, {"imagined": [], "target": [], "copy_last": []})
-                store["imagined"].append(pairs.imagined.float())
-                store["target"].append(pairs.target.float())
-                store["copy_last"].append(pairs.copy_last.float())
+            for modality, pairs in base.imagine(**batch).pairs.items():
+                collected.setdefault(modality, []).append(pairs)
     if not collected:
         return None
     weight = float(base.config.ewm_cosine_weight)
     by_modality, totals = {}, {"ewm": [], "copy_last": [], "set_mean": [], "cosine": []}
     for modality in sorted(collected):
-        imagined = torch.cat(collected[modality]["imagined"])  # (P, K, Q, W)
-        target = torch.cat(collected[modality]["target"])  # (P, Q, W)
-        copy_last = torch.cat(collected[modality]["copy_last"])  # (P, W)
-        ewm, cosine = imagination_loss_terms(imagined, target[:, None], weight)  # (P, K) each
-        copied = imagination_loss_terms(copy_last[:, None].expand_as(target), target, weight)[0]  # (P,)
-        set_mean = imagination_loss_terms(target.mean(0, keepdim=True).expand_as(target), target, weight)[0]
+        pairs = ImaginationPairs.cat(collected[modality])
+        imagined = pairs.imagined.float()  # (P, K, Q, W)
+        pairs = ImaginationPairs(imagined, pairs.target.float(), pairs.copy_last.float())
+        ewm, cosine = imagination_loss_terms(imagined, pairs.target[:, None], weight)  # (P, K) each
+        copied, set_mean = pairs.baseline_losses(weight)  # (P,) each: the mean target over the whole held-out set
         totals["ewm"].append(ewm.mean(1))
         totals["copy_last"].append(copied)
         totals["set_mean"].append(set_mean)
         totals["cosine"].append(cosine)
         by_modality[MODALITY_NAMES[modality]] = _summary(
-            ewm.mean(1), copied, set_mean, cosine, mean_pairwise_cosine(target), mean_pairwise_cosine(imagined[:, -1])
-        )
+            ewm.mean(1), copied, set_mean, cosine, mean_pairwise_cosine(pairs.target),
+            mean_pairwise_cosine(imagined[:, -1]),
+        )  # fmt: skip
     similarities = [by_modality[MODALITY_NAMES[m]] for m in sorted(collected)]
     report = _summary(
         torch.cat(totals["ewm"]),

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Iterator
 
 import datasets
 
-TASKS = ("emotion", "sentiment", "open_vocabulary")
+from modeling_affectverse.processing_affectverse import TASKS
+
 FIELDS = ("id", "dataset", "split", "task", "video", "audio", "subtitle", "label", "label_set")
 OPTIONAL_FIELDS = ("segment", "modality_labels")
 MODALITY_LABEL_KEYS = ("text", "audio", "video")

@@ -132,7 +132,11 @@ def report_processes(trainer: AffectVerseSFTTrainer) -> None:
         print(f"trainable parameters {state} on all {accelerator.num_processes} processes")
 
 
-def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, model_args: ModelConfig):
+def main(
+    script_args: ScriptArguments, training_args: AffectVerseSFTConfig, model_args: ModelConfig, before_training=None
+):
+    """Build, train, save (and optionally merge and score) as the arguments say. `before_training(trainer)`, when
+    given, sees the trainer's model as training starts (the ablation runner's report at initialisation)."""
     # Model
     model, processor = load_model_and_processor(model_args, script_args.ewm_config, training_args.seed)
     peft_config = affectverse_lora_config(
@@ -186,6 +190,8 @@ def main(script_args: ScriptArguments, training_args: AffectVerseSFTConfig, mode
         processing_class=processor,
         peft_config=peft_config,
     )
+    if before_training is not None:
+        before_training(trainer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     report_processes(trainer)
     trainer.save_model(training_args.output_dir)  # the adapter: LoRA + EWM + belief row

@@ -169,7 +169,8 @@ class AffectVerseSFTTrainer(SFTTrainer):
             stats[3 + steps : 5 + steps] = outputs.imagination_baselines.detach()
             if outputs.imagination_target_similarity is not None:
                 stats[5 + steps], stats[6 + steps] = outputs.imagination_target_similarity.detach(), 1.0
-        stats = self.accelerator.gather_for_metrics(stats.unsqueeze(0))  # (processes, 3 + K + 4)
+        # (processes, 3 + K + 4), read on the host once: the checks below then cost no further device syncs
+        stats = self.accelerator.gather_for_metrics(stats.unsqueeze(0)).cpu()
         metrics = self._metrics[mode]
         metrics["lm_loss"].append(stats[:, 0].mean().item())
         with_targets = stats[stats[:, 2] > 0]
