@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ewm_layers import CrossAttentionBlock, TimeEmbedding, pool_future, split_lengths
+from .ewm_layers import CrossAttentionBlock, TimeEmbedding, past_length, pool_future, split_lengths
 
 VIDEO, AUDIO = 0, 1  # rows of the type-embedding table; the other rows are reserved (paper D.3)
 DEFAULT_TOKEN_SECONDS = 0.04  # token spacing assumed when no times are given: the thinker's 25 audio tokens per second
@@ -33,29 +33,45 @@ DEFAULT_TOKEN_SECONDS = 0.04  # token spacing assumed when no times are given: t
 
 @dataclass
 class ImaginationPairs:
-    """The supervised (sample, modality) pairs of one modality in one pass, detached (for diagnostics).
+    """The (sample, modality) pairs of one modality in one pass, detached (for diagnostics).
 
     Attributes:
         imagined: `(P, K, Q, W)` the rollout's tokens.
         target: `(P, Q, W)` the pooled real future in target space.
         copy_last: `(P, W)` the last observed token in target space (the copy-last baseline's prediction).
+        scored: `(P,)` bool, which rows are supervised pairs; None when every row is one. The EWM returns whole-batch
+            rows with this mask (selecting them would make the host wait for the device); `compact` selects them.
     """
 
     imagined: torch.Tensor
     target: torch.Tensor
     copy_last: torch.Tensor
+    scored: torch.Tensor | None = None
+
+    def compact(self) -> ImaginationPairs:
+        """Only the supervised rows (one device-to-host read of the mask)."""
+        if self.scored is None:
+            return self
+        keep = self.scored.nonzero().squeeze(1)
+        return ImaginationPairs(self.imagined[keep], self.target[keep], self.copy_last[keep])
 
     @classmethod
     def cat(cls, parts: list[ImaginationPairs]) -> ImaginationPairs:
-        """The pairs of several passes as one set."""
+        """The supervised pairs of several passes as one set."""
+        parts = [p.compact() for p in parts]
         return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("imagined", "target", "copy_last")))
 
     def baseline_losses(self, cosine_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pair loss `(P,)` of two predictors that know nothing of dynamics: copying the last observed token, and
-        predicting the mean target of these pairs (the batch's in training, the held-out set's in the report)."""
+        """Per-row loss `(P,)` of two predictors that know nothing of dynamics: copying the last observed token, and
+        predicting the mean target of the supervised rows (the batch's in training, the held-out set's in the report).
+        Rows outside `scored` get a loss too; the caller weighs them out."""
         copied = imagination_loss_terms(self.copy_last[:, None].expand_as(self.target), self.target, cosine_weight)
-        mean = self.target.mean(0, keepdim=True).expand_as(self.target)
-        return copied[0], imagination_loss_terms(mean, self.target, cosine_weight)[0]
+        if self.scored is None:
+            mean = self.target.mean(0, keepdim=True)
+        else:
+            weight = self.scored.to(self.target.dtype)
+            mean = (weight[:, None, None] * self.target).sum(0, keepdim=True) / weight.sum().clamp(min=1)
+        return copied[0], imagination_loss_terms(mean.expand_as(self.target), self.target, cosine_weight)[0]
 
 
 @dataclass
@@ -72,7 +88,8 @@ class EWMOutput:
             observed token, and predicting the batch's mean target; None like the loss.
         target_similarity: detached mean cosine between the targets of different samples (per modality, then
             averaged): near 1 means the targets are collapsing to a constant. None with fewer than 2 pairs.
-        pairs: per modality (VIDEO, AUDIO) the supervised pairs, detached; empty when there are none.
+        batch_pairs: per modality (VIDEO, AUDIO) with supervised pairs, every sample's rows and the `scored` mask,
+            detached; `pairs` selects the supervised rows.
         video_present / audio_present: `(B,)` which modalities the EWM used per sample.
         video_past_len / audio_past_len: `(B,)` tokens of each stream kept as past (0 if absent).
     """
@@ -87,7 +104,51 @@ class EWMOutput:
     audio_past_len: torch.Tensor
     imagination_baselines: torch.Tensor | None = None
     target_similarity: torch.Tensor | None = None
-    pairs: dict[int, ImaginationPairs] = field(default_factory=dict)
+    batch_pairs: dict[int, ImaginationPairs] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> dict[int, ImaginationPairs]:
+        """Per modality the supervised pairs only (reads the masks back to the host: for diagnostics)."""
+        return {modality: pairs.compact() for modality, pairs in self.batch_pairs.items()}
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What the host must know of a batch to launch the EWM without reading the device: the stream sizes that set
+    tensor shapes, and which branches run (regimes present, supervised pairs per modality).
+
+    Built once per batch, from the collator's CPU tensors (free) or by `read` (one device-to-host copy). Everything
+    per sample that the computation itself uses stays on the device; the plan must describe the same batch.
+    """
+
+    video_counts: tuple[int, ...]
+    audio_counts: tuple[int, ...]
+    keep_ratio: tuple[float, ...] | None  # None: rho = 1
+
+    @classmethod
+    def read(cls, video_mask: torch.Tensor, audio_mask: torch.Tensor, keep_ratio: torch.Tensor | None) -> StreamPlan:
+        """The plan of a batch from its masks `(B, L)` and rho `(B,)`: a single device-to-host copy."""
+        values = [video_mask.sum(1).float(), audio_mask.sum(1).float()]
+        if keep_ratio is not None:
+            values.append(keep_ratio.float().expand(video_mask.shape[0]))
+        host = torch.stack(values, dim=1).cpu()
+        return cls(
+            tuple(host[:, 0].long().tolist()),
+            tuple(host[:, 1].long().tolist()),
+            None if keep_ratio is None else tuple(host[:, 2].tolist()),
+        )
+
+    def streams(self, min_tokens: int) -> list[dict]:
+        """Per modality (VIDEO, AUDIO): `present` (list of bool), `size` (longest present stream) and `pairs`
+        (samples whose stream has a future), by the device's rules (DESIGN §4.3) in plain Python."""
+        rho = self.keep_ratio or (None,) * len(self.video_counts)
+        result = []
+        for counts in (self.video_counts, self.audio_counts):
+            count = [n if n >= min_tokens else 0 for n in counts]
+            past = [past_length(n, r) for n, r in zip(count, rho, strict=True)]
+            result.append({"present": [n > 0 for n in count], "size": max(count, default=0),
+                           "pairs": sum(n > p for n, p in zip(count, past, strict=True))})  # fmt: skip
+        return result
 
 
 @dataclass
@@ -183,13 +244,17 @@ def imagination_loss_terms(predicted: torch.Tensor, target: torch.Tensor, cosine
     return mse + cosine_weight * (1.0 - cosine), cosine
 
 
-def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor | None:
-    """Mean cosine between different rows of `vectors (P, …)` (flattened); None with fewer than 2 rows."""
-    if vectors.shape[0] < 2:
-        return None
-    unit = F.normalize(vectors.flatten(1).float(), dim=-1)
+def mean_pairwise_cosine(vectors: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Mean cosine between different rows of `vectors (P, …)` (flattened); None with fewer than 2 rows.
+
+    `weight` `(P,)` of 0/1 selects the rows without indexing (the caller knows there are at least 2)."""
+    if weight is None:
+        if vectors.shape[0] < 2:
+            return None
+        weight = vectors.new_ones(vectors.shape[0])
+    unit = F.normalize(vectors.flatten(1).float(), dim=-1) * weight.float()[:, None]
     gram = unit @ unit.T
-    count = vectors.shape[0]
+    count = weight.float().sum()
     return (gram.sum() - gram.diagonal().sum()) / (count * (count - 1))
 
 
@@ -231,27 +296,35 @@ class EmotionWorldModule(nn.Module):
         self.up_proj = nn.Linear(width, hidden)
 
     # -- preparation -------------------------------------------------------------------------
-    def _stream(self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times) -> ModalityStream:
-        """Gather one modality's tokens in sequence order, project them D -> W (only real tokens), split them."""
+    def _stream(
+        self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times, size: int | None = None
+    ) -> ModalityStream:
+        """Gather one modality's tokens in sequence order, project them D -> W, split them.
+
+        `size`: the longest present stream of the batch (from the `StreamPlan`); None reads it from the device.
+        Tokens are gathered by a stable sort of the mask (the stream's positions first, in order), not by boolean
+        indexing, whose output size the host would have to wait for.
+        """
         count = mask.sum(1)  # (B,)
         present = count >= self.config.ewm_min_modality_tokens
         count = count * present  # a stream too short for past + future is absent (DESIGN §4.3)
         mask = mask & present[:, None]
-        n_max = int(count.max()) if count.numel() else 0
+        n_max = (int(count.max()) if count.numel() else 0) if size is None else size
         valid = torch.arange(n_max, device=hidden.device) < count[:, None]  # (B, N_max)
+        order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :n_max]  # (B, N_max) positions
         width = self.config.ewm_working_size
         tokens = hidden.new_zeros(hidden.shape[0], n_max, width)
         down = None if self.config.ewm_belief_construction == "random_tokens" else (self.video_down, self.audio_down)
         targets = None
         if n_max and down is not None:
-            selected = hidden[mask]  # (sum N, D), row-major order = sequence order
-            tokens = tokens.masked_scatter(valid[..., None], down[modality](selected))
+            selected = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N_max, D)
+            tokens = torch.where(valid[..., None], down[modality](selected), 0.0)
             if self.config.ewm_belief_construction == "ewm" and keep_ratio is not None:  # else nothing is future
                 targets = tokens.detach()  # "online": the trained down-projection (the original design, collapses)
                 if self.config.ewm_imagination_target == "frozen":
-                    projected = selected.detach() @ self.target_projection[modality].to(selected.dtype).T  # (sum N, W)
+                    projected = selected.detach() @ self.target_projection[modality].to(selected.dtype).T
                     projected = F.layer_norm(projected, (width,))  # unit scale: the loss does not depend on |h|
-                    targets = tokens.new_zeros(tokens.shape).masked_scatter(valid[..., None], projected)
+                    targets = torch.where(valid[..., None], projected, 0.0)
         stream_times = hidden.new_zeros(hidden.shape[0], n_max, dtype=torch.float32)
         if n_max:
             if times is None:  # no clock given: the stream's token index at the audio token rate
@@ -259,67 +332,67 @@ class EmotionWorldModule(nn.Module):
             else:
                 first = torch.where(mask, times.float(), torch.inf).amin(1, keepdim=True)
                 seconds = times.float() - torch.where(torch.isfinite(first), first, 0.0)
-            stream_times = stream_times.masked_scatter(valid, seconds[mask])
+            stream_times = torch.where(valid, seconds.gather(1, order), 0.0)
         past_len = split_lengths(count, keep_ratio) * present
         return ModalityStream(tokens, targets, stream_times, count, past_len, present)
 
     # -- imagination ---------------------------------------------------------------------------
-    def _context(self, own: ModalityStream, other: ModalityStream, index: torch.Tensor, boundary: torch.Tensor | None):
-        """Rollout context for the samples `index` whose target modality is `own` (paper Eq. 3).
+    def _context(self, own: ModalityStream, other: ModalityStream, boundary: torch.Tensor | None):
+        """Rollout context of every sample for the target modality `own` (paper Eq. 3).
 
-        With time embeddings, every context token also carries its time relative to `boundary` `(B',)`, the time of
+        With time embeddings, every context token also carries its time relative to `boundary` `(B,)`, the time of
         the own stream's last past token (DESIGN §4.4, revised): without it cross-attention cannot tell past order.
+        A sample without the own modality attends to its first slot only, so its (discarded) rows stay finite.
         """
         tag_self, tag_cross = self.tag_embedding.weight
-        own_mask, other_mask = own.past_mask[index], other.past_mask[index] & other.present[index, None]
+        own_mask, other_mask = own.past_mask, other.past_mask & other.present[:, None]
         mode = self.config.ewm_context_mode
         if mode == "self":
             other_mask = torch.zeros_like(other_mask)
         elif mode == "cross":  # own past only where the other modality is absent
-            own_mask = own_mask & ~other.present[index, None]
-        own_tokens, other_tokens = own.tokens[index] + tag_self, other.tokens[index] + tag_cross
+            own_mask = own_mask & ~other.present[:, None]
+        own_tokens, other_tokens = own.tokens + tag_self, other.tokens + tag_cross
         if boundary is not None:
-            own_tokens = own_tokens + self.time_embedding(own.times[index] - boundary[:, None])
-            other_tokens = other_tokens + self.time_embedding(other.times[index] - boundary[:, None])
-        return torch.cat([own_tokens, other_tokens], dim=1), torch.cat([own_mask, other_mask], dim=1)
+            own_tokens = own_tokens + self.time_embedding(own.times - boundary[:, None])
+            other_tokens = other_tokens + self.time_embedding(other.times - boundary[:, None])
+        mask = torch.cat([own_mask, other_mask], dim=1)
+        absent = F.pad(~own.present[:, None], (0, mask.shape[1] - 1))  # (B, C): True at slot 0 of absent samples
+        return torch.cat([own_tokens, other_tokens], dim=1), mask | absent
 
-    def _bin_times(self, own: ModalityStream, index: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
-        """`(B', Q)` seconds after `boundary` of the future bins the queries stand for.
+    def _bin_times(self, own: ModalityStream, boundary: torch.Tensor) -> torch.Tensor:
+        """`(B, Q)` seconds after `boundary` of the future bins the queries stand for.
 
         With a future (training, rho < 1): the mean time of the future tokens pooled into each bin. Without one
         (inference): bins spread evenly over an assumed horizon of `ewm_inference_horizon` x the observed span.
         """
         bins = self.config.ewm_num_future_queries
-        times = own.times[index]
-        pooled = pool_future(times[..., None], own.past_len[index], own.future_len[index], bins)[..., 0]  # (B', Q)
+        times = own.times
+        pooled = pool_future(times[..., None], own.past_len, own.future_len, bins)[..., 0]  # (B, Q)
         real = pooled - boundary[:, None]
         span = (boundary - times[:, 0]).clamp(min=0.0)  # observed seconds of the own stream
         fraction = (torch.arange(bins, device=times.device, dtype=times.dtype) + 0.5) / bins
         assumed = fraction[None] * (self.config.ewm_inference_horizon * span)[:, None]
-        return torch.where((own.future_len[index] > 0)[:, None], real, assumed)
+        return torch.where((own.future_len > 0)[:, None], real, assumed)
 
     def _imagine(self, own: ModalityStream, other: ModalityStream, module: TemporalImagination):
-        """Run one modality's rollout on the samples that have it; returns `(index, imagined (B', K, Q, W))`."""
-        index = own.present.nonzero().squeeze(1)
-        if index.numel() == 0:
-            return index, None
+        """Run one modality's rollout on the whole batch; returns `(present (B,), imagined (B, K, Q, W))`, the rows
+        of samples without the modality finite and meaningless (the callers mask them out)."""
         boundary = query_time = None
         if self.config.ewm_time_embedding:
-            boundary = own.last_past(own.times)[index]  # (B',)
-            query_time = self.time_embedding(self._bin_times(own, index, boundary))  # (B', Q, W)
-        context, context_mask = self._context(own, other, index, boundary)
-        return index, module(context, context_mask, self.tag_embedding.weight[0], query_time)
+            boundary = own.last_past(own.times)  # (B,)
+            query_time = self.time_embedding(self._bin_times(own, boundary))  # (B, Q, W)
+        context, context_mask = self._context(own, other, boundary)
+        return own.present, module(context, context_mask, self.tag_embedding.weight[0], query_time)
 
-    def _imagination_terms(self, own: ModalityStream, index: torch.Tensor, imagined: torch.Tensor):
-        """Per-(sample, step) loss and cosine against the pooled future in target space, for the samples that have a
-        future, and those pairs for diagnostics."""
-        targets = own.targets[index]  # (B', N, W), detached
-        target = pool_future(targets, own.past_len[index], own.future_len[index], imagined.shape[2])  # (B', Q, W)
-        loss, cosine = imagination_loss_terms(imagined, target[:, None], self.config.ewm_cosine_weight)  # (B', K)
-        scored = (own.future_len[index] > 0).nonzero().squeeze(1)  # the samples with a future: one host sync
-        copy_last = own.last_past(own.targets)[index]  # (B', W)
-        pairs = ImaginationPairs(imagined.detach()[scored], target[scored], copy_last[scored])
-        return loss[scored], cosine[scored], pairs
+    def _imagination_terms(self, own: ModalityStream, imagined: torch.Tensor):
+        """Per-(sample, step) loss and cosine `(B, K)` against the pooled future in target space, zero for samples
+        without a future, and the batch's pairs with the `scored` mask (for diagnostics)."""
+        target = pool_future(own.targets, own.past_len, own.future_len, imagined.shape[2])  # (B, Q, W), detached
+        loss, cosine = imagination_loss_terms(imagined, target[:, None], self.config.ewm_cosine_weight)  # (B, K)
+        scored = own.present & (own.future_len > 0)
+        pairs = ImaginationPairs(imagined.detach(), target, own.last_past(own.targets), scored)
+        keep = scored[:, None]
+        return torch.where(keep, loss, 0.0), torch.where(keep, cosine, 0.0).detach(), pairs
 
     # -- belief construction ------------------------------------------------------------------------
     def _memory(self, imagined: torch.Tensor, modality: int) -> torch.Tensor:
@@ -347,20 +420,20 @@ class EmotionWorldModule(nn.Module):
         both = (video.present & audio.present)[:, None, None]
         return torch.where(both, dual, single)
 
-    def _mama(self, video: ModalityStream, audio: ModalityStream, video_memory, audio_memory) -> torch.Tensor:
-        """MAMA per regime, re-joined in batch order (paper Eq. 7)."""
+    def _mama(self, video: ModalityStream, audio: ModalityStream, video_memory, audio_memory, regimes) -> torch.Tensor:
+        """MAMA per regime, selected per sample (paper Eq. 7). Each aggregator runs on the whole batch (when some
+        sample is in its regime, `regimes` = (any dual, any single) from the plan) and its rows are kept where the
+        sample is in that regime: no index set for the host to read."""
         n_dual = self.config.ewm_belief_tokens_dual
         beliefs = video_memory.new_zeros(video_memory.shape[0], n_dual, video_memory.shape[-1])
-        dual = (video.present & audio.present).nonzero().squeeze(1)
-        if dual.numel():
-            memory = torch.cat([video_memory[dual], audio_memory[dual]], dim=1)
-            beliefs = beliefs.index_copy(0, dual, self.aggregate_dual(memory))
-        single = (video.present ^ audio.present).nonzero().squeeze(1)
-        if single.numel():
-            memory = torch.where(video.present[single, None, None], video_memory[single], audio_memory[single])
-            belief_single = self.aggregate_single(memory)  # (B_s, n_single, W)
-            padding = belief_single.new_zeros(single.numel(), n_dual - belief_single.shape[1], belief_single.shape[-1])
-            beliefs = beliefs.index_copy(0, single, torch.cat([belief_single, padding], dim=1))
+        if regimes[0]:
+            dual = self.aggregate_dual(torch.cat([video_memory, audio_memory], dim=1))
+            beliefs = torch.where((video.present & audio.present)[:, None, None], dual, beliefs)
+        if regimes[1]:
+            memory = torch.where(video.present[:, None, None], video_memory, audio_memory)
+            single = self.aggregate_single(memory)  # (B, n_single, W)
+            single = F.pad(single, (0, 0, 0, n_dual - single.shape[1]))
+            beliefs = torch.where((video.present ^ audio.present)[:, None, None], single, beliefs)
         return beliefs
 
     def _boundary_residual(self, video: ModalityStream, audio: ModalityStream) -> torch.Tensor:
@@ -376,6 +449,7 @@ class EmotionWorldModule(nn.Module):
         audio_mask: torch.Tensor,
         keep_ratio: torch.Tensor | None = None,
         token_times: torch.Tensor | None = None,
+        plan: StreamPlan | None = None,
     ) -> EWMOutput:
         """Run the EWM on a batch.
 
@@ -385,10 +459,15 @@ class EmotionWorldModule(nn.Module):
             keep_ratio: `(B,)` rho per sample, or None for rho = 1 (inference: nothing is future).
             token_times: `(B, L)` time of each token in seconds (the thinker's temporal grid); only differences
                 within a sample matter. None: each stream's token index x 0.04 s.
+            plan: the batch's `StreamPlan` (shapes and branches, on the host). Given, the pass makes the host wait
+                for the device nowhere; None: it is read once from the masks (one device-to-host copy).
         """
-        batch, device = hidden_states.shape[0], hidden_states.device
-        video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times)
-        audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times)
+        if plan is None:
+            plan = StreamPlan.read(video_mask, audio_mask, keep_ratio)
+        facts = plan.streams(self.config.ewm_min_modality_tokens)
+        device = hidden_states.device
+        video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times, facts[VIDEO]["size"])
+        audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times, facts[AUDIO]["size"])
         config = self.config
         construction = config.ewm_belief_construction
         losses, cosines, pairs = [], [], {}
@@ -402,22 +481,23 @@ class EmotionWorldModule(nn.Module):
                 (VIDEO, video, audio, self.video_imagination),
                 (AUDIO, audio, video, self.audio_imagination),
             ):
-                index, imagined = self._imagine(own, other, module)
-                flat = hidden_states.new_zeros(batch, config.ewm_rollout_steps * config.ewm_num_future_queries,
-                                               config.ewm_working_size)  # fmt: skip
-                if imagined is not None:
+                bank = hidden_states.new_zeros(hidden_states.shape[0], config.ewm_rollout_steps
+                                               * config.ewm_num_future_queries, config.ewm_working_size)  # fmt: skip
+                if any(facts[modality]["present"]):
+                    present, imagined = self._imagine(own, other, module)
                     mean = config.ewm_aggregation == "mean"
                     bank = imagined.flatten(1, 2) if mean else self._memory(imagined, modality)
-                    flat = flat.index_copy(0, index, bank)
-                    if own.targets is not None:  # a split was asked for: there may be a future to score
-                        loss, cosine, modality_pairs = self._imagination_terms(own, index, imagined)
+                    bank = torch.where(present[:, None, None], bank, 0.0)
+                    if own.targets is not None and facts[modality]["pairs"]:  # a split was asked for, with a future
+                        loss, cosine, modality_pairs = self._imagination_terms(own, imagined)
                         losses.append(loss)
-                        cosines.append(cosine.detach())
-                        if modality_pairs.target.shape[0]:
-                            pairs[modality] = modality_pairs
-                memories.append(flat)
+                        cosines.append(cosine)
+                        pairs[modality] = modality_pairs
+                memories.append(bank)
             if config.ewm_aggregation == "mama":
-                beliefs = self._mama(video, audio, *memories)
+                present = [(v, a) for v, a in zip(facts[VIDEO]["present"], facts[AUDIO]["present"], strict=True)]
+                regimes = (any(v and a for v, a in present), any(v != a for v, a in present))
+                beliefs = self._mama(video, audio, *memories, regimes)
             else:  # Table 3 rows (b)-(c): the imagined tokens mean-pooled into belief tokens
                 full = torch.full_like(video.count, memories[0].shape[1])
                 beliefs = self._pooled_beliefs(video, audio, memories, (full * video.present, full * audio.present))
@@ -426,9 +506,10 @@ class EmotionWorldModule(nn.Module):
 
         imagination_loss = imagination_cosine = imagination_baselines = target_similarity = None
         if pairs:
-            imagination_loss = torch.cat(losses).mean()  # over samples x modalities with a future, and steps
-            imagination_cosine = torch.cat(cosines).mean(0)  # (K,)
-            imagination_baselines, target_similarity = self._baselines(pairs)
+            count = sum(facts[modality]["pairs"] for modality in pairs)  # samples x modalities with a future
+            imagination_loss = sum(loss.sum() for loss in losses) / (count * config.ewm_rollout_steps)
+            imagination_cosine = sum(cosine.sum(0) for cosine in cosines) / count  # (K,)
+            imagination_baselines, target_similarity = self._baselines(pairs, facts)
 
         n_dual, n_single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
         dual, single = video.present & audio.present, video.present ^ audio.present
@@ -444,21 +525,25 @@ class EmotionWorldModule(nn.Module):
             audio_past_len=audio.past_len,
             imagination_baselines=imagination_baselines,
             target_similarity=target_similarity,
-            pairs=pairs,
+            batch_pairs=pairs,
         )
 
-    def _baselines(self, pairs: dict[int, ImaginationPairs]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _baselines(
+        self, pairs: dict[int, ImaginationPairs], facts: list[dict]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Loss of copy-last and batch-mean predictors on the supervised pairs (same averaging as the imagination
         loss), and the targets' mean cross-sample cosine (averaged over modalities with at least 2 pairs)."""
-        copy_last, batch_mean, similarity = [], [], []
-        for item in pairs.values():
+        copy_last = batch_mean = 0.0
+        similarity = []
+        for modality, item in pairs.items():
+            weight = item.scored.to(item.target.dtype)
             copied, mean = item.baseline_losses(self.config.ewm_cosine_weight)
-            copy_last.append(copied)
-            batch_mean.append(mean)
-            value = mean_pairwise_cosine(item.target)
-            if value is not None:
-                similarity.append(value)
-        baselines = torch.stack([torch.cat(copy_last).mean(), torch.cat(batch_mean).mean()]).detach()
+            copy_last = copy_last + (copied * weight).sum()
+            batch_mean = batch_mean + (mean * weight).sum()
+            if facts[modality]["pairs"] >= 2:
+                similarity.append(mean_pairwise_cosine(item.target, weight))
+        count = sum(facts[modality]["pairs"] for modality in pairs)
+        baselines = (torch.stack([copy_last, batch_mean]) / count).detach()
         return baselines, torch.stack(similarity).mean().detach() if similarity else None
 
 
@@ -471,6 +556,7 @@ __all__ = [
     "EWMOutput",
     "EmotionWorldModule",
     "ImaginationPairs",
+    "StreamPlan",
     "count_parameters",
     "imagination_loss_terms",
     "mean_pairwise_cosine",

@@ -27,6 +27,15 @@ def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None) -> torch
     return torch.minimum(past.clamp(min=1), count)
 
 
+def past_length(count: int, keep_ratio: float | None) -> int:
+    """`split_lengths` for one sample in plain Python (the host's copy of the rule, for shapes): the same float64
+    arithmetic, so it agrees with the tensor version for every float32 rho."""
+    if keep_ratio is None:
+        return count
+    past = math.ceil(keep_ratio * count - 1e-6 * max(count, 1))
+    return min(max(past, 1), count)
+
+
 def pool_future(tokens: torch.Tensor, start: torch.Tensor, length: torch.Tensor, bins: int) -> torch.Tensor:
     """Adaptive average pooling of each sample's segment `tokens[b, start:start+length]` to `bins`.
 
@@ -116,4 +125,4 @@ class CrossAttentionBlock(nn.Module):
         return queries
 
 
-__all__ = ["CrossAttentionBlock", "CrossAttentionLayer", "TimeEmbedding", "pool_future", "split_lengths"]
+__all__ = ["CrossAttentionBlock", "CrossAttentionLayer", "TimeEmbedding", "past_length", "pool_future", "split_lengths"]

@@ -27,7 +27,8 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniTh
 from transformers.utils import ModelOutput, cached_file, can_return_tuple
 
 from .configuration_affectverse import AffectVerseConfig
-from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, TemporalImagination, split_lengths
+from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
+from .ewm_layers import past_length
 
 IGNORE_INDEX = -100
 
@@ -68,23 +69,103 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
     kept_index: torch.LongTensor | None = None
 
 
-def count_imagination_targets(input_ids: torch.Tensor, keep_ratio: torch.Tensor | None, config) -> int:
+LAYOUT_TOKENS = {"video": "<|VIDEO|>", "audio": "<|AUDIO|>", "belief": "<|belief|>", "vision_start": "<|vision_bos|>",
+                 "audio_start": "<|audio_bos|>"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """What the host must know of a batch of token ids to run AffectVerse's forward without waiting for the device
+    (issue 12): per sample the video, audio and `<|belief|>` token counts, the unpadded length, whether it holds a
+    plain video block and an interleaved audio-in-video block, the padding side, and rho when one is given.
+
+    The collator builds it from its CPU tensors for free (`batch["batch_layout"]`, passed through by the Trainer and
+    accelerate untouched); otherwise the forward reads it once per prefill (one device-to-host copy). Decode steps
+    need none. It must describe the batch it travels with: a batch size that differs (candidates expanded for
+    scoring, beams) makes the forward read its own.
+    """
+
+    video: tuple[int, ...]
+    audio: tuple[int, ...]
+    belief: tuple[int, ...]
+    lengths: tuple[int, ...]
+    plain_video: tuple[bool, ...]
+    interleaved: tuple[bool, ...]
+    left_padded: bool
+    keep_ratio: tuple[float, ...] | None = None
+
+    @staticmethod
+    def token_ids(source) -> dict[str, int | None]:
+        """The ids the layout counts, from a config (its `*_token_id` fields) or a tokenizer (the token strings)."""
+        if hasattr(source, "convert_tokens_to_ids"):
+            ids = {name: source.convert_tokens_to_ids(token) for name, token in LAYOUT_TOKENS.items()}
+            return {name: None if i == source.unk_token_id and i is not None else i for name, i in ids.items()}
+        return {name: getattr(source, f"{name}_token_id", None) for name in LAYOUT_TOKENS}
+
+    @classmethod
+    def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_ids: dict,
+             keep_ratio: torch.Tensor | float | None = None) -> BatchLayout:  # fmt: skip
+        """The layout of `input_ids` `(B, L)`: one stacked tensor copied to the host (free for CPU tensors)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        following = torch.roll(input_ids, -1, dims=1)
+        starts = input_ids == token_ids["vision_start"]
+        columns = [(input_ids == token_ids[name]).sum(1) if token_ids[name] is not None
+                   else torch.zeros_like(input_ids[:, 0]) for name in ("video", "audio", "belief")]  # fmt: skip
+        columns += [
+            attention_mask.sum(1),
+            (starts & (following == token_ids["video"])).any(1),
+            (starts & (following == token_ids["audio_start"])).any(1),
+            attention_mask[:, 0] == 0,
+        ]
+        host = torch.stack([c.double() for c in columns], dim=1)
+        if keep_ratio is not None:  # float32 rho, exactly representable in float64
+            rho = torch.as_tensor(keep_ratio, dtype=torch.float32, device=input_ids.device).expand(input_ids.shape[0])
+            host = torch.cat([host, rho.double()[:, None]], dim=1)
+        host = host.cpu().tolist()
+        counts = [[int(row[i]) for row in host] for i in range(4)]
+        return cls(
+            *(tuple(c) for c in counts),
+            plain_video=tuple(bool(row[4]) for row in host),
+            interleaved=tuple(bool(row[5]) for row in host),
+            left_padded=any(row[6] for row in host),
+            keep_ratio=None if keep_ratio is None else tuple(row[7] for row in host),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.video)
+
+    def stream_plan(self, keep_ratio: tuple[float, ...] | None) -> StreamPlan:
+        return StreamPlan(self.video, self.audio, keep_ratio)
+
+    def dropped(self, keep_ratio: tuple[float, ...] | None, min_tokens: int) -> list[int]:
+        """Per sample, the future video + audio tokens that rho removes from the LLM input."""
+        if keep_ratio is None:
+            return [0] * self.batch_size
+        return [
+            sum(n - past_length(n, rho) for n in (video, audio) if n >= min_tokens)
+            for video, audio, rho in zip(self.video, self.audio, keep_ratio, strict=True)
+        ]
+
+
+def count_imagination_targets(input_ids: torch.Tensor, keep_ratio: torch.Tensor | None, config,
+                              layout: BatchLayout | None = None) -> int:  # fmt: skip
     """How many (sample, modality) pairs the imagination loss of these inputs averages over.
 
     The same rule as the EWM (DESIGN §4.3, §4.5): a stream of at least `ewm_min_modality_tokens` tokens whose future
     (after ceil(rho * N) past tokens) is non-empty. Known before the forward, so a trainer can normalise the loss over
-    a whole gradient-accumulation window (or all processes) instead of per micro-batch.
+    a whole gradient-accumulation window (or all processes) instead of per micro-batch. With the collator's `layout`
+    it is computed on the host; without, from `input_ids` (one device-to-host copy).
     """
-    belief = config.belief_token_id
-    if not config.imagines or keep_ratio is None or belief is None or not bool((input_ids == belief).any()):
+    if not config.imagines or keep_ratio is None or config.belief_token_id is None:
         return 0
-    keep_ratio = torch.as_tensor(keep_ratio, dtype=torch.float32, device=input_ids.device).expand(input_ids.shape[0])
-    total = 0
-    for token in (config.video_token_id, config.audio_token_id):
-        count = (input_ids == token).sum(1)
-        count = count * (count >= config.ewm_min_modality_tokens)
-        total += int(((count - split_lengths(count, keep_ratio)) > 0).sum())
-    return total
+    if layout is None or layout.keep_ratio is None or layout.batch_size != input_ids.shape[0]:
+        layout = BatchLayout.read(input_ids, None, BatchLayout.token_ids(config), keep_ratio)
+    if not any(layout.belief):
+        return 0
+    facts = layout.stream_plan(layout.keep_ratio).streams(config.ewm_min_modality_tokens)
+    return sum(fact["pairs"] for fact in facts)
 
 
 def future_token_mask(modality_mask: torch.Tensor, past_len: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -103,8 +184,13 @@ def drop_positions(
     inputs_embeds: torch.Tensor,
     position_ids: torch.Tensor,
     labels: torch.Tensor | None,
+    new_len: int | None = None,
+    left_padded: bool | None = None,
 ):
     """Remove the `drop` positions and re-pad the batch, keeping the input's padding side.
+
+    `new_len` (the longest kept sequence) and `left_padded` set shapes: given from the host (`BatchLayout`), nothing
+    is read back from the device; None reads them.
 
     Positions are gathered from the full sequence's `position_ids` (`(R, B, L)`, R = 3 or 4),
     never recomputed (DESIGN §4.8). Batched: one stable sort, no per-sample loop.
@@ -114,8 +200,10 @@ def drop_positions(
     """
     keep = attention_mask.bool() & ~drop
     kept = keep.sum(1)
-    new_len = int(kept.max())
-    left_padded = bool((attention_mask[:, 0] == 0).any())
+    if new_len is None:
+        new_len = int(kept.max())
+    if left_padded is None:
+        left_padded = bool((attention_mask[:, 0] == 0).any())
     # stable sort puts the kept positions, in their original order, first (right pad) or last (left pad)
     key = keep.int() if left_padded else (~keep).int()
     order = torch.sort(key, dim=1, stable=True).indices
@@ -134,6 +222,14 @@ def drop_positions(
 
 
 HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
+
+
+def _to_device(values: torch.Tensor, device) -> torch.Tensor:
+    """A small CPU tensor to `device` without making the host wait (pinned memory, asynchronous copy on CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
 
 
 def checkpoint_config(checkpoint: str | os.PathLike, **hub_kwargs) -> dict:
@@ -325,29 +421,33 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     "silently falls back to 1-D positions instead of 3D mRoPE"
                 )
 
-    def _belief_mask(self, input_ids: torch.Tensor | None) -> torch.Tensor | None:
-        """`(B, L)` placeholder positions, or None when the input holds none (the EWM then does not run)."""
-        belief_id = self.config.belief_token_id
-        if input_ids is None or belief_id is None:
+    def _layout(self, input_ids, attention_mask, past_key_values, keep_ratio, given: BatchLayout | None):
+        """The batch's `BatchLayout` at prefill (the caller's when it fits, else read once), None on decode steps."""
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if input_ids is None or not prefill:
             return None
-        mask = input_ids == belief_id
-        return mask if bool(mask.any()) else None
+        fits = given is not None and given.batch_size == input_ids.shape[0]
+        if fits and (keep_ratio is None or given.keep_ratio is not None):
+            return given
+        return BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio)
 
-    def _keep_ratio(self, keep_ratio, batch: int, device) -> torch.Tensor | None:
-        """rho per sample: given by the caller, else U(rho_min, 1) in training, else None (= 1, nothing dropped)."""
+    def _keep_ratio(self, keep_ratio, layout: BatchLayout, device) -> tuple[torch.Tensor | None, tuple | None]:
+        """rho per sample on the device and on the host: given by the caller (its host copy from the layout), else
+        U(rho_min, 1) drawn on the host in training (so its split is known without a read), else None (= 1)."""
         if keep_ratio is None:
             if not self.training:
-                return None
+                return None, None
             low = float(self.config.ewm_keep_ratio_min)
-            return low + (1.0 - low) * torch.rand(batch, device=device)
-        keep_ratio = torch.as_tensor(keep_ratio, dtype=torch.float32, device=device).expand(batch)
-        if bool(((keep_ratio <= 0) | (keep_ratio > 1)).any()):
-            raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio.tolist()}")
-        return keep_ratio
+            drawn = low + (1.0 - low) * torch.rand(layout.batch_size)  # the CPU generator
+            return _to_device(drawn, device), tuple(drawn.tolist())
+        host = layout.keep_ratio
+        if any(not 0 < rho <= 1 for rho in host):
+            raise ValueError(f"keep_ratio must lie in (0, 1], got {list(host)}")
+        return torch.as_tensor(keep_ratio, dtype=torch.float32, device=device).expand(layout.batch_size), host
 
     def _position_ids(
         self, input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
-        use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values,
+        use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values, layout=None,
     ) -> torch.Tensor | None:  # fmt: skip
         """3D positions: the thinker's, except for a batch mixing interleaved audio-in-video samples with plain
         (silent) video samples.
@@ -365,8 +465,11 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         )
         config = self.config
         if mixed:
-            plain, interleaved = self._video_blocks(input_ids)
-            mixed = bool(plain.any()) and bool(interleaved.any())
+            if layout is None:
+                plain, interleaved = (tuple(flags.tolist()) for flags in self._video_blocks(input_ids))
+            else:
+                plain, interleaved = layout.plain_video, layout.interleaved
+            mixed = any(plain) and any(interleaved)
         if not mixed:
             return self.model.compute_3d_position_ids(
                 input_ids=input_ids,
@@ -390,7 +493,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 None,
                 video_grid_thw[v0 : v0 + nv] if nv else None,
                 attention_mask[i : i + 1],
-                bool(interleaved[i]),
+                interleaved[i],
                 audio_feature_lengths[a0 : a0 + na] if na else None,
                 video_second_per_grid[v0 : v0 + nv] if nv and video_second_per_grid is not None else None,
             )
@@ -403,7 +506,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
     def _embed(
         self, input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
         attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values, inputs_embeds,
-        use_audio_in_video, video_second_per_grid, mm_encoder_outputs, **kwargs,
+        use_audio_in_video, video_second_per_grid, mm_encoder_outputs, layout=None, **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods)."""
         if inputs_embeds is None:
@@ -416,12 +519,14 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 audio_feature_lengths = feature_attention_mask.sum(1)
             position_ids = self._position_ids(
                 input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
-                use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values,
+                use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values, layout,
             )  # fmt: skip
         return inputs_embeds, position_ids
 
-    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio) -> EWMOutput:
-        """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions."""
+    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio, layout: BatchLayout):
+        """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions.
+
+        Returns `(EWMOutput, rho on the host or None)`."""
         if self.ewm is None:
             raise ValueError(
                 "the input holds <|belief|> placeholders but this model has no Emotion World Module "
@@ -430,10 +535,10 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             )
         video_mask = input_ids == self.config.video_token_id
         audio_mask = input_ids == self.config.audio_token_id
-        rho = self._keep_ratio(keep_ratio, input_ids.shape[0], input_ids.device)
+        rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
         # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
         times = None if position_ids is None else position_ids[-3].float() / self.config.position_id_per_seconds
-        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times)
+        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, layout.stream_plan(rho_host)), rho_host
 
     @torch.no_grad()
     def imagine(
@@ -456,7 +561,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             input_ids, input_features, None, pixel_values_videos, None, video_grid_thw, attention_mask,
             feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None,
         )  # fmt: skip
-        return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio)
+        layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio)
+        return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout)[0]
 
     def _video_blocks(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(B,)` each: whether a sample holds a plain video block (`<|vision_bos|><|VIDEO|>`) and whether it holds an
@@ -472,26 +578,33 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         return {i for i in (config.belief_token_id, config.video_token_id, config.audio_token_id,
                             config.image_token_id) if i is not None}  # fmt: skip
 
-    def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput) -> torch.Tensor:
-        """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer."""
-        found = belief_mask.sum(1)
-        wrong = (found != ewm_out.belief_counts).nonzero().squeeze(1).tolist()
+    def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput, layout: BatchLayout) -> torch.Tensor:
+        """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer.
+
+        The placeholder count is checked on the host (the layout); each placeholder takes the belief row of its rank
+        in the sample (a gather, not boolean indexing), so nothing waits for the device."""
+        config = self.config
+        facts = layout.stream_plan(None).streams(config.ewm_min_modality_tokens)
+        video, audio = facts[0]["present"], facts[1]["present"]
+        expected = [config.ewm_belief_tokens_dual if v and a else config.ewm_belief_tokens_single if v or a else 0
+                    for v, a in zip(video, audio, strict=True)]  # fmt: skip
+        wrong = [i for i, (n, e) in enumerate(zip(layout.belief, expected, strict=True)) if n != e]
         if wrong:
             details = "; ".join(
-                f"sample {i}: {int(found[i])} placeholders, expected {int(ewm_out.belief_counts[i])} "
-                f"(video {'present' if ewm_out.video_present[i] else 'absent'}, "
-                f"audio {'present' if ewm_out.audio_present[i] else 'absent'})"
+                f"sample {i}: {layout.belief[i]} placeholders, expected {expected[i]} "
+                f"(video {'present' if video[i] else 'absent'}, audio {'present' if audio[i] else 'absent'})"
                 for i in wrong
             )
             raise ValueError(
                 f"<|belief|> placeholder count does not match the modalities: {details}. Expected "
-                f"{self.config.ewm_belief_tokens_dual} with video and audio, {self.config.ewm_belief_tokens_single} "
-                f"with one, 0 with neither (a stream of fewer than {self.config.ewm_min_modality_tokens} tokens "
+                f"{config.ewm_belief_tokens_dual} with video and audio, {config.ewm_belief_tokens_single} "
+                f"with one, 0 with neither (a stream of fewer than {config.ewm_min_modality_tokens} tokens "
                 "counts as absent); build inputs with AffectVerseProcessor"
             )
-        slots = torch.arange(ewm_out.belief_tokens.shape[1], device=found.device) < found[:, None]
-        beliefs = ewm_out.belief_tokens[slots].to(inputs_embeds.dtype)  # (sum n, D), batch then slot order
-        return inputs_embeds.masked_scatter(belief_mask[..., None], beliefs)
+        rank = (belief_mask.long().cumsum(1) - 1).clamp(min=0)  # (B, L): which belief row a placeholder takes
+        beliefs = ewm_out.belief_tokens.to(inputs_embeds.dtype)
+        gathered = beliefs.gather(1, rank[..., None].expand(-1, -1, beliefs.shape[-1]))  # (B, L, D)
+        return torch.where(belief_mask[..., None], gathered, inputs_embeds)
 
     @can_return_tuple
     def forward(
@@ -514,6 +627,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         video_second_per_grid: torch.LongTensor | None = None,
         mm_encoder_outputs: dict | None = None,
         keep_ratio: torch.Tensor | float | None = None,
+        batch_layout: BatchLayout | None = None,
         **kwargs,
     ) -> AffectVerseCausalLMOutputWithPast:
         r"""The thinker's forward with the EWM (arguments as for the thinker, plus `keep_ratio`).
@@ -523,6 +637,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             imagination target and is removed from the LLM input. Default: U(ewm_keep_ratio_min, 1)
             per sample in training, 1 (nothing removed) in eval. Only acts when the input holds
             `<|belief|>` placeholders; without them the model is exactly the thinker.
+        batch_layout (`BatchLayout`, *optional*):
+            Host-side counts of the batch (the collator's), so that the EWM, the injection and the truncation make
+            the host wait for the device nowhere; read once per prefill when not given (issue 12).
         """
         self._check_inputs(
             input_ids,
@@ -542,33 +659,39 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
                     "input_ids, with or without inputs_embeds"
                 )
-        if use_audio_in_video is None and input_ids is not None and video_grid_thw is not None:
+        layout = self._layout(input_ids, attention_mask, past_key_values, keep_ratio, batch_layout)
+        if use_audio_in_video is None and layout is not None and video_grid_thw is not None:
             # read it from the tokens: left out, the thinker would silently position an interleaved clip as plain video
-            use_audio_in_video = bool(self._video_blocks(input_ids)[1].any())
-        belief_mask = self._belief_mask(input_ids)
+            use_audio_in_video = any(layout.interleaved)
+        belief_id = self.config.belief_token_id
+        belief_mask = None  # placeholders exist at prefill only: decode steps never generate them
+        if layout is not None and belief_id is not None and any(layout.belief):
+            belief_mask = input_ids == belief_id
         inputs_embeds, position_ids = self._embed(
             input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
             attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values,
-            inputs_embeds, use_audio_in_video, video_second_per_grid, mm_encoder_outputs, **kwargs,
+            inputs_embeds, use_audio_in_video, video_second_per_grid, mm_encoder_outputs, layout, **kwargs,
         )  # fmt: skip
 
         ewm_out = kept_index = None
         if belief_mask is not None:
-            ewm_out = self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio)
-            video_mask = input_ids == self.config.video_token_id
-            audio_mask = input_ids == self.config.audio_token_id
-            inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask, ewm_out)
-            drop = future_token_mask(video_mask, ewm_out.video_past_len, ewm_out.video_present)
-            drop |= future_token_mask(audio_mask, ewm_out.audio_past_len, ewm_out.audio_present)
-            if bool(drop.any()):
+            ewm_out, rho_host = self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout)
+            inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask, ewm_out, layout)
+            dropped = layout.dropped(rho_host, self.config.ewm_min_modality_tokens)
+            if any(dropped):
+                video_mask = input_ids == self.config.video_token_id
+                audio_mask = input_ids == self.config.audio_token_id
+                drop = future_token_mask(video_mask, ewm_out.video_past_len, ewm_out.video_present)
+                drop |= future_token_mask(audio_mask, ewm_out.audio_past_len, ewm_out.audio_present)
                 if past_key_values is not None and past_key_values.get_seq_length() > 0:
                     raise ValueError("keep_ratio < 1 drops tokens and cannot continue from a KV cache")
                 if attention_mask is None:
                     attention_mask = torch.ones_like(input_ids)
                 if position_ids is None:
                     raise ValueError("dropping future tokens needs the full sequence's position_ids")
+                new_len = max(length - n for length, n in zip(layout.lengths, dropped, strict=True))
                 inputs_embeds, attention_mask, position_ids, labels, kept_index = drop_positions(
-                    drop, attention_mask, inputs_embeds, position_ids, labels
+                    drop, attention_mask, inputs_embeds, position_ids, labels, new_len, layout.left_padded
                 )
                 use_cache, past_key_values = False, None
 
@@ -628,6 +751,31 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             kwargs["suppress_tokens"] = sorted(set(suppress) | placeholders)
         return super().generate(*args, **kwargs)
 
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        """The thinker's prefill positions for `generate`, except for a batch mixing interleaved audio-in-video
+        samples with plain (silent) video samples: the thinker positions every sample under one `use_audio_in_video`
+        flag (a plain video then gets text positions), so such a batch takes `_position_ids`' per-sample layout, as
+        in `forward`. Without this a mixed batch generated differently from its samples one by one."""
+        position_ids = super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
+        input_ids = model_kwargs.get("input_ids", inputs_tensor)
+        cache = model_kwargs.get("past_key_values")
+        prefill = cache is None or cache.get_seq_length() == 0
+        attention_mask, video_grid_thw = model_kwargs.get("attention_mask"), model_kwargs.get("video_grid_thw")
+        if not (prefill and model_kwargs.get("use_audio_in_video") and video_grid_thw is not None
+                and attention_mask is not None and input_ids.dim() == 2 and position_ids.shape[0] == 4):  # fmt: skip
+            return position_ids
+        plain, interleaved = self._video_blocks(input_ids)
+        if not (bool(plain.any()) and bool(interleaved.any())):  # once per generate call
+            return position_ids
+        lengths = model_kwargs.get("audio_feature_lengths")
+        if model_kwargs.get("feature_attention_mask") is not None:
+            lengths = model_kwargs["feature_attention_mask"].sum(1)
+        vision = self._position_ids(
+            input_ids, attention_mask, None, model_kwargs.get("pixel_values"), model_kwargs.get("image_grid_thw"),
+            video_grid_thw, True, lengths, model_kwargs.get("video_second_per_grid"), None,
+        )  # fmt: skip
+        return torch.cat([position_ids[:1], vision.to(position_ids.dtype)], dim=0)
+
     # -- saving -------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`save_pretrained` that also lists the extra auto classes in `config.auto_map` (DESIGN §7)."""
@@ -651,6 +799,7 @@ register_checkpoint_conversion_mapping(
 __all__ = [
     "AffectVerseCausalLMOutputWithPast",
     "AffectVerseForConditionalGeneration",
+    "BatchLayout",
     "checkpoint_config",
     "count_imagination_targets",
     "drop_positions",

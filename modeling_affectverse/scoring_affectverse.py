@@ -67,11 +67,9 @@ def candidate_log_likelihoods(model, prompt_inputs: dict, candidates: list[list[
     first = F.log_softmax(outputs.logits[:, -1].float(), dim=-1)  # (B, V): the first answer token
     batch, count = attention_mask.shape[0], len(candidates)
     device = attention_mask.device
+    width = max(len(c) for c in candidates)  # shapes from the host's lists: no read back from the device
     lengths = torch.tensor([len(c) for c in candidates], device=device)
-    width = int(lengths.max())
-    tokens = torch.zeros(count, width, dtype=torch.long, device=device)
-    for i, ids in enumerate(candidates):
-        tokens[i, : len(ids)] = torch.tensor(ids, device=device)
+    tokens = torch.tensor([c + [0] * (width - len(c)) for c in candidates], dtype=torch.long, device=device)
     scores = first[:, tokens[:, 0]]  # (B, C)
     if width == 1:
         return scores

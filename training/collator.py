@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from modeling_affectverse.media_affectverse import MediaError, decode_clip
+from modeling_affectverse.modeling_affectverse import BatchLayout
 from modeling_affectverse.processing_affectverse import AffectVerseProcessor, task_question
 
 
@@ -117,6 +118,7 @@ class AffectVerseCollator:
         if not 0 <= modality_dropout <= 1:
             raise ValueError(f"modality_dropout must lie in [0, 1], got {modality_dropout}")
         self.processor = processor
+        self._layout_ids: dict | None = None
         self.train = train
         self.keep_ratio_range = (float(low), float(high))
         self.modality_dropout = float(modality_dropout)
@@ -256,6 +258,12 @@ class AffectVerseCollator:
             batch["keep_ratio"] = torch.tensor(keep, dtype=torch.float32)
         elif self.keep_ratio is not None:
             batch["keep_ratio"] = torch.full((len(samples),), self.keep_ratio, dtype=torch.float32)
+        # host-side counts, so the model's forward never reads them back from the GPU (issue 12); free on CPU tensors
+        if self._layout_ids is None:
+            self._layout_ids = BatchLayout.token_ids(processor.tokenizer)
+        batch["batch_layout"] = BatchLayout.read(
+            batch["input_ids"], batch["attention_mask"], self._layout_ids, batch.get("keep_ratio")
+        )
         return batch
 
     def _fit_subtitle(self, row: dict, question: str, has_media: bool, prompt: dict) -> str | None:

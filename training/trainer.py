@@ -118,7 +118,9 @@ class AffectVerseSFTTrainer(SFTTrainer):
         return (model.get_base_model() if hasattr(model, "get_base_model") else model).config
 
     def _targets(self, batch: dict) -> int:
-        return count_imagination_targets(batch["input_ids"], batch.get("keep_ratio"), self._config())
+        return count_imagination_targets(
+            batch["input_ids"], batch.get("keep_ratio"), self._config(), batch.get("batch_layout")
+        )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """As the Trainer's, plus the imagination targets of the whole window (summed over processes)."""

@@ -67,3 +67,33 @@ def test_closed_set_scoring_gives_distributions(demo_manifest, tmp_path):
         assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert record["prediction"] == max(record["probabilities"], key=record["probabilities"].get)
         assert record["prediction"] in record["label_set"]
+
+
+@pytest.mark.parametrize("scoring", ["closed_set", "generate"])
+def test_batched_results_equal_batch_size_one(demo_manifest, tmp_path, scoring):
+    """Issue 12: `--batch-size 4` runs 4 clips per model call (left-padded, modalities mixed within the batch: some
+    clips lose their audio or their video) and gives what one clip per call gives."""
+    rows = [json.loads(line) for line in open(demo_manifest, encoding="utf-8")]
+    base = os.path.dirname(demo_manifest)
+    for row in rows:  # absolute media paths, so the manifest can live elsewhere
+        for key in ("video", "audio"):
+            if row.get(key):
+                row[key] = os.path.join(base, row[key])
+    rows[1]["audio"] = rows[4]["audio"] = None  # silent video (the video file's own track is not used: no audio)
+    rows[2]["video"] = None
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    outputs = {}
+    for size in (1, 4):
+        out = tmp_path / f"b{size}"
+        argv = ["--model", "tiny", "--manifest", str(mixed), "--split", "train", "--modalities", "AVT",
+                "--keep-ratios", "1.0", "0.5", "--scoring", scoring, "--batch-size", str(size), "--output", str(out)]  # fmt: skip
+        assert runner.main(argv) == 0
+        outputs[size] = {runner._key(r): r for r in runner.read_predictions(str(out / "predictions.jsonl"))}
+    assert outputs[1].keys() == outputs[4].keys() and len(outputs[1]) == 2 * 10
+    for key, single in outputs[1].items():
+        batched = outputs[4][key]
+        assert batched["prediction"] == single["prediction"], key
+        if scoring == "closed_set":
+            for label, p in single["probabilities"].items():
+                assert batched["probabilities"][label] == pytest.approx(p, abs=1e-4), (key, label)
