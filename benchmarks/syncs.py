@@ -9,7 +9,8 @@ they run the same aten ops, so counting them here tells what would stall there.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch.profiler import ProfilerActivity, profile
 

@@ -86,8 +86,8 @@ def test_batched_results_equal_batch_size_one(demo_manifest, tmp_path, scoring):
     outputs = {}
     for size in (1, 4):
         out = tmp_path / f"b{size}"
-        argv = ["--model", "tiny", "--manifest", str(mixed), "--split", "train", "--modalities", "AVT",
-                "--keep-ratios", "1.0", "0.5", "--scoring", scoring, "--batch-size", str(size), "--output", str(out)]  # fmt: skip
+        argv = ["--model", "tiny", "--manifest", str(mixed), "--split", "train", "--modalities", "AVT", "--keep-ratios",
+                "1.0", "0.5", "--scoring", scoring, "--batch-size", str(size), "--output", str(out)]  # fmt: skip
         assert runner.main(argv) == 0
         outputs[size] = {runner._key(r): r for r in runner.read_predictions(str(out / "predictions.jsonl"))}
     assert outputs[1].keys() == outputs[4].keys() and len(outputs[1]) == 2 * 10

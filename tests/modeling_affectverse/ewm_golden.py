@@ -39,8 +39,9 @@ def golden_inputs(with_times: bool):
 def flatten(out) -> dict[str, torch.Tensor]:
     """The output's tensors by name, pairs included."""
     values = {}
-    for name in ("belief_tokens", "belief_counts", "imagination_loss", "imagination_cosine", "imagination_baselines",
-                 "target_similarity", "video_present", "audio_present", "video_past_len", "audio_past_len"):  # fmt: skip
+    names = ("belief_tokens", "belief_counts", "imagination_loss", "imagination_cosine", "imagination_baselines",
+             "target_similarity", "video_present", "audio_present", "video_past_len", "audio_past_len")  # fmt: skip
+    for name in names:
         value = getattr(out, name)
         if value is not None:
             values[name] = value.detach().clone()
