@@ -34,9 +34,11 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration  # noqa: E402
 
+from benchmarks.syncs import count_ops, count_sync_ops  # noqa: E402
 from modeling_affectverse import AffectVerseForConditionalGeneration  # noqa: E402
 from modeling_affectverse.count_ewm import load_preset  # noqa: E402
 from modeling_affectverse.ewm import EmotionWorldModule, count_parameters  # noqa: E402
+from modeling_affectverse.modeling_affectverse import BatchLayout  # noqa: E402
 from modeling_affectverse.processing_affectverse import task_question  # noqa: E402
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config  # noqa: E402
 from training.adapters import LLM_ATTENTION  # noqa: E402
@@ -246,6 +248,103 @@ def inference_section(repeats: int, new_tokens: int = 32) -> dict:
     }
 
 
+# -- 5. host syncs and the EWM alone (issue 12) ------------------------------------------------------------
+def capture_ewm_call(model, batch: dict, **extra) -> tuple[tuple, dict]:
+    """The arguments the model passes to its EWM in one forward of `batch` (captured by a pre-hook)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    captured = {}
+
+    def hook(_, args, kwargs):
+        captured["args"], captured["kwargs"] = args, kwargs
+
+    handle = base.ewm.register_forward_pre_hook(hook, with_kwargs=True)
+    with torch.no_grad():
+        model(**batch, **extra)
+    handle.remove()
+    args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in captured["args"])
+    return args, captured["kwargs"]
+
+
+def ewm_alone(ewm, args, kwargs, device: str, repeats: int) -> dict:
+    """Median forward and forward + backward seconds of the EWM on captured arguments, its top-level aten op count
+    (a proxy for kernel launches) and its sync-inducing ops."""
+
+    def forward():
+        with torch.no_grad():
+            ewm(*args, **kwargs)
+
+    def forward_backward():
+        out = ewm(*args, **kwargs)
+        loss = out.belief_tokens.float().sum()
+        if out.imagination_loss is not None:
+            loss = loss + out.imagination_loss
+        loss.backward()
+
+    def timed(function) -> float:
+        function()
+        times = []
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            function()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    ops, _ = count_ops(forward)
+    syncs, _ = count_sync_ops(forward)
+    return {"forward_seconds": timed(forward), "forward_backward_seconds": timed(forward_backward),
+            "forward_aten_ops": ops, "forward_sync_ops": syncs}  # fmt: skip
+
+
+def step_syncs(model, batch: dict, **extra) -> dict:
+    """Sync-inducing ops in one forward + backward of `batch` (LM loss + imagination loss when there is one)."""
+
+    def step():
+        out = model(**batch, **extra)
+        loss = out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss
+        loss.backward()
+
+    counts, _ = count_sync_ops(step)
+    model.zero_grad(set_to_none=True)
+    return counts
+
+
+def with_layout(batch: dict, config, keep_ratio=None) -> dict:
+    """`batch` plus the host-side `BatchLayout` the collator adds (computed from CPU copies: no device read)."""
+    ids, mask = batch["input_ids"].cpu(), batch["attention_mask"].cpu()
+    rho = None if keep_ratio is None else torch.as_tensor(keep_ratio).cpu()
+    return {**batch, "batch_layout": BatchLayout.read(ids, mask, BatchLayout.token_ids(config), rho)}
+
+
+def sync_section(repeats: int) -> dict:
+    """Issue 12 on CPU, mid-size model, one 8 s clip: sync-inducing ops in one training step of AffectVerse (with the
+    collator's layout, and without it) and of the same model fed no placeholders; the EWM forward alone (time,
+    forward + backward time, aten ops, syncs) on the arguments one training forward gives it."""
+    affectverse, _, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
+    lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)
+    model = get_peft_model(affectverse, LoraConfig(**lora, modules_to_save=["ewm"])).train()
+    with_beliefs, plain = inputs(True, "happy"), inputs(False, "happy")
+    with_beliefs["labels"] = processor.answer_labels(with_beliefs["input_ids"], with_beliefs["attention_mask"],
+                                                     ["happy"])  # fmt: skip
+    plain["labels"] = processor.answer_labels(plain["input_ids"], plain["attention_mask"], ["happy"])
+    rho = torch.tensor([0.5])
+    config = affectverse.config
+    counts = {
+        "affectverse_collator_layout": step_syncs(model, with_layout(with_beliefs, config, rho), keep_ratio=rho),
+        "affectverse_no_layout": step_syncs(model, with_beliefs, keep_ratio=rho),
+        "same_model_no_placeholders": step_syncs(model, plain),
+    }
+    args, kwargs = capture_ewm_call(model, with_beliefs, keep_ratio=rho)
+    return {
+        "training_step_sync_ops": counts,
+        "ewm_alone_rho_0.5": ewm_alone(model.get_base_model().ewm, args, kwargs, "cpu", max(repeats, 20)),
+        "sequence_tokens": int(with_beliefs["input_ids"].shape[1]),
+    }
+
+
 # -- 4. data path -----------------------------------------------------------------------------------------
 def data_section() -> dict:
     from torch.utils.data import DataLoader
@@ -328,6 +427,21 @@ def time_training_step(model, inputs: dict, extra: dict, device: str, repeats: i
     return statistics.median(times), (torch.cuda.max_memory_allocated() if device == "cuda" else None)
 
 
+def repeat_batch(batch: dict, copies: int) -> dict:
+    """`copies` copies of a one-sample synthetic batch (encoder inputs repeated per sample)."""
+    if copies == 1:
+        return batch
+    out = {}
+    for key, value in batch.items():
+        if key in ("pixel_values_videos",):
+            out[key] = value.repeat(copies, 1)
+        elif isinstance(value, torch.Tensor):
+            out[key] = value.repeat(copies, *([1] * (value.dim() - 1)))
+        else:
+            out[key] = value
+    return out
+
+
 def gpu_section(
     preset: str,
     device: str,
@@ -336,32 +450,121 @@ def gpu_section(
     video_grid=(8, 16, 16),
     audio_frames: int = 1536,
     text: int = 120,
+    train_batches=(1, 4),
+    generate_batches=(1, 8, 32),
+    new_tokens: int = 8,
+    compile_ewm: bool = False,
 ) -> dict:
-    """LoRA-only thinker vs AffectVerse (LoRA + EWM, imagination loss on) on a random model of `preset`'s shape at
-    ~1024 tokens (512 video, 384 audio with the defaults): step time, tokens/s and peak accelerator memory."""
+    """Issue 12's table on a random model of `preset`'s shape at ~1036 tokens (512 video, 384 audio with the
+    defaults), all on ONE model (LoRA + EWM) so that A/B differ only in the input: with belief placeholders (the EWM
+    runs, rho = 0.95, imagination loss on) or the same tokens without them (the thinker's path).
+
+    Training step time and peak memory at each batch size (interleaved ABBA), the EWM forward and forward + backward
+    alone, prefill and per-token decode ratios, greedy-generate samples/s, and sync-inducing ops per training step.
+    `compile_ewm`: then also the EWM alone and the batch-1 training step with `compile_ewm()` (torch.compile).
+    """
     config = load_preset(preset, belief_token_id=min(1023, load_preset(preset).get_text_config().vocab_size - 1))
-    batch = synthetic_batch(config, video_grid, audio_frames, text, device, dtype)
-    plain = {**batch, "input_ids": batch["input_ids"].clone()}
-    plain["input_ids"][plain["input_ids"] == config.belief_token_id] = 20  # the same length, no placeholders
+    one = synthetic_batch(config, video_grid, audio_frames, text, device, dtype)
+    plain_one = {**one, "input_ids": one["input_ids"].clone()}
+    plain_one["input_ids"][plain_one["input_ids"] == config.belief_token_id] = 20  # same length, no placeholders
     lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)
-    results = {"preset": preset, "device": torch.cuda.get_device_name() if device == "cuda" else device,
-               "dtype": str(dtype), "sequence_tokens": int(batch["input_ids"].shape[1])}  # fmt: skip
-    for name, with_ewm in (("lora_only", False), ("affectverse", True)):
-        torch.manual_seed(0)
-        model = AffectVerseForConditionalGeneration(config).to(device, dtype)
-        model = get_peft_model(model, LoraConfig(**lora, modules_to_save=["ewm"] if with_ewm else None)).train()
-        inputs = batch if with_ewm else plain
-        extra = {"keep_ratio": torch.tensor([0.95], device=device)} if with_ewm else {}
-        seconds, peak = time_training_step(model, inputs, extra, device, repeats)
-        results[name] = {"step_seconds": seconds, "tokens_per_second": results["sequence_tokens"] / seconds,
-                         "peak_memory_bytes": peak}  # fmt: skip
-        del model
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    results["step_time_ratio"] = results["affectverse"]["step_seconds"] / results["lora_only"]["step_seconds"]
-    if device == "cuda":
-        results["peak_memory_ratio"] = (results["affectverse"]["peak_memory_bytes"]
-                                        / results["lora_only"]["peak_memory_bytes"])  # fmt: skip
+    torch.manual_seed(0)
+    model = AffectVerseForConditionalGeneration(config).to(device, dtype)
+    model = get_peft_model(model, LoraConfig(**lora, modules_to_save=["ewm"])).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    cuda = device == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def train_step(batch, extra):
+        out = model(**batch, **extra)
+        loss = out.loss if out.imagination_loss is None else out.loss + out.imagination_loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+
+    def peak(function) -> int | None:
+        if not cuda:
+            return None
+        sync()
+        torch.cuda.reset_peak_memory_stats()
+        function()
+        return torch.cuda.max_memory_allocated()
+
+    results = {"preset": preset, "device": torch.cuda.get_device_name() if cuda else device, "dtype": str(dtype),
+               "sequence_tokens": int(one["input_ids"].shape[1]), "torch": torch.__version__}  # fmt: skip
+
+    def train_pair(size: int) -> dict:
+        rho = torch.full((size,), 0.95, device=device)
+        ours = with_layout(repeat_batch(one, size), config, rho)
+        plain = with_layout(repeat_batch(plain_one, size), config)
+        seconds_plain, seconds_ours = interleaved(
+            lambda: train_step(plain, {}), lambda: train_step(ours, {"keep_ratio": rho}), repeats
+        )
+        memory_ours = peak(lambda: train_step(ours, {"keep_ratio": rho}))
+        memory_plain = peak(lambda: train_step(plain, {}))
+        return {
+            "step_seconds": {"affectverse": seconds_ours, "no_placeholders": seconds_plain},
+            "step_time_ratio": seconds_ours / seconds_plain,
+            "tokens_per_second": size * results["sequence_tokens"] / seconds_ours,
+            "peak_memory_bytes": {"affectverse": memory_ours, "no_placeholders": memory_plain},
+            "peak_memory_ratio": None if memory_plain is None else memory_ours / memory_plain,
+        }
+
+    for size in train_batches:
+        results[f"train_batch_{size}"] = train_pair(size)
+    rho = torch.full((1,), 0.95, device=device)
+    results["training_step_sync_ops"] = {
+        "affectverse": step_syncs(model, with_layout(one, config, rho), keep_ratio=rho),
+        "no_placeholders": step_syncs(model, plain_one),
+    }
+    args, kwargs = capture_ewm_call(model, one, keep_ratio=rho)
+    results["ewm_alone"] = ewm_alone(model.get_base_model().ewm, args, kwargs, device, max(repeats, 20))
+
+    model.eval()
+    prompt = {k: v for k, v in one.items() if k != "labels"}
+    plain_prompt = {k: v for k, v in plain_one.items() if k != "labels"}
+
+    @torch.no_grad()
+    def prefill(batch):
+        model(**batch, use_cache=True)
+        sync()
+
+    @torch.no_grad()
+    def generate_seconds(batch, n) -> float:
+        sync()
+        start = time.perf_counter()
+        model.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        sync()
+        return time.perf_counter() - start
+
+    seconds_plain, seconds_ours = interleaved(lambda: prefill(plain_prompt), lambda: prefill(prompt), repeats)
+    decode = {"ours": [], "plain": []}
+    for i in range(repeats):
+        pairs = [("plain", plain_prompt), ("ours", prompt)]
+        for name, batch in pairs if i % 2 == 0 else pairs[::-1]:
+            decode[name].append((generate_seconds(batch, new_tokens + 1) - generate_seconds(batch, 1)) / new_tokens)
+    results["prefill"] = {"seconds": {"affectverse": seconds_ours, "no_placeholders": seconds_plain},
+                          "time_ratio": seconds_ours / seconds_plain}  # fmt: skip
+    ours_token, plain_token = statistics.median(decode["ours"]), statistics.median(decode["plain"])
+    results["decode_per_token"] = {"seconds": {"affectverse": ours_token, "no_placeholders": plain_token},
+                                   "time_ratio": ours_token / plain_token}  # fmt: skip
+    results["generate_samples_per_second"] = {}
+    for size in generate_batches:
+        batch = repeat_batch(prompt, size)
+        generate_seconds(batch, new_tokens)  # warm-up at this shape
+        seconds = statistics.median(generate_seconds(batch, new_tokens) for _ in range(max(1, repeats // 3)))
+        results["generate_samples_per_second"][str(size)] = size / seconds
+    if compile_ewm:
+        model.get_base_model().compile_ewm()
+        model.train()
+        results["compiled_ewm"] = {
+            "ewm_alone": ewm_alone(model.get_base_model().ewm, args, kwargs, device, max(repeats, 20)),
+            "train_batch_1": train_pair(1),
+        }
     return results
 
 
@@ -378,12 +581,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
-    parser.add_argument("--only", nargs="+", choices=["size", "train_step", "inference", "data"])
+    parser.add_argument("--only", nargs="+", choices=["size", "train_step", "inference", "syncs", "data"])
     parser.add_argument("--gpu-7b", action="store_true", help="run only the 7B-shaped bf16 comparison on CUDA")
+    parser.add_argument("--compile-ewm", action="store_true", help="--gpu-7b: also measure with compile_ewm()")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sections = {"size": size_section, "train_step": lambda: train_section(args.repeats),
-                "inference": lambda: inference_section(args.repeats), "data": data_section}  # fmt: skip
+                "inference": lambda: inference_section(args.repeats), "syncs": lambda: sync_section(args.repeats),
+                "data": data_section}  # fmt: skip
     figures = {"machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
                            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": "cpu"}}  # fmt: skip
@@ -391,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             parser.error("--gpu-7b needs a CUDA device")
         preset = os.path.join(ROOT, "configuration", "affectverse-7b.json")
-        figures = {"gpu_7b": gpu_section(preset, "cuda", torch.bfloat16, args.repeats)}
+        figures = {"gpu_7b": gpu_section(preset, "cuda", torch.bfloat16, args.repeats, compile_ewm=args.compile_ewm)}
         print(json.dumps(figures, indent=1))
         with open(args.output.replace("results.json", "results-gpu.json"), "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)

@@ -295,6 +295,18 @@ class EmotionWorldModule(nn.Module):
                 self.residual_scale = nn.Parameter(torch.tensor(float(config.ewm_residual_scale_init)))
         self.up_proj = nn.Linear(width, hidden)
 
+    def compile_cores(self, **compile_kwargs) -> list[str]:
+        """`torch.compile` the numeric cores in place (the rollouts and the MAMA aggregators: tensors in, tensors out,
+        shapes dynamic), leaving the host-side logic eager. Weights and state-dict keys are unchanged. Fewer, fused
+        kernels for a module that is launch-bound on a GPU (issue 12); off unless asked for: it costs compile time.
+        Returns the names of the compiled submodules."""
+        compile_kwargs.setdefault("dynamic", True)
+        names = [n for n in ("video_imagination", "audio_imagination", "aggregate_dual", "aggregate_single")
+                 if hasattr(self, n)]  # fmt: skip
+        for name in names:
+            getattr(self, name).compile(**compile_kwargs)
+        return names
+
     # -- preparation -------------------------------------------------------------------------
     def _stream(
         self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times, size: int | None = None

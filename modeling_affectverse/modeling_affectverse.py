@@ -751,6 +751,15 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             kwargs["suppress_tokens"] = sorted(set(suppress) | placeholders)
         return super().generate(*args, **kwargs)
 
+    def compile_ewm(self, **compile_kwargs) -> int:
+        """`torch.compile` the EWM's numeric cores (`EmotionWorldModule.compile_cores`), also inside a PEFT wrapper
+        (every EWM copy: `modules_to_save` keeps one per adapter). Off by default; returns how many EWMs were
+        compiled."""
+        ewms = [m for m in self.modules() if isinstance(m, EmotionWorldModule)]
+        for ewm in ewms:
+            ewm.compile_cores(**compile_kwargs)
+        return len(ewms)
+
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
         """The thinker's prefill positions for `generate`, except for a batch mixing interleaved audio-in-video
         samples with plain (silent) video samples: the thinker positions every sample under one `use_audio_in_video`

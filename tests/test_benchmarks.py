@@ -24,8 +24,17 @@ def test_synthetic_batch_drives_the_ewm():
     model = AffectVerseForConditionalGeneration(config).train()
     out = model(**batch, keep_ratio=torch.tensor([0.5]))
     assert out.belief_counts.tolist() == [8] and out.imagination_loss is not None and out.loss is not None
-    figures = gpu_section(TINY, "cpu", torch.float32, 1, video_grid=(2, 4, 4), audio_frames=200, text=40)
-    assert figures["sequence_tokens"] == ids.numel() and figures["affectverse"]["tokens_per_second"] > 0
+    figures = gpu_section(TINY, "cpu", torch.float32, 1, video_grid=(2, 4, 4), audio_frames=200, text=40,
+                          train_batches=(1, 2), generate_batches=(1, 2), new_tokens=2)  # fmt: skip
+    assert figures["sequence_tokens"] == ids.numel()
+    for size in (1, 2):  # every row of issue 12's table is filled
+        assert figures[f"train_batch_{size}"]["step_time_ratio"] > 0
+        assert figures[f"train_batch_{size}"]["tokens_per_second"] > 0
+    assert set(figures["generate_samples_per_second"]) == {"1", "2"}
+    assert figures["prefill"]["time_ratio"] > 0 and figures["decode_per_token"]["time_ratio"] > 0
+    assert figures["ewm_alone"]["forward_sync_ops"] == {} and figures["ewm_alone"]["forward_seconds"] > 0
+    syncs = figures["training_step_sync_ops"]  # the host waits no more often with the EWM than without
+    assert syncs["affectverse"] == syncs["no_placeholders"]
 
 
 def test_size_figures_at_the_7b_preset():

@@ -70,5 +70,14 @@ def test_one_prefill_per_prompt_equals_one_forward_per_candidate(overrides, clip
         model, AffectVerseCollator(processor, train=False).collate_candidates(rows, labels), len(labels)
     )
     prompts = AffectVerseCollator(processor, train=False, with_answer=False)(rows)
+    calls = []  # (batch, length) of every model call
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)  # fmt: skip
     shared = candidate_log_likelihoods(model, prompts, candidate_token_ids(processor.tokenizer, labels))
+    hook.remove()
     torch.testing.assert_close(shared, reference, rtol=1e-5, atol=1e-4)
+    # one forward over the whole prompt for all samples (one prefill each), then only the candidates' few tokens
+    prompt_length = prompts["input_ids"].shape[1]
+    assert calls[0] == (len(rows), prompt_length)
+    width = max(len(ids) for ids in candidate_token_ids(processor.tokenizer, labels))
+    assert calls[1:] == [(len(rows) * len(labels), width - 1)]  # every candidate's tokens but its last, batched
