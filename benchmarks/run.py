@@ -14,6 +14,7 @@ Not part of the test suite's pass/fail. Sections:
    `saved_tensors_hooks`; CPU has no allocator peak to read).
 3. inference: prefill time and per-token decode time versus the plain thinker with the same weights.
 4. data: clips per second for decode + preprocess (3 fps, 224 px) over the demo clips, with 1 and 2 workers.
+5. syncs (issue 12): sync-inducing ops of a training step with and without the EWM, and the EWM forward alone.
 """
 
 from __future__ import annotations
