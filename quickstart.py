@@ -1,7 +1,8 @@
 """Quickstart driver: needs only Python. Creates ./.venv, installs the project into it, then runs a job.
 
     python3 quickstart.py demo   # the main job on the embedded default: demo clips -> training -> a prediction
-    python3 quickstart.py test   # the test suite
+    python3 quickstart.py test   # the test suite (installs Debian's Chromium for the browser test when it can)
+    python3 quickstart.py space  # the Gradio demo app on http://127.0.0.1:7860 (hub_cards/space/app.py)
 
 The install step is skipped when setup.cfg has not changed since the last one.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -40,7 +42,9 @@ JOBS = {
         ],
     ],
     "test": [[PYTHON, "-m", "pytest", "-q", "tests"]],
+    "space": [[PYTHON, os.path.join("hub_cards", "space", "app.py")]],
 }
+BROWSER_PACKAGES = ("chromium", "chromium-driver")  # Debian's: /usr/bin/chromium, /usr/bin/chromedriver
 
 
 def ensure_environment() -> None:
@@ -52,11 +56,29 @@ def ensure_environment() -> None:
         digest = hashlib.sha256(handle.read()).hexdigest()
     if os.path.exists(STAMP) and open(STAMP).read() == digest:
         return
-    print("installing affectverse[dev] into .venv (torch and friends: a few minutes the first time)", flush=True)
+    print("installing affectverse[dev,space] into .venv (torch and friends: a few minutes the first time)", flush=True)
     subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([PYTHON, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"], check=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev,space]"], check=True)
     with open(STAMP, "w") as handle:
         handle.write(digest)
+
+
+def ensure_browser() -> None:
+    """Debian's Chromium and ChromeDriver for the Space's browser test, installed with apt-get when missing and
+    this user may (root). Otherwise say so: the browser test then skips with that reason."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        print("Chromium is not installed and apt-get cannot be run here: the browser test will be skipped", flush=True)
+        return
+    print(f"installing {' '.join(BROWSER_PACKAGES)} with apt-get (for the browser test)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"stdout": subprocess.DEVNULL, "env": env}
+    if (
+        subprocess.run(["apt-get", "update", "-qq"], **quiet).returncode
+        or subprocess.run(["apt-get", "install", "-y", "-qq", *BROWSER_PACKAGES], **quiet).returncode
+    ):
+        print("apt-get could not install Chromium: the browser test will be skipped", flush=True)
 
 
 def main() -> int:
@@ -65,6 +87,8 @@ def main() -> int:
         print(__doc__)
         return 2
     ensure_environment()
+    if job == "test":
+        ensure_browser()
     *first, last = JOBS[job]
     for command in first:
         if subprocess.run(command, cwd=ROOT).returncode:

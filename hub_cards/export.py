@@ -24,7 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData  # noqa: E402
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load, metadata_save  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
 
@@ -122,6 +122,20 @@ REQUIREMENTS = """# what the remote code imports beyond transformers and torch (
 av>=18.1,<20
 torchaudio
 """
+
+
+def write_space(folder: str, repo_id: str) -> None:
+    """The Gradio Space (`hub_cards/space/`) ready to publish as its own Space repository: app, requirements, and
+    its README with `models:` naming this model (the app loads what it names)."""
+    os.makedirs(folder)
+    source = os.path.join(HERE, "space")
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(os.path.join(source, name), os.path.join(folder, name))
+    readme = os.path.join(folder, "README.md")
+    shutil.copy(os.path.join(source, "README.md"), readme)
+    metadata = metadata_load(readme)
+    metadata["models"] = [repo_id]
+    metadata_save(readme, metadata)
 
 
 def render_card(
@@ -225,6 +239,7 @@ def export(
             handle.write(REQUIREMENTS)
         if example is not None:
             shutil.copy(example, os.path.join(staging, EXAMPLE))
+        write_space(os.path.join(staging, "space"), repo_id)
         source = adapter or checkpoint
         provenance = f"Exported from `{os.path.basename(os.path.normpath(source))}` with `hub_cards/export.py`."
         if (base or "tiny") == "tiny" and adapter is not None:

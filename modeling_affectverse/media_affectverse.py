@@ -21,6 +21,7 @@ without the training folder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -44,6 +45,8 @@ __all__ = [
     "VideoClip",
     "augment_audio",
     "decode_clip",
+    "observed_media",
+    "observed_prefix",
     "decode_audio",
     "decode_video",
     "probe_media",
@@ -136,6 +139,36 @@ class ClipMedia:
     audio: AudioClip | None
     audio_from_video: bool
     notes: list[str] = field(default_factory=list)
+
+
+def observed_prefix(frames: np.ndarray | None, wave: np.ndarray | None, ratio: float):
+    """The first `ratio` of a clip, as the paper's keep-ratio protocol observes it (Table 2): ceil(ratio x T) frames
+    (at least 2, the thinker's temporal patch) and ceil(ratio x N) audio samples (at least 1). One rule for the
+    benchmark runner's `--keep-ratios` (through the collator's `observe_ratio`) and the belief trajectory."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"the observed fraction must lie in (0, 1], got {ratio}")
+    if ratio < 1:
+        if frames is not None:
+            frames = frames[: max(2, math.ceil(ratio * len(frames)))]
+        if wave is not None:
+            wave = wave[: max(1, math.ceil(ratio * len(wave)))]
+    return frames, wave
+
+
+def observed_media(media: ClipMedia, ratio: float) -> ClipMedia:
+    """`media` cut to its first `ratio` (`observed_prefix`), frame times and durations following."""
+    frames, wave = observed_prefix(
+        None if media.video is None else media.video.frames, None if media.audio is None else media.audio.waveform,
+        ratio,
+    )  # fmt: skip
+    video = audio = None
+    if media.video is not None:
+        kept = len(frames)
+        video = dataclasses.replace(media.video, frames=frames, timestamps=media.video.timestamps[:kept],
+                                    duration=kept / media.video.fps)  # fmt: skip
+    if media.audio is not None:
+        audio = dataclasses.replace(media.audio, waveform=wave, duration=len(wave) / media.audio.sample_rate)
+    return ClipMedia(video, audio, media.audio_from_video, list(media.notes))
 
 
 @dataclass

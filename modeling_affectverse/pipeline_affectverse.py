@@ -5,6 +5,8 @@
     recognizer("clip.mp4")  # a path or the file's bytes: [{"label": "surprise", "score": 0.71}, ...], best first
     recognizer({"video": "clip.mp4", "subtitle": "I can't believe it."}, return_details=True)
     # {"label": "surprise", "scores": {"worried": 0.04, ...}, "generated_text": "surprise", "matched_label": ...}
+    recognizer("clip.mp4", trajectory=True)["trajectory"]  # the belief trajectory, observed fraction 0.1 ... 1.0
+    # {"fractions": [0.1, ...], "labels": [...], "probabilities": [[...], ...], "frame_index": [...], "frames": [...]}
 
 It follows the Hub's `video-classification` contract (what the widget and Inference Endpoints send and expect): the
 clip as a path or raw bytes (no URL is fetched), `top_k` (default 5), and a list of `{label, score}` sorted by score.
@@ -15,17 +17,35 @@ with the greedily generated text as well. Shipped as remote code with the export
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
 import torch
+from tqdm.auto import tqdm
 from transformers import Pipeline
 
 from .emotion_lexicon import map_to_label
+from .media_affectverse import observed_media
 from .processing_affectverse import MER_LABELS, SENTIMENT_ANSWERS, TASKS, task_question
 from .scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
 
 TASK = "video-classification"  # the Hub task whose contract the default output follows
+TRAJECTORY_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(1, 11))  # the paper's case study: 10% ... 100%
+
+
+def trajectory_fractions(value) -> list[float]:
+    """The observed fractions of a `trajectory` option: True gives 0.1, 0.2, ..., 1.0; a list is checked, sorted,
+    and completed with 1.0 (the whole clip, whose probabilities are the pipeline's own)."""
+    if value is True:
+        return list(TRAJECTORY_FRACTIONS)
+    try:
+        fractions = sorted({float(f) for f in value})
+    except (TypeError, ValueError):
+        raise ValueError(f"trajectory must be True or a list of fractions in (0, 1], got {value!r}") from None
+    if not fractions or not all(0 < f <= 1 and math.isfinite(f) for f in fractions):
+        raise ValueError(f"trajectory fractions must lie in (0, 1], got {value!r}")
+    return fractions if fractions[-1] == 1.0 else [*fractions, 1.0]
 
 
 def _as_path(value, folder: str, name: str):
@@ -52,6 +72,13 @@ class AffectVerseEmotionPipeline(Pipeline):
     set to score) one entry, the generated words with score None. With `return_details=True`: `label` (the most
     likely candidate; for open vocabulary, the generated words), `scores` (candidate -> probability; None for open
     vocabulary), `generated_text`, and `matched_label` (the generated text mapped to the label set, or None).
+
+    `trajectory=True` (or a list of fractions) adds the belief trajectory of the paper's case study (§4.4) to the
+    detailed answer: for each observed fraction f the probabilities of each label when only the first f of the
+    frames and of the audio is seen (`media_affectverse.observed_prefix`, the benchmark runner's keep-ratio rule).
+    `trajectory` holds `fractions`, `labels`, `probabilities` (one row per fraction), `frame_index` (the last
+    observed frame, -1 without video) and `frames` (that frame, `(H, W, 3)` uint8, None without video). Closed-set
+    tasks only; one prefill per fraction.
     """
 
     _load_processor = True
@@ -64,13 +91,20 @@ class AffectVerseEmotionPipeline(Pipeline):
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(
-        self, task=None, label_set=None, max_new_tokens=None, top_k=None, return_details=None, **kwargs
-    ):
+        self, task=None, label_set=None, max_new_tokens=None, top_k=None, return_details=None, trajectory=None,
+        **kwargs,
+    ):  # fmt: skip
         if kwargs:  # a misspelt option (`vidoe=`) must not be ignored silently
             raise ValueError(
-                f"unknown parameter(s) {sorted(kwargs)}; this pipeline takes task, label_set, max_new_tokens"
+                f"unknown parameter(s) {sorted(kwargs)}; this pipeline takes task, label_set, max_new_tokens, "
+                "top_k, return_details, trajectory"
             )
         preprocess = {}
+        if trajectory is not None and trajectory is not False:
+            if task == "open_vocabulary":
+                raise ValueError("trajectory needs a closed label set: task 'emotion' or 'sentiment'")
+            preprocess["trajectory"] = trajectory_fractions(trajectory)
+            return_details = True
         if task is not None:
             if task not in TASKS:
                 raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -93,7 +127,7 @@ class AffectVerseEmotionPipeline(Pipeline):
             forward["generate"] = postprocess["return_details"] = bool(return_details)
         return preprocess, forward, postprocess
 
-    def preprocess(self, inputs, task: str = "emotion", label_set: list[str] | None = None):
+    def preprocess(self, inputs, task: str = "emotion", label_set: list[str] | None = None, trajectory=None):
         if isinstance(inputs, str | os.PathLike | bytes | bytearray):
             inputs = {"video": inputs}
         if not isinstance(inputs, dict):
@@ -104,9 +138,9 @@ class AffectVerseEmotionPipeline(Pipeline):
             raise ValueError(f"unknown input field(s) {unknown}; expected video, audio, subtitle, audio_from_video")
         with tempfile.TemporaryDirectory() as folder:  # bytes (what the Hub widget sends) become files to decode
             inputs = {k: _as_path(v, folder, k) if k in ("video", "audio") else v for k, v in inputs.items()}
-            return self._preprocess(inputs, task, label_set)
+            return self._preprocess(inputs, task, label_set, trajectory)
 
-    def _preprocess(self, inputs: dict, task: str, label_set: list[str] | None):
+    def _preprocess(self, inputs: dict, task: str, label_set: list[str] | None, trajectory=None):
         video, audio = inputs.get("video"), inputs.get("audio")
         if video is not None and audio is None and inputs.get("audio_from_video", True):
             audio = video  # the clip's own soundtrack
@@ -123,7 +157,17 @@ class AffectVerseEmotionPipeline(Pipeline):
         )
         candidates = label_set if task == "emotion" else list(SENTIMENT_ANSWERS) if task == "sentiment" else []
         generation = dict(processor.from_clips([prompt], [media]))
-        return {"generation": generation, "candidates": candidates, "label_set": label_set}
+        steps = []
+        for fraction in trajectory or []:
+            seen = observed_media(media, fraction) if fraction < 1 else media
+            index = -1 if seen.video is None else len(seen.video.frames) - 1
+            steps.append({
+                "fraction": fraction,
+                "inputs": None if fraction == 1 else dict(processor.from_clips([prompt], [seen])),
+                "frame_index": index,
+                "frame": None if seen.video is None else seen.video.frames[index],
+            })  # fmt: skip
+        return {"generation": generation, "candidates": candidates, "label_set": label_set, "trajectory": steps}
 
     def _forward(self, model_inputs, max_new_tokens: int = 16, generate: bool = False):
         generation = model_inputs["generation"]
@@ -137,11 +181,22 @@ class AffectVerseEmotionPipeline(Pipeline):
         if model_inputs["candidates"]:  # closed-set scoring from one prefill of the same prompt
             ids = candidate_token_ids(self.processor.tokenizer, model_inputs["candidates"])
             probabilities = candidate_log_likelihoods(self.model, generation, ids).softmax(dim=-1)
+        steps = model_inputs.get("trajectory") or []
+        rows = []
+        for step in tqdm(steps, desc="belief trajectory", disable=not steps):
+            if step["inputs"] is None:  # the whole clip: the pipeline's own probabilities
+                rows.append(probabilities[0])
+            else:
+                rows.append(candidate_log_likelihoods(self.model, step["inputs"], ids).softmax(dim=-1)[0])
         return {
             "generated": generated,
             "probabilities": probabilities,
             "candidates": model_inputs["candidates"],
             "label_set": model_inputs["label_set"],
+            "trajectory": [
+                {**{k: v for k, v in step.items() if k != "inputs"}, "probabilities": row}
+                for step, row in zip(steps, rows, strict=True)
+            ],  # fmt: skip
         }
 
     def postprocess(self, model_outputs, top_k: int = 5, return_details: bool = False):
@@ -157,12 +212,22 @@ class AffectVerseEmotionPipeline(Pipeline):
         if not return_details:
             ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
             return [{"label": label, "score": score} for label, score in ranked]
-        return {
+        details = {
             "label": max(scores, key=scores.get),
             "scores": scores,
             "generated_text": text,
             "matched_label": map_to_label(text, candidates),
         }
+        steps = model_outputs.get("trajectory") or []
+        if steps:
+            details["trajectory"] = {
+                "fractions": [step["fraction"] for step in steps],
+                "labels": list(candidates),
+                "probabilities": [[float(p) for p in step["probabilities"].tolist()] for step in steps],
+                "frame_index": [step["frame_index"] for step in steps],
+                "frames": [step["frame"] for step in steps],
+            }
+        return details
 
 
-__all__ = ["TASK", "AffectVerseEmotionPipeline"]
+__all__ = ["TASK", "TRAJECTORY_FRACTIONS", "AffectVerseEmotionPipeline", "trajectory_fractions"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from modeling_affectverse.media_affectverse import MediaError, decode_clip
+from modeling_affectverse.media_affectverse import MediaError, decode_clip, observed_prefix
 from modeling_affectverse.modeling_affectverse import BatchLayout
 from modeling_affectverse.processing_affectverse import AffectVerseProcessor, task_question
 
@@ -185,11 +185,7 @@ class AffectVerseCollator:
         frames = None if media.video is None else media.video.frames
         fps = self.fps if media.video is None else media.video.fps
         wave = None if media.audio is None else media.audio.waveform
-        if self.observe_ratio < 1:  # only the clip's beginning is observed
-            if frames is not None:
-                frames = frames[: max(2, math.ceil(self.observe_ratio * len(frames)))]
-            if wave is not None:
-                wave = wave[: max(1, math.ceil(self.observe_ratio * len(wave)))]
+        frames, wave = observed_prefix(frames, wave, self.observe_ratio)  # only the clip's beginning is observed
         return _Sample(row, frames, fps, wave, media.audio_from_video)
 
     def _drop_modality(self, sample: _Sample, rng: np.random.Generator) -> None:

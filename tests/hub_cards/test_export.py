@@ -318,3 +318,17 @@ def test_export_errors_leave_nothing_behind(exported, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         exporter.export(str(target), REPO_ID, adapter=adapter)
     assert not target.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".export-")]
+
+
+def test_the_space_is_exported_naming_this_model(exported):
+    """`space/` is a Space repository: the Gradio app, its requirements, and a README whose YAML names the exported
+    model, which the app then loads by default."""
+    from huggingface_hub import metadata_load
+
+    space = os.path.join(exported["folder"], "space")
+    assert sorted(os.listdir(space)) == ["README.md", "app.py", "requirements.txt"]
+    metadata = metadata_load(os.path.join(space, "README.md"))
+    assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py" and metadata["models"] == [REPO_ID]
+    shown = run_python(f"import sys; sys.path.insert(0, {space!r}); import app; print(app.space_model())", space)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().splitlines()[-1] == REPO_ID
