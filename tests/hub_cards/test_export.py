@@ -285,8 +285,9 @@ def test_push_dry_run_lists_files_and_sizes(exported, capsys):
     assert push_main(["--folder", exported["folder"], "--repo-id", REPO_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "config.json" in out and "dry run: nothing uploaded" in out
-    total = sum(os.path.getsize(os.path.join(exported["folder"], n)) for n in os.listdir(exported["folder"]))
-    assert f"{total:,}" in out
+    files = [os.path.join(root, n) for root, _, names in os.walk(exported["folder"]) for n in names]
+    total = sum(os.path.getsize(path) for path in files)  # the space/ folder's files included
+    assert f"{total:,}" in out and "space/app.py" in out
 
 
 def test_export_errors_leave_nothing_behind(exported, tmp_path, monkeypatch):
