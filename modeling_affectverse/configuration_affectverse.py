@@ -14,6 +14,9 @@ BELIEF_CONSTRUCTIONS = ("ewm", "pooling", "random_tokens", "none")  # paper Tabl
 AGGREGATIONS = ("mama", "mean")  # Table 3: rows (b)-(c) pool the imagined tokens, (d)-(f) use MAMA
 INJECTIONS = ("interleaved", "single")  # Table 3: row (d) one position, (e)-(f) two
 IMAGINATION_TARGETS = ("frozen", "online")  # DESIGN §4.5 revised: online is the original, collapsing design
+FACTORIZATIONS = ("joint", "emotion_first")  # issue 14: LEWM's p(E'|h) p(S'|h, E') as an option
+PREFUSIONS = ("none", "conv_attention")  # issue 14: Emotion-LLaMAv2's Conv-Attention pre-fusion as an option
+MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")  # MER2023 / MER2024, the prompt's order
 
 
 @strict
@@ -69,6 +72,18 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             time-blind rollout (DESIGN §4.4 revised).
         ewm_inference_horizon (`float`, defaults to 0.5): when nothing is held out as future (inference), the
             queries stand for bins spread over this fraction of the observed span past the boundary.
+        ewm_factorization (`str`, defaults to `"joint"`): `"joint"` imagines the future directly (the paper);
+            `"emotion_first"` (LEWM) first predicts an emotion distribution at every rollout step from the rollout
+            context and conditions that step's future queries on it (docs/design-notes.md, issue 14).
+        ewm_emotion_labels (`list[str]`, *optional*): the emotion space of `emotion_first` (default: MER's six
+            classes); a clip whose label is outside it trains the distribution as a latent only.
+        ewm_emotion_consistency_weight (`float`, defaults to 0.1): beta of the consistency term (mean squared change
+            of the emotion distribution between consecutive rollout steps) inside `emotion_loss`.
+        ewm_prefusion (`str`, defaults to `"none"`): `"conv_attention"` (Emotion-LLaMAv2 §4.3) fuses the video and
+            audio features with a convolutional and a cross-modal attention branch before the LLM (and the EWM)
+            read them; residual with a zero-initialised output, so at initialisation it changes nothing.
+        ewm_prefusion_size (`int`, defaults to 512): working width of the pre-fusion module.
+        ewm_prefusion_conv_blocks (`int`, defaults to 2): residual convolution blocks of its convolutional branch.
     """
 
     model_type = "affectverse"
@@ -98,6 +113,12 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
     ewm_imagination_target: str = "frozen"
     ewm_time_embedding: bool = True
     ewm_inference_horizon: float | int = 0.5
+    ewm_factorization: str = "joint"
+    ewm_emotion_labels: list[str] | None = None
+    ewm_emotion_consistency_weight: float | int = 0.1
+    ewm_prefusion: str = "none"
+    ewm_prefusion_size: int = 512
+    ewm_prefusion_conv_blocks: int = 2
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -153,6 +174,8 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             ("ewm_aggregation", AGGREGATIONS),
             ("ewm_injection", INJECTIONS),
             ("ewm_imagination_target", IMAGINATION_TARGETS),
+            ("ewm_factorization", FACTORIZATIONS),
+            ("ewm_prefusion", PREFUSIONS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"AffectVerseConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -163,6 +186,25 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             raise ValueError(f"AffectVerseConfig.ewm_inference_horizon must be > 0, got {self.ewm_inference_horizon!r}")
         if not 0.0 < float(self.ewm_keep_ratio_min) <= 1.0:
             raise ValueError(f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}")
+        if self.ewm_emotion_labels is not None and (
+            not self.ewm_emotion_labels or len(set(self.ewm_emotion_labels)) != len(self.ewm_emotion_labels)
+        ):
+            raise ValueError(
+                f"AffectVerseConfig.ewm_emotion_labels must be distinct labels, got {self.ewm_emotion_labels!r}"
+            )
+        if float(self.ewm_emotion_consistency_weight) < 0:
+            raise ValueError(
+                "AffectVerseConfig.ewm_emotion_consistency_weight must be >= 0, got "
+                f"{self.ewm_emotion_consistency_weight!r}"
+            )
+        for name in ("ewm_prefusion_size", "ewm_prefusion_conv_blocks"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"AffectVerseConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.ewm_prefusion_size % self.ewm_num_heads:
+            raise ValueError(
+                f"AffectVerseConfig.ewm_prefusion_size ({self.ewm_prefusion_size}) must be divisible by "
+                f"ewm_num_heads ({self.ewm_num_heads})"
+            )
         if float(self.ewm_cosine_weight) < 0:
             raise ValueError(f"AffectVerseConfig.ewm_cosine_weight must be >= 0, got {self.ewm_cosine_weight!r}")
         if not isinstance(self.ewm_min_modality_tokens, int) or self.ewm_min_modality_tokens < 2:
@@ -188,9 +230,16 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
         return self.ewm_belief_construction == "ewm"
 
     @property
+    def emotion_labels(self) -> list[str] | None:
+        """The emotion space of `emotion_first` (None for `joint` or without imagination)."""
+        if self.ewm_factorization != "emotion_first" or not self.imagines:
+            return None
+        return list(self.ewm_emotion_labels or MER_LABELS)
+
+    @property
     def ewm_hidden_size(self) -> int:
         """D: the LLM width the EWM reads from and writes back to."""
         return self.get_text_config().hidden_size
 
 
-__all__ = ["AffectVerseConfig"]
+__all__ = ["MER_LABELS", "AffectVerseConfig"]

@@ -1,4 +1,5 @@
-"""`python -m modeling_affectverse.count_ewm PRESET.json`: a preset's EWM parameter count, built on the meta device."""
+"""`python -m modeling_affectverse.count_ewm PRESET.json`: a preset's EWM parameter count, built on the meta device,
+and those of the options of issue 14 (emotion-first imagination, Conv-Attention pre-fusion) at that preset."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from .configuration_affectverse import AffectVerseConfig
 from .ewm import EmotionWorldModule, count_parameters
+from .prefusion import ConvAttentionPrefusion
 
 
 def load_preset(path: str, **overrides) -> AffectVerseConfig:
@@ -30,6 +32,25 @@ def main(argv: list[str] | None = None) -> None:
         f"EWM parameters at {args.preset} (D={config.ewm_hidden_size}, W={config.ewm_working_size}): "
         f"{count_parameters(module):,}"
     )
+    for name, value in option_sizes(args.preset).items():
+        print(f"  {name}: {value:,}")
+
+
+def option_sizes(preset: str) -> dict[str, int]:
+    """Parameters the options of issue 14 add at a preset (meta device): the emotion-first heads (both rollouts),
+    and the Conv-Attention pre-fusion module at its configured width and depth."""
+    joint = load_preset(preset)
+    emotion_first = load_preset(preset, ewm_factorization="emotion_first")
+    prefused = load_preset(preset, ewm_prefusion="conv_attention")
+    with torch.device("meta"):
+        extra = count_parameters(EmotionWorldModule(emotion_first)) - count_parameters(EmotionWorldModule(joint))
+        prefusion = ConvAttentionPrefusion(prefused.ewm_hidden_size, prefused.ewm_prefusion_size,
+                                           prefused.ewm_num_heads, prefused.ewm_prefusion_conv_blocks)  # fmt: skip
+    return {
+        f"ewm_factorization=emotion_first adds ({len(emotion_first.emotion_labels)} emotions)": extra,
+        f"ewm_prefusion=conv_attention (W={prefused.ewm_prefusion_size}, "
+        f"{prefused.ewm_prefusion_conv_blocks} conv blocks)": count_parameters(prefusion),
+    }
 
 
 if __name__ == "__main__":

@@ -92,6 +92,10 @@ class EWMOutput:
             detached; `pairs` selects the supervised rows.
         video_present / audio_present: `(B,)` which modalities the EWM used per sample.
         video_past_len / audio_past_len: `(B,)` tokens of each stream kept as past (0 if absent).
+        emotion_trajectory: emotion-first only: `(B, K, E)` the predicted emotion distribution per rollout step,
+            averaged over the modalities a sample has (uniform without any): the belief trajectory.
+        emotion_loss: emotion-first only: cross-entropy of the last step's prediction against `emotion_labels`
+            (samples with a label in the emotion space) + beta x the step-to-step consistency term.
     """
 
     belief_tokens: torch.Tensor
@@ -105,6 +109,8 @@ class EWMOutput:
     imagination_baselines: torch.Tensor | None = None
     target_similarity: torch.Tensor | None = None
     batch_pairs: dict[int, ImaginationPairs] = field(default_factory=dict)
+    emotion_trajectory: torch.Tensor | None = None
+    emotion_loss: torch.Tensor | None = None
 
     @property
     def pairs(self) -> dict[int, ImaginationPairs]:
@@ -180,13 +186,24 @@ class ModalityStream:
 
 
 class TemporalImagination(nn.Module):
-    """K-step rollout for one target modality (paper Eq. 4, D.2): blocks shared across steps."""
+    """K-step rollout for one target modality (paper Eq. 4, D.2): blocks shared across steps.
 
-    def __init__(self, width: int, num_heads: int, ffn_ratio: int, num_layers: int, num_queries: int, steps: int):
+    With `num_emotions` (LEWM's emotion-first factorization, issue 14) each step first resolves an emotion state: an
+    emotion query reads the step's context through the same block, a head gives a distribution over the emotions,
+    and its embedding is added to the step's future queries, so the step's imagined state is conditioned on it.
+    """
+
+    def __init__(self, width: int, num_heads: int, ffn_ratio: int, num_layers: int, num_queries: int, steps: int,
+                 num_emotions: int = 0):  # fmt: skip
         super().__init__()
         self.future_queries = nn.Parameter(torch.randn(num_queries, width) * 0.02)  # (Q, W), shared by all steps
         self.step_embedding = nn.Embedding(steps, width)
         self.block = CrossAttentionBlock(width, num_heads, ffn_ratio, num_layers)
+        if num_emotions:  # built after the joint modules, so a joint model draws the same weights as before
+            self.emotion_query = nn.Parameter(torch.randn(1, width) * 0.02)
+            self.emotion_head = nn.Linear(width, num_emotions)
+            self.emotion_embedding = nn.Linear(num_emotions, width, bias=False)
+        self.last_emotion_logits: torch.Tensor | None = None  # (B, K, E) of the latest forward (emotion-first)
 
     def forward(
         self,
@@ -194,8 +211,12 @@ class TemporalImagination(nn.Module):
         context_mask: torch.Tensor,
         tag_self: torch.Tensor,
         query_time: torch.Tensor | None = None,
+        emotion_override: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """context `(B, C, W)` with mask `(B, C)`; returns the imagined tokens `(B, K, Q, W)`.
+
+        Emotion-first: the step logits `(B, K, E)` are left in `last_emotion_logits`; `emotion_override` `(B, K, E)`
+        replaces the predicted distributions (to check that the conditioning is real, or to steer a rollout).
 
         `query_time` `(B, Q, W)`: time embedding of the future bins each query stands for, added to every step's
         queries and to the imagined tokens as they join the context (they sit at those times). None: no time.
@@ -208,10 +229,19 @@ class TemporalImagination(nn.Module):
         projected = [layer.project_context(context) for layer in layers]  # per layer: (B, H, C, W/H) keys, values
         outputs = []
         ones = context_mask.new_ones(context.shape[0], self.future_queries.shape[0])
+        emotion_first = hasattr(self, "emotion_head")
+        logits = []
         for step in range(self.step_embedding.num_embeddings):
             imagined = (self.future_queries + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
             if query_time is not None:
                 imagined = imagined + query_time
+            if emotion_first:  # p(E_k | context) first, then the step's queries conditioned on it
+                emotion = (self.emotion_query + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
+                for layer, (keys, values) in zip(layers, projected, strict=True):
+                    emotion = layer.attend(emotion, keys, values, context_mask)  # (B, 1, W)
+                logits.append(self.emotion_head(emotion[:, 0]))  # (B, E)
+                belief = logits[-1].softmax(-1) if emotion_override is None else emotion_override[:, step]
+                imagined = imagined + self.emotion_embedding(belief.to(imagined.dtype))[:, None]
             for layer, (keys, values) in zip(layers, projected, strict=True):
                 imagined = layer.attend(imagined, keys, values, context_mask)  # (B, Q, W)
             outputs.append(imagined)
@@ -220,6 +250,7 @@ class TemporalImagination(nn.Module):
             projected = [(torch.cat([k, gk], dim=2), torch.cat([v, gv], dim=2))
                          for (k, v), (gk, gv) in zip(projected, grown, strict=True)]  # fmt: skip
             context_mask = torch.cat([context_mask, ones], dim=1)
+        self.last_emotion_logits = torch.stack(logits, dim=1) if logits else None
         return torch.stack(outputs, dim=1)
 
 
@@ -276,7 +307,8 @@ class EmotionWorldModule(nn.Module):
             self.audio_down = nn.Linear(hidden, width)
         if construction == "ewm":
             self.tag_embedding = nn.Embedding(2, width)  # row 0: self, row 1: cross
-            imagination = (width, heads, ratio, config.ewm_imagination_layers, queries, steps)
+            emotions = len(config.emotion_labels or [])  # 0 for the joint factorization
+            imagination = (width, heads, ratio, config.ewm_imagination_layers, queries, steps, emotions)
             self.video_imagination = TemporalImagination(*imagination)
             self.audio_imagination = TemporalImagination(*imagination)
             if config.ewm_time_embedding:
@@ -386,7 +418,7 @@ class EmotionWorldModule(nn.Module):
         assumed = fraction[None] * (self.config.ewm_inference_horizon * span)[:, None]
         return torch.where((own.future_len > 0)[:, None], real, assumed)
 
-    def _imagine(self, own: ModalityStream, other: ModalityStream, module: TemporalImagination):
+    def _imagine(self, own: ModalityStream, other: ModalityStream, module: TemporalImagination, override=None):
         """Run one modality's rollout on the whole batch; returns `(present (B,), imagined (B, K, Q, W))`, the rows
         of samples without the modality finite and meaningless (the callers mask them out)."""
         boundary = query_time = None
@@ -394,7 +426,7 @@ class EmotionWorldModule(nn.Module):
             boundary = own.last_past(own.times)  # (B,)
             query_time = self.time_embedding(self._bin_times(own, boundary))  # (B, Q, W)
         context, context_mask = self._context(own, other, boundary)
-        return own.present, module(context, context_mask, self.tag_embedding.weight[0], query_time)
+        return own.present, module(context, context_mask, self.tag_embedding.weight[0], query_time, override)
 
     def _imagination_terms(self, own: ModalityStream, imagined: torch.Tensor):
         """Per-(sample, step) loss and cosine `(B, K)` against the pooled future in target space, zero for samples
@@ -462,6 +494,8 @@ class EmotionWorldModule(nn.Module):
         keep_ratio: torch.Tensor | None = None,
         token_times: torch.Tensor | None = None,
         plan: StreamPlan | None = None,
+        emotion_labels: torch.Tensor | None = None,
+        emotion_override: torch.Tensor | None = None,
     ) -> EWMOutput:
         """Run the EWM on a batch.
 
@@ -473,6 +507,8 @@ class EmotionWorldModule(nn.Module):
                 within a sample matter. None: each stream's token index x 0.04 s.
             plan: the batch's `StreamPlan` (shapes and branches, on the host). Given, the pass makes the host wait
                 for the device nowhere; None: it is read once from the masks (one device-to-host copy).
+            emotion_labels: emotion-first: `(B,)` index of each clip's label in the emotion space, -100 for none.
+            emotion_override: emotion-first: `(B, K, E)` distributions that replace the predicted ones.
         """
         if plan is None:
             plan = StreamPlan.read(video_mask, audio_mask, keep_ratio)
@@ -482,7 +518,7 @@ class EmotionWorldModule(nn.Module):
         audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times, facts[AUDIO]["size"])
         config = self.config
         construction = config.ewm_belief_construction
-        losses, cosines, pairs = [], [], {}
+        losses, cosines, pairs, emotion_logits = [], [], {}, {}
         if construction == "random_tokens":
             beliefs = self._free_beliefs(video, audio)
         elif construction == "pooling":  # Table 4: the mean-pooled observed past, no imagination
@@ -496,7 +532,9 @@ class EmotionWorldModule(nn.Module):
                 bank = hidden_states.new_zeros(hidden_states.shape[0], config.ewm_rollout_steps
                                                * config.ewm_num_future_queries, config.ewm_working_size)  # fmt: skip
                 if any(facts[modality]["present"]):
-                    present, imagined = self._imagine(own, other, module)
+                    present, imagined = self._imagine(own, other, module, emotion_override)
+                    if module.last_emotion_logits is not None:
+                        emotion_logits[modality] = (present, module.last_emotion_logits)
                     mean = config.ewm_aggregation == "mean"
                     bank = imagined.flatten(1, 2) if mean else self._memory(imagined, modality)
                     bank = torch.where(present[:, None, None], bank, 0.0)
@@ -523,6 +561,10 @@ class EmotionWorldModule(nn.Module):
             imagination_cosine = sum(cosine.sum(0) for cosine in cosines) / count  # (K,)
             imagination_baselines, target_similarity = self._baselines(pairs, facts)
 
+        emotion_trajectory = emotion_loss = None
+        if config.emotion_labels is not None:
+            emotion_trajectory, emotion_loss = self._emotion_terms(emotion_logits, emotion_labels, batch=video.count)
+
         n_dual, n_single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
         dual, single = video.present & audio.present, video.present ^ audio.present
         counts = torch.where(dual, n_dual, torch.where(single, n_single, 0)).to(device)
@@ -538,7 +580,43 @@ class EmotionWorldModule(nn.Module):
             imagination_baselines=imagination_baselines,
             target_similarity=target_similarity,
             batch_pairs=pairs,
+            emotion_trajectory=emotion_trajectory,
+            emotion_loss=emotion_loss,
         )
+
+    def _emotion_terms(self, logits: dict, labels: torch.Tensor | None, batch: torch.Tensor):
+        """The belief trajectory `(B, K, E)` and the emotion loss (design-notes, issue 14):
+
+        L_emo = CE(last step's logits, label) over the (sample, modality) pairs whose clip has a label in the space,
+        C = mean over pairs and steps k >= 1 of ||p_k - p_{k-1}||^2, emotion_loss = L_emo + beta x C. Masks, not
+        index sets, and sums over device counts: nothing is read back to the host.
+        """
+        emotions = len(self.config.emotion_labels)
+        steps = self.config.ewm_rollout_steps
+        total = batch.new_zeros(batch.shape[0], steps, emotions, dtype=torch.float32)
+        count = batch.new_zeros(batch.shape[0], dtype=torch.float32)
+        cross_entropy = consistency = torch.zeros((), device=batch.device)
+        ce_pairs = pair_count = torch.zeros((), device=batch.device)
+        for present, step_logits in logits.values():
+            weight = present.float()
+            probabilities = step_logits.float().softmax(-1)  # (B, K, E)
+            total = total + probabilities * weight[:, None, None]
+            count = count + weight
+            if steps > 1:
+                change = (probabilities[:, 1:] - probabilities[:, :-1]).pow(2).sum(-1).mean(1)  # (B,)
+                consistency = consistency + (change * weight).sum()
+            pair_count = pair_count + weight.sum()
+            if labels is not None:
+                valid = present & (labels >= 0)
+                target = torch.where(valid, labels, 0)
+                ce = F.cross_entropy(step_logits[:, -1].float(), target, reduction="none")  # (B,)
+                cross_entropy = cross_entropy + torch.where(valid, ce, 0.0).sum()
+                ce_pairs = ce_pairs + valid.float().sum()
+        uniform = torch.full_like(total, 1.0 / emotions)
+        trajectory = torch.where(count[:, None, None] > 0, total / count.clamp(min=1)[:, None, None], uniform)
+        beta = float(self.config.ewm_emotion_consistency_weight)
+        loss = cross_entropy / ce_pairs.clamp(min=1) + beta * consistency / pair_count.clamp(min=1)
+        return trajectory, loss
 
     def _baselines(
         self, pairs: dict[int, ImaginationPairs], facts: list[dict]

@@ -29,6 +29,7 @@ from transformers.utils import ModelOutput, cached_file, can_return_tuple
 from .configuration_affectverse import AffectVerseConfig
 from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
 from .ewm_layers import past_length
+from .prefusion import ConvAttentionPrefusion, ZeroInitLinear
 
 IGNORE_INDEX = -100
 
@@ -51,6 +52,10 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
         imagination_baselines: `(2,)` loss of copying the last observed token and of predicting the batch's mean
             target, on the same pairs as `imagination_loss` (skill: imagination_loss / baseline, below 1 is better).
         imagination_target_similarity: mean cosine between different samples' targets (near 1: collapsed targets).
+        emotion_trajectory: `ewm_factorization="emotion_first"`: `(B, K, E)` the emotion distribution the rollout
+            predicts at each step (the belief trajectory); None otherwise.
+        emotion_loss: emotion-first: cross-entropy of the last step against `emotion_labels` + beta x consistency
+            (not added to `loss`: the trainer adds `emotion_loss_weight x emotion_loss`).
         kept_index: `(B, L')` index into the input sequence of each position the LLM saw (-1 for
             padding), when future video/audio tokens were dropped; None otherwise.
     """
@@ -67,6 +72,8 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
     imagination_baselines: torch.FloatTensor | None = None
     imagination_target_similarity: torch.FloatTensor | None = None
     kept_index: torch.LongTensor | None = None
+    emotion_trajectory: torch.FloatTensor | None = None
+    emotion_loss: torch.FloatTensor | None = None
 
 
 LAYOUT_TOKENS = {"video": "<|VIDEO|>", "audio": "<|AUDIO|>", "belief": "<|belief|>", "vision_start": "<|vision_bos|>",
@@ -252,9 +259,17 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
     def __init__(self, config: AffectVerseConfig):
         super().__init__(config)
         self.ewm = EmotionWorldModule(config) if config.has_ewm else None
+        self.prefusion = None
+        if config.ewm_prefusion == "conv_attention":  # issue 14: Emotion-LLaMAv2's pre-fusion, as an option
+            self.prefusion = ConvAttentionPrefusion(config.ewm_hidden_size, config.ewm_prefusion_size,
+                                                    config.ewm_num_heads, config.ewm_prefusion_conv_blocks)  # fmt: skip
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, ZeroInitLinear):  # before the generic Linear init, which would draw it at random
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+            return
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, TemporalImagination):
@@ -300,7 +315,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         config = AffectVerseConfig(**thinker, **config_fields)
         kwargs["output_loading_info"] = True
         model, info = super().from_pretrained(checkpoint, config=config, **kwargs)
-        foreign = sorted(k for k in info["missing_keys"] if not k.startswith("ewm."))
+        foreign = sorted(k for k in info["missing_keys"] if not k.startswith(("ewm.", "prefusion.")))
         if foreign:
             raise ValueError(
                 f"{checkpoint}: {len(foreign)} backbone weights were not found in the checkpoint and would be "
@@ -317,11 +332,13 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         Training runs call it with their seed: a base built with a fixed seed (the tiny default) would otherwise give
         every run the same EWM start, and seeds would differ only in LoRA and data order.
         """
-        if self.ewm is None:
+        if self.ewm is None and self.prefusion is None:
             return
         if seed is not None:
             torch.manual_seed(seed)
-        for module in self.ewm.modules():
+        modules = [*(self.ewm.modules() if self.ewm is not None else []),
+                   *(self.prefusion.modules() if self.prefusion is not None else [])]  # fmt: skip
+        for module in modules:
             for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
                 if hasattr(tensor, "_is_hf_initialized"):
                     del tensor._is_hf_initialized  # the init functions skip flagged tensors
@@ -514,6 +531,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
                 feature_attention_mask, audio_feature_lengths, mm_encoder_outputs, **kwargs,
             )  # fmt: skip
+            if self.prefusion is not None and layout is not None and (any(layout.video) or any(layout.audio)):
+                masks = [input_ids == self.config.video_token_id, input_ids == self.config.audio_token_id]
+                inputs_embeds = self.prefusion(inputs_embeds, masks, [max(layout.video), max(layout.audio)])
         if position_ids is None:
             if feature_attention_mask is not None:
                 audio_feature_lengths = feature_attention_mask.sum(1)
@@ -523,7 +543,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             )  # fmt: skip
         return inputs_embeds, position_ids
 
-    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio, layout: BatchLayout):
+    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio, layout: BatchLayout, emotion_labels=None):
         """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions.
 
         Returns `(EWMOutput, rho on the host or None)`."""
@@ -538,7 +558,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
         # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
         times = None if position_ids is None else position_ids[-3].float() / self.config.position_id_per_seconds
-        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, layout.stream_plan(rho_host)), rho_host
+        plan = layout.stream_plan(rho_host)
+        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, plan, emotion_labels), rho_host
 
     @torch.no_grad()
     def imagine(
@@ -557,11 +578,11 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         """The EWM's pass on a batch exactly as `forward` runs it, without the language model: belief tokens, and
         with `keep_ratio < 1` the imagined tokens, their targets and the copy-last baseline (`pairs`). For
         diagnostics (the ablation runner's held-out imagination report); extra processor outputs are ignored."""
+        layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio)
         inputs_embeds, position_ids = self._embed(
             input_ids, input_features, None, pixel_values_videos, None, video_grid_thw, attention_mask,
-            feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None,
+            feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None, layout,
         )  # fmt: skip
-        layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio)
         return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout)[0]
 
     def _video_blocks(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -628,6 +649,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         mm_encoder_outputs: dict | None = None,
         keep_ratio: torch.Tensor | float | None = None,
         batch_layout: BatchLayout | None = None,
+        emotion_labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> AffectVerseCausalLMOutputWithPast:
         r"""The thinker's forward with the EWM (arguments as for the thinker, plus `keep_ratio`).
@@ -640,6 +662,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         batch_layout (`BatchLayout`, *optional*):
             Host-side counts of the batch (the collator's), so that the EWM, the injection and the truncation make
             the host wait for the device nowhere; read once per prefill when not given (issue 12).
+        emotion_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Emotion-first factorization: each clip's label as an index into `config.emotion_labels` (-100: none),
+            the target of `emotion_loss` (the collator adds it).
         """
         self._check_inputs(
             input_ids,
@@ -675,7 +700,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
 
         ewm_out = kept_index = None
         if belief_mask is not None:
-            ewm_out, rho_host = self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout)
+            ewm_out, rho_host = self._run_ewm(
+                input_ids, inputs_embeds, position_ids, keep_ratio, layout, emotion_labels
+            )
             inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask, ewm_out, layout)
             dropped = layout.dropped(rho_host, self.config.ewm_min_modality_tokens)
             if any(dropped):
@@ -723,6 +750,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             imagination_baselines=None if ewm_out is None else ewm_out.imagination_baselines,
             imagination_target_similarity=None if ewm_out is None else ewm_out.target_similarity,
             kept_index=kept_index,
+            emotion_trajectory=None if ewm_out is None else ewm_out.emotion_trajectory,
+            emotion_loss=None if ewm_out is None else ewm_out.emotion_loss,
         )
 
     # -- generation ---------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import (
     _get_feat_extract_output_lengths,
 )
 
+from .configuration_affectverse import MER_LABELS  # MER2023 / MER2024, the prompt's order
+
 IGNORE_INDEX = -100
-MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")  # MER2023 / MER2024, the prompt's order
 SENTIMENT_ANSWERS = ("positive", "negative")  # what the sentiment question asks for (Appendix A)
 BELIEF_TOKEN = "<|belief|>"
 BELIEF_INJECTIONS = ("interleaved", "single", "none")  # where placeholders go: two places, one place, nowhere
@@ -123,6 +124,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.fps = fps
         self.frame_size = frame_size
         self.belief_injection = belief_injection
+        self.emotion_labels: list[str] | None = None  # set by follow_model_config for an emotion-first model
         self.belief_token = BELIEF_TOKEN
         self.belief_token_id = tokenizer.convert_tokens_to_ids(BELIEF_TOKEN)
 
@@ -153,6 +155,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.belief_tokens_dual = config.ewm_belief_tokens_dual
         self.belief_tokens_single = config.ewm_belief_tokens_single
         self.belief_injection = config.ewm_injection if config.ewm_belief_construction != "none" else "none"
+        self.emotion_labels = config.emotion_labels  # emotion-first: the space the collator indexes labels in
         return self
 
     # -- prompt ------------------------------------------------------------------------------------

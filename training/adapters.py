@@ -45,11 +45,13 @@ def affectverse_lora_config(
     target_modules: str | list[str] | None = None,
     modules_to_save: list[str] | None = None,
     with_ewm: bool = True,
+    with_prefusion: bool = False,
 ) -> LoraConfig:
     """The paper's LoRA (r=16, alpha=32, dropout 0.05 on the LLM's q/k/v/o) with the EWM and the belief row saved.
 
     `target_modules` replaces the LLM regex; a one-element list is read as a regex too (YAML recipes give lists).
     `with_ewm=False` (a model without EWM: `ewm_belief_construction="none"`) saves neither: plain thinker LoRA.
+    `with_prefusion` trains and saves the Conv-Attention pre-fusion in full too (`ewm_prefusion`, issue 14).
     """
     if isinstance(target_modules, list) and len(target_modules) == 1:
         target_modules = target_modules[0]
@@ -58,7 +60,12 @@ def affectverse_lora_config(
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         target_modules=target_modules or LLM_ATTENTION,
-        modules_to_save=[*(["ewm"] if with_ewm else []), *(modules_to_save or [])] or None,
+        modules_to_save=[
+            *(["ewm"] if with_ewm else []),
+            *(["prefusion"] if with_prefusion else []),
+            *(modules_to_save or []),
+        ]
+        or None,  # fmt: skip
         trainable_token_indices={"embed_tokens": [belief_token_id]} if with_ewm else None,
         bias="none",
     )

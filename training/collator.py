@@ -254,6 +254,16 @@ class AffectVerseCollator:
             batch["keep_ratio"] = torch.tensor(keep, dtype=torch.float32)
         elif self.keep_ratio is not None:
             batch["keep_ratio"] = torch.full((len(samples),), self.keep_ratio, dtype=torch.float32)
+        emotions = getattr(processor, "emotion_labels", None)  # emotion-first (issue 14): the clip label's index
+        if emotions and self.with_answer:
+            batch["emotion_labels"] = torch.tensor(
+                [
+                    emotions.index(s.row["label"])
+                    if s.row.get("task") == "emotion" and s.row.get("label") in emotions
+                    else -100
+                    for s in samples
+                ]  # fmt: skip
+            )
         # host-side counts, so the model's forward never reads them back from the GPU (issue 12); free on CPU tensors
         if self._layout_ids is None:
             self._layout_ids = BatchLayout.token_ids(processor.tokenizer)

@@ -147,6 +147,7 @@ def main(
         target_modules=model_args.lora_target_modules,
         modules_to_save=model_args.lora_modules_to_save,
         with_ewm=model.config.has_ewm,
+        with_prefusion=model.prefusion is not None,
     )
 
     # Dataset

@@ -31,6 +31,10 @@ class AffectVerseSFTConfig(SFTConfig):
     imagination_loss_weight: float = field(
         default=1.0, metadata={"help": "lambda: weight of the imagination loss added to the LM loss."}
     )
+    emotion_loss_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the emotion loss of ewm_factorization=emotion_first (LEWM, issue 14)."},
+    )
     keep_ratio_min: float = field(default=0.3, metadata={"help": "Lower end of the per-sample keep ratio rho ~ U."})
     keep_ratio_max: float = field(default=1.0, metadata={"help": "Upper end of the per-sample keep ratio rho ~ U."})
     modality_dropout: float = field(
@@ -148,6 +152,10 @@ class AffectVerseSFTTrainer(SFTTrainer):
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients; the shares sum over ranks
         else:
             loss = lm_loss if imagination is None or weight == 0 else lm_loss + weight * imagination
+        emotion = getattr(outputs, "emotion_loss", None)
+        if emotion is not None and self.args.emotion_loss_weight > 0:  # a micro-batch mean (design-notes, issue 14)
+            loss = loss + self.args.emotion_loss_weight * emotion
+            self._metrics[mode]["emotion_loss"].append(float(emotion.detach()))
         self._log_terms(mode, lm_loss, imagination, outputs)
         return (loss, outputs) if return_outputs else loss
 

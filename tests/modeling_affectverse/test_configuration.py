@@ -63,5 +63,5 @@ def test_7b_preset_ewm_parameter_count_is_about_25m():
 def test_count_command_prints_the_count(capsys):
     main([PRESET_7B])
     printed = capsys.readouterr().out
-    count = int(printed.rsplit(":", 1)[1].replace(",", ""))
+    count = int(printed.splitlines()[0].rsplit(":", 1)[1].replace(",", ""))  # the EWM line; the options follow
     assert 24_000_000 <= count <= 26_000_000
