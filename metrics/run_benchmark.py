@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
-from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS  # noqa: E402
+from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS, extract_answer  # noqa: E402
 from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids  # noqa: E402
 from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
 from training.adapters import load_trained  # noqa: E402
@@ -93,6 +93,9 @@ def _key(record: dict) -> tuple:
     return record["dataset"], record["modality"], float(record["keep_ratio"]), record["id"]
 
 
+REASONING_NEW_TOKENS = 256  # room for the cues and the tagged answer (the demo's targets are ~120 tokens)
+
+
 @torch.no_grad()
 def predict_batch(model, collator: AffectVerseCollator, rows: list[dict], scoring: str) -> list[dict]:
     """One result per row, in order, for rows of one task: generated text, or the best candidate with the
@@ -113,6 +116,14 @@ def predict_batch(model, collator: AffectVerseCollator, rows: list[dict], scorin
             {"prediction": candidates[int(p.argmax())], "probabilities": dict(zip(candidates, p.tolist(), strict=True))}
             for p in probabilities
         ]
+    elif collator.answer_format == "reasoning":  # <think>...</think><answer>...</answer>: the answer is extracted
+        length = inputs["input_ids"].shape[1]
+        generated = model.generate(**inputs, max_new_tokens=REASONING_NEW_TOKENS, do_sample=False)
+        texts = collator.processor.tokenizer.batch_decode(generated[:, length:], skip_special_tokens=True)
+        predicted = []
+        for text in texts:  # a malformed output (no tags, cut before </answer>) is unmatched, never guessed at
+            answer = extract_answer(text)
+            predicted.append({"prediction": answer or "", "generated_text": text, "malformed": answer is None})
     else:
         length = inputs["input_ids"].shape[1]
         generated = model.generate(**inputs, max_new_tokens=24, do_sample=False)
@@ -133,7 +144,8 @@ def run(args) -> dict:
             rows = [r for r in load_manifest(manifest) if r["split"] == args.split]  # media paths resolved
             for setting in args.modalities:
                 for ratio in args.keep_ratios:
-                    collator = AffectVerseCollator(processor, train=False, with_answer=False, observe_ratio=ratio)
+                    collator = AffectVerseCollator(processor, train=False, with_answer=False, observe_ratio=ratio,
+                                                   answer_format=args.answer_format)  # fmt: skip
                     todo = [r for r in rows if (r["dataset"], setting, float(ratio), r["id"]) not in done]
                     desc = f"{os.path.basename(manifest)} {MODALITIES[setting]} rho={ratio:g}"
                     for start in tqdm(range(0, len(todo), args.batch_size), desc=desc, disable=not todo):
@@ -262,11 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modalities", nargs="+", default=["AVT"], choices=sorted(MODALITIES))
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=[1.0])
     parser.add_argument("--scoring", choices=["generate", "closed_set"], default="generate")
+    parser.add_argument("--answer-format", choices=["label", "reasoning"], default="label",
+                        help="reasoning: prompts ask for <think>...</think><answer>...</answer> and the answer is "
+                        "extracted (generate scoring only); malformed outputs count as unmatched")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-predictions", type=int, default=None, help="stop after this many new predictions")
     args = parser.parse_args(argv)
     if any(not 0 < r <= 1 for r in args.keep_ratios):
         parser.error("--keep-ratios must lie in (0, 1]")
+    if args.answer_format == "reasoning" and args.scoring == "closed_set":
+        parser.error("--answer-format reasoning needs --scoring generate: a reasoning answer is not a closed choice")
     results = run(args)
     if "stopped_after" in results:
         print(f"stopped after {results['stopped_after']} new predictions; run again to resume")

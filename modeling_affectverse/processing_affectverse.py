@@ -41,8 +41,44 @@ def answer_token_ids(tokenizer, answer: str) -> list[int]:
     return tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
 
 
-def task_question(task: str, label_set: list[str] | None = None) -> str:
-    """The task question of the paper's prompt (Appendix A) for `emotion`, `sentiment` or `open_vocabulary`."""
+# issue 14: a plain answer, <think>...</think><answer>...</answer>, or (training) both mixed per sample
+ANSWER_FORMATS = ("label", "reasoning", "joint")
+REASONING_INSTRUCTION = (
+    "First describe the cues in the face and the voice between <think> and </think>, "
+    "then give the answer between <answer> and </answer>."
+)
+
+
+def reasoning_answer(reasoning: str, answer: str) -> str:
+    """The target of the reasoning answer format (Emotion-LLaMAv2's stage 2, R1-style tags)."""
+    return f"<think>{reasoning.strip()}</think><answer>{answer.strip()}</answer>"
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The answer inside the last complete `<answer>...</answer>` of a reasoning-format output; None when there is
+    none (no tags, or cut before `</answer>`): a malformed output, which the metrics count as unmatched."""
+    if not text:
+        return None
+    end = text.rfind("</answer>")
+    start = text.rfind("<answer>", 0, end) if end >= 0 else -1
+    if start < 0:
+        return None
+    answer = text[start + len("<answer>") : end].strip()
+    if "</answer>" in answer or "<think>" in answer or "</think>" in answer:  # tags nested or repeated: malformed
+        return None
+    return answer or None
+
+
+def task_question(task: str, label_set: list[str] | None = None, answer_format: str = "label") -> str:
+    """The task question of the paper's prompt (Appendix A) for `emotion`, `sentiment` or `open_vocabulary`; the
+    reasoning answer format appends its instruction, which also serves as the stage's task identifier."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+    question = _task_question(task, label_set)
+    return question if answer_format == "label" else f"{question} {REASONING_INSTRUCTION}"  # joint: as reasoning
+
+
+def _task_question(task: str, label_set: list[str] | None) -> str:
     if task == "emotion":
         if not label_set:
             raise ValueError("task 'emotion' needs a label_set to list in the question")

@@ -95,10 +95,13 @@ def run_one(spec: dict) -> dict:
                                         fps=training_args.decode_fps)  # fmt: skip
     del trainer
 
+    # a model trained to answer <think>...</think><answer>...</answer> is scored in that format: generated, extracted
+    reasoning = spec["overrides"].get("answer_format") == "reasoning"
     bench = argparse.Namespace(
         model=model_dir, manifest=[script_args.train_manifest], split=script_args.eval_split,
         output=os.path.join(run_dir, "bench"), modalities=list(spec["modalities"]), keep_ratios=list(spec["ratios"]),
-        scoring="closed_set", batch_size=8, max_predictions=None,
+        scoring="generate" if reasoning else "closed_set", batch_size=8, max_predictions=None,
+        answer_format="reasoning" if reasoning else "label",
     )  # fmt: skip
     benchmark = run_benchmark(bench)
     result = {

@@ -24,7 +24,12 @@ import torch
 
 from modeling_affectverse.media_affectverse import MediaError, decode_clip, observed_prefix
 from modeling_affectverse.modeling_affectverse import BatchLayout
-from modeling_affectverse.processing_affectverse import AffectVerseProcessor, task_question
+from modeling_affectverse.processing_affectverse import (
+    ANSWER_FORMATS,
+    AffectVerseProcessor,
+    reasoning_answer,
+    task_question,
+)
 
 
 class DataError(ValueError):
@@ -94,6 +99,11 @@ class AffectVerseCollator:
             future and reports the imagination loss on it). None: training draws rho, evaluation keeps everything.
         cache_media: keep each row's decoded media in memory (a small dataset seen for many epochs, like the demo),
             so a clip is decoded once rather than once per epoch.
+        answer_format: `"label"` (the answer alone) or `"reasoning"` (issue 14): the question asks for the cues in
+            `<think>` and the answer in `<answer>`, and the target is `<think>{row reasoning}</think><answer>{answer}
+            </answer>`; a row without `reasoning` is skipped (counted as `no_reasoning`). `"joint"` (the curriculum's
+            stage 2: recognition and reasoning together): in training each sample is drawn, half and half, as a
+            label or a reasoning sample (a row without reasoning is a label sample); otherwise it is `"reasoning"`.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class AffectVerseCollator:
         observe_ratio: float = 1.0,
         keep_ratio: float | None = None,
         cache_media: bool = False,
+        answer_format: str = "label",
     ):
         low, high = keep_ratio_range
         if not 0 < low <= high <= 1:
@@ -135,6 +146,10 @@ class AffectVerseCollator:
             raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio}")
         self.keep_ratio = keep_ratio
         self.cache_media = cache_media
+        if answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+        self.answer_format = answer_format
+        self._format = "reasoning" if answer_format == "joint" and not train else answer_format  # fixed unless drawn
         self._media: dict = {}
         self._prompt_room: dict = {}  # tokens left for a subtitle, per kind of prompt (see _fit_subtitle)
         self.last_kept: list[int] = []  # indices of the last call's rows that are in its batch, in batch order
@@ -164,6 +179,9 @@ class AffectVerseCollator:
                 answer_text(row)
         except DataError as err:
             self._skip(row, "no_answer", err)
+            return None
+        if self._format == "reasoning" and self.with_answer and not (row.get("reasoning") or "").strip():
+            self._skip(row, "no_reasoning", DataError(f"row {row.get('id')!r}: no reasoning text for the answer"))
             return None
         key = (row.get("video"), row.get("audio"), tuple(row.get("segment") or ()))
         try:
@@ -206,13 +224,18 @@ class AffectVerseCollator:
         samples = [s for s in map(self._decode, rows) if s is not None]
         kept_ids = {id(s.row) for s in samples}
         self.last_kept = [i for i, row in enumerate(rows) if id(row) in kept_ids]
-        keep = []
+        keep, formats = [], []
         for sample in samples:
             rng = self._rng(sample.row)
             low, high = self.keep_ratio_range
             keep.append(low + (high - low) * rng.random())
             if self.train:
                 self._drop_modality(sample, rng)
+            answer_format = self._format
+            if answer_format == "joint":  # drawn after the other draws: label and reasoning collators draw as before
+                reasoned = bool((sample.row.get("reasoning") or "").strip())
+                answer_format = "reasoning" if reasoned and rng.random() < 0.5 else "label"
+            formats.append(answer_format)
         if not samples:
             self.skipped["empty_batch"] += 1
             warnings.warn(f"every row of a batch of {len(rows)} was skipped: an empty step is taken", stacklevel=2)
@@ -220,14 +243,14 @@ class AffectVerseCollator:
 
         processor = self.processor
         texts, videos, fps, audio, sources = [], [], [], [], []
-        for sample in samples:
+        for sample, answer_format in zip(samples, formats, strict=True):
             row = sample.row
             has_video, has_audio = sample.frames is not None, sample.wave is not None
-            question = task_question(row["task"], row.get("label_set"))
+            question = task_question(row["task"], row.get("label_set"), answer_format)
             prompt = {
                 "video": has_video,
                 "audio": has_audio and not sample.audio_from_video,
-                "answer": answer_text(row) if self.with_answer else None,
+                "answer": self._answer(row, answer_format) if self.with_answer else None,
             }
             subtitle = self._fit_subtitle(row, question, has_video or has_audio, prompt)
             texts.append(processor.build_prompt(question, subtitle=subtitle, **prompt))
@@ -243,7 +266,7 @@ class AffectVerseCollator:
             kwargs.update(load_audio_from_video=True, audio_from_video_indices=sources)
         batch = dict(processor(text=texts, videos=videos or None, audio=audio or None, **kwargs))
         if self.with_answer:
-            answers = [answer_text(sample.row) for sample in samples]
+            answers = [self._answer(s.row, f) for s, f in zip(samples, formats, strict=True)]
             try:
                 batch["labels"] = processor.answer_labels(batch["input_ids"], batch["attention_mask"], answers)
             except ValueError as err:
@@ -304,6 +327,11 @@ class AffectVerseCollator:
             stacklevel=3,
         )
         return tokenizer.decode(ids[: max(room, 0)]) or None
+
+    def _answer(self, row: dict, answer_format: str) -> str:
+        """The assistant's target for a row in an answer format (label or reasoning)."""
+        answer = answer_text(row)
+        return answer if answer_format == "label" else reasoning_answer(row["reasoning"], answer)
 
     def collate_candidates(self, rows: list[dict], candidates: list[str]) -> dict:
         """One sequence per (row, candidate answer), candidates of a row consecutive, answers labelled: the input of

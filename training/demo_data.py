@@ -10,7 +10,8 @@ clip ends as has to be read from how it evolves, which is what the Emotion World
 
     python -m training.demo_data --output data/demo            # 480 clips of 1-3 s, seed 0 (about 35 s)
 
-writes `data/demo/clips/demo_XXXX.mp4`, `data/demo/emotion.jsonl` (label: the final expression) and
+writes `data/demo/clips/demo_XXXX.mp4`, `data/demo/emotion.jsonl` (label: the final expression; `reasoning`: the
+change of face and voice in words, the target of the reasoning answer format) and
 `data/demo/sentiment.jsonl` (the same clips, label: the final expression's valence in [-3, 3], MOSI-style).
 Every 6th clip is in the `test` split, the rest `train`. Same seed, same arguments: byte-identical manifests and
 identical decoded frames.
@@ -60,6 +61,15 @@ SUBTITLES = [
     "Let me tell you what happened next.",
     "The train was there when we arrived.",
 ]
+# what each expression looks and sounds like, in words: the clips' generated `reasoning` (issue 14's stage 2 target)
+CUES = {
+    "neutral": ("a relaxed face", "a level voice"),
+    "happy": ("a smile and a warm yellow face", "a high, rising voice"),
+    "sad": ("a frown and a bluish face", "a low, falling voice"),
+    "angry": ("lowered brows and a red face", "a loud, harsh voice"),
+    "surprise": ("raised brows and an open mouth", "a very high voice"),
+    "worried": ("raised inner brows and a greenish face", "a trembling voice"),
+}
 NUM_CLIPS = 480  # 400 train, 80 test: the tiny model needs a few hundred clips to generalise, not to memorise
 FRAME_SIZE = 112
 FRAME_RATE = 12
@@ -146,6 +156,18 @@ def write_clip(path: str, frames: list[np.ndarray], wave: np.ndarray) -> None:
         container.mux(audio.encode())
 
 
+def describe_clip(start: str, label: str) -> str:
+    """The clip's reasoning text: how face and voice change from the start expression to the final one."""
+    (face_start, voice_start), (face_end, voice_end) = CUES[start], CUES[label]
+    return (f"The clip starts with {face_start} and {voice_start}. "
+            f"It ends with {face_end} and {voice_end}, which reads as {label}.")  # fmt: skip
+
+
+def start_expression(states: list[dict]) -> str:
+    """The expression a clip starts in (its first frame's state is that expression exactly)."""
+    return next(name for name, values in EXPRESSIONS.items() if values == states[0])
+
+
 def make_clip(label: str, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
     """Frames, wave and per-frame expression states of a clip that starts in another expression, ends in `label`."""
     start = str(rng.choice([name for name in EXPRESSIONS if name != label]))
@@ -179,7 +201,7 @@ def generate_demo_dataset(
     emotion_rows, sentiment_rows = [], []
     for index in tqdm(range(num_clips), desc="demo clips", disable=not progress):
         label = labels[index]
-        frames, wave, _ = make_clip(label, rng)
+        frames, wave, states = make_clip(label, rng)
         name = f"demo_{index:04d}"
         path = os.path.join(clips_dir, f"{name}.mp4")
         write_clip(path, frames, wave)
@@ -191,7 +213,8 @@ def generate_demo_dataset(
             "audio": relative,
             "subtitle": SUBTITLES[int(rng.integers(len(SUBTITLES)))],
         }
-        emotion_rows.append({**common, "dataset": "demo", "task": "emotion", "label": label, "label_set": MER_LABELS})
+        emotion_rows.append({**common, "dataset": "demo", "task": "emotion", "label": label, "label_set": MER_LABELS,
+                             "reasoning": describe_clip(start_expression(states), label)})  # fmt: skip
         valence = round(VALENCE[label] + float(rng.uniform(-0.4, 0.4)), 1)
         sentiment_rows.append(
             {**common, "dataset": "demo-sentiment", "task": "sentiment", "label": float(np.clip(valence, -3, 3))}

@@ -24,7 +24,7 @@ import datasets
 from modeling_affectverse.processing_affectverse import TASKS
 
 FIELDS = ("id", "dataset", "split", "task", "video", "audio", "subtitle", "label", "label_set")
-OPTIONAL_FIELDS = ("segment", "modality_labels")
+OPTIONAL_FIELDS = ("segment", "modality_labels", "reasoning")  # reasoning: issue 14's reasoning answers
 MODALITY_LABEL_KEYS = ("text", "audio", "video")
 
 
@@ -58,6 +58,7 @@ def manifest_features(task: str) -> datasets.Features:
             "label_set": datasets.List(string),
             "segment": datasets.List(datasets.Value("float64")),
             "modality_labels": {key: datasets.Value("float64") for key in MODALITY_LABEL_KEYS},
+            "reasoning": string,
         }
     )
 
@@ -85,7 +86,7 @@ def validate_row(row: dict, where: str = "row") -> dict:
         raise ManifestError(f"{where}: field 'task' is {task!r}; expected one of {TASKS}")
     out = {name: row.get(name) for name in FIELDS + OPTIONAL_FIELDS}
     out["subtitle"] = "" if out["subtitle"] is None else out["subtitle"]
-    for name in ("video", "audio", "subtitle"):
+    for name in ("video", "audio", "subtitle", "reasoning"):
         if out[name] is not None and not isinstance(out[name], str):
             raise ManifestError(f"{where}: field '{name}' must be a string or null, got {out[name]!r}")
     if not out["video"] and not out["audio"] and not out["subtitle"].strip():

@@ -10,6 +10,11 @@ The paper's recipe (Qwen2.5-Omni-7B, GPUs; manifests from `python -m training.co
     accelerate launch --config_file configuration/accelerate/multi_gpu.yaml training/sft.py \\
         --config configuration/recipes/paper.yaml --train_manifest data/manifests/train.jsonl
 
+Emotion-LLaMAv2's perception -> cognition curriculum (issue 14): stage 1 labels only, stage 2 labels + reasoning
+(`<think>...</think><answer>...</answer>`) starting from stage 1's adapter, with one command:
+
+    python training/sft.py --config configuration/recipes/curriculum.yaml
+
 Two CPU processes (gloo), as tested:
 
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
@@ -26,9 +31,12 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout (DESIGN §2)
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
+from peft import PeftModel  # noqa: E402
 from trl import ModelConfig, TrlParser  # noqa: E402
 
 from metrics.run_benchmark import predict_batch  # noqa: E402
+from modeling_affectverse.processing_affectverse import ANSWER_FORMATS  # noqa: E402
 from training.adapters import (  # noqa: E402
     EWM_CONFIG_FILE,
     affectverse_lora_config,
@@ -70,7 +78,22 @@ class ScriptArguments:
         },
     )
 
+    answer_format: str = field(
+        default="label",
+        metadata={
+            "help": "label: the answer alone; reasoning: <think>{row reasoning}</think><answer>{answer}</answer>"
+        },
+    )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={"help": "Start from this adapter folder (LoRA + EWM) instead of a new adapter: a curriculum stage."},
+    )
+
     def __post_init__(self):
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}")
+        if self.init_adapter is not None and not os.path.isfile(os.path.join(self.init_adapter, EWM_CONFIG_FILE)):
+            raise ValueError(f"init_adapter {self.init_adapter}: not an adapter folder written by training/sft.py")
         if isinstance(self.ewm_config, str):
             self.ewm_config = json.loads(self.ewm_config) if self.ewm_config.strip() else None
         unknown = sorted(k for k in self.ewm_config or {} if not k.startswith("ewm_"))
@@ -138,16 +161,28 @@ def main(
     """Build, train, save (and optionally merge and score) as the arguments say. `before_training(trainer)`, when
     given, sees the trainer's model as training starts (the ablation runner's report at initialisation)."""
     # Model
+    if script_args.init_adapter is not None:  # a curriculum stage: the previous stage's architecture and weights
+        with open(os.path.join(script_args.init_adapter, EWM_CONFIG_FILE), encoding="utf-8") as handle:
+            saved = json.load(handle) or None
+        if script_args.ewm_config not in (None, saved):
+            raise ValueError(f"ewm_config {script_args.ewm_config} differs from {script_args.init_adapter}'s {saved}")
+        script_args.ewm_config = saved
     model, processor = load_model_and_processor(model_args, script_args.ewm_config, training_args.seed)
-    peft_config = affectverse_lora_config(
-        processor.belief_token_id,
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules,
-        modules_to_save=model_args.lora_modules_to_save,
-        with_ewm=model.config.has_ewm,
-        with_prefusion=model.prefusion is not None,
+    if script_args.init_adapter is not None:
+        model = PeftModel.from_pretrained(model, script_args.init_adapter, is_trainable=True)
+    peft_config = (
+        None
+        if script_args.init_adapter is not None
+        else affectverse_lora_config(
+            processor.belief_token_id,
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_target_modules,
+            modules_to_save=model_args.lora_modules_to_save,
+            with_ewm=model.config.has_ewm,
+            with_prefusion=model.prefusion is not None,
+        )
     )
 
     # Dataset
@@ -155,6 +190,16 @@ def main(
         generate_demo_dataset(script_args.demo_data)
     strict = training_args.strict_data
     train_rows = load_rows(script_args.train_manifest, script_args.train_split, script_args.media_root, strict)
+    if script_args.answer_format == "reasoning":  # rows without a reasoning text cannot be trained in this format
+        reasoned = train_rows.filter(lambda row: bool((row.get("reasoning") or "").strip()))
+        if len(reasoned) == 0:
+            raise ValueError(
+                f"{script_args.train_manifest}: no row has a 'reasoning' text for answer_format reasoning "
+                "(demo data made before it had one? regenerate: python -m training.demo_data)"
+            )
+        if len(reasoned) < len(train_rows):
+            print(f"answer_format reasoning: {len(train_rows) - len(reasoned)} row(s) without reasoning left out")
+        train_rows = reasoned
     eval_manifest = script_args.eval_manifest
     eval_rows = None
     if eval_manifest:
@@ -168,6 +213,7 @@ def main(
         max_frames=training_args.max_frames,
         strict=strict,
         cache_media=training_args.cache_media,
+        answer_format=script_args.answer_format,
     )
     eval_collator = AffectVerseCollator(
         processor,
@@ -177,6 +223,7 @@ def main(
         strict=strict,
         keep_ratio=training_args.eval_keep_ratio,
         cache_media=training_args.cache_media,
+        answer_format=script_args.answer_format,
     )
     processor.max_length = training_args.max_length
 
@@ -226,6 +273,46 @@ def main(
     return trainer
 
 
+def run_curriculum(stages: list[str], overrides: list[str] | None = None, output_root: str | None = None,
+                   before_training=None) -> list:  # fmt: skip
+    """Run recipe files in order (each with `overrides` appended), each stage starting from the previous stage's
+    saved adapter; `output_root` puts stage k's output in `<output_root>/stage<k>` instead of its recipe's folder.
+    `before_training(stage, trainer)` sees each stage's trainer as it starts. Returns the trainers."""
+    trainers, previous = [], None
+    for number, recipe in enumerate(stages, start=1):
+        parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
+        extra = [] if previous is None else ["--init_adapter", previous]
+        if output_root is not None:
+            extra += ["--output_dir", os.path.join(output_root, f"stage{number}")]
+        script_args, training_args, model_args = parser.parse_args_and_config(
+            ["--config", recipe, *extra, *(overrides or [])]
+        )
+        print(f"curriculum stage {number}/{len(stages)}: {recipe}", flush=True)
+        hook = None if before_training is None else (lambda trainer, n=number: before_training(n, trainer))
+        trainers.append(main(script_args, training_args, model_args, before_training=hook))
+        previous = training_args.output_dir
+    return trainers
+
+
+def curriculum_of(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """`(stages, other arguments)` when `--config` names a curriculum file (a `stages:` list), else None. Read before
+    the arguments are parsed: a curriculum file holds no training arguments of its own (the stages do)."""
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return None
+    at = argv.index("--config")
+    with open(argv[at + 1], encoding="utf-8") as handle:
+        recipe = yaml.safe_load(handle) or {}
+    if not recipe.get("stages"):
+        return None
+    unknown = sorted(set(recipe) - {"stages"})
+    if unknown:
+        raise ValueError(f"{argv[at + 1]}: a curriculum file lists stages only, got also {unknown}")
+    return list(recipe["stages"]), argv[:at] + argv[at + 2 :]
+
+
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
-    main(*parser.parse_args_and_config())
+    curriculum = curriculum_of(sys.argv[1:])
+    if curriculum is not None:
+        run_curriculum(*curriculum)
+    else:
+        main(*TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig)).parse_args_and_config())

@@ -21,8 +21,9 @@ def test_every_variant_parses_into_sft_arguments():
         for key, value in overrides.items():
             if key == "ewm_config":
                 assert script_args.ewm_config == value, name
-            else:
-                assert getattr(training_args, key) == value, name
+            else:  # a training argument, or a script argument (answer_format)
+                target = script_args if hasattr(script_args, key) else training_args
+                assert getattr(target, key) == value, name
 
 
 def test_sweep_writes_tables_and_a_resumed_sweep_skips_finished_runs(demo_manifest, tmp_path, monkeypatch, capsys):
