@@ -403,31 +403,6 @@ def synthetic_batch(config, video_grid: tuple[int, int, int], audio_frames: int,
     }
 
 
-def time_training_step(model, inputs: dict, extra: dict, device: str, repeats: int) -> tuple[float, int | None]:
-    """Median seconds of one AdamW step (after a warm-up step) and the peak accelerator memory (CUDA only)."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-
-    def step():
-        out = model(**inputs, **extra)
-        loss = out.loss if out.imagination_loss is None else out.loss + out.imagination_loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), (torch.cuda.max_memory_allocated() if device == "cuda" else None)
-
-
 def repeat_batch(batch: dict, copies: int) -> dict:
     """`copies` copies of a one-sample synthetic batch (encoder inputs repeated per sample)."""
     if copies == 1:

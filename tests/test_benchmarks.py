@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -27,12 +28,14 @@ def test_synthetic_batch_drives_the_ewm():
     figures = gpu_section(TINY, "cpu", torch.float32, 1, video_grid=(2, 4, 4), audio_frames=200, text=40,
                           train_batches=(1, 2), generate_batches=(1, 2), new_tokens=2)  # fmt: skip
     assert figures["sequence_tokens"] == ids.numel()
-    for size in (1, 2):  # every row of issue 12's table is filled
-        assert figures[f"train_batch_{size}"]["step_time_ratio"] > 0
-        assert figures[f"train_batch_{size}"]["tokens_per_second"] > 0
+    # every row of issue 12's table is filled (values only: a difference of two timings can even come out negative)
+    keys = ("step_time_ratio", "tokens_per_second")
+    numbers = [figures[f"train_batch_{size}"][key] for size in (1, 2) for key in keys]
+    numbers += [figures["prefill"]["time_ratio"], figures["decode_per_token"]["time_ratio"]]
+    numbers += [figures["ewm_alone"]["forward_seconds"], figures["ewm_alone"]["forward_backward_seconds"]]
+    assert all(isinstance(n, float) and math.isfinite(n) for n in numbers), numbers
     assert set(figures["generate_samples_per_second"]) == {"1", "2"}
-    assert figures["prefill"]["time_ratio"] > 0 and figures["decode_per_token"]["time_ratio"] > 0
-    assert figures["ewm_alone"]["forward_sync_ops"] == {} and figures["ewm_alone"]["forward_seconds"] > 0
+    assert figures["ewm_alone"]["forward_sync_ops"] == {}
     syncs = figures["training_step_sync_ops"]  # the host waits no more often with the EWM than without
     assert syncs["affectverse"] == syncs["no_placeholders"]
 
