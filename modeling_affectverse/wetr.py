@@ -1,0 +1,227 @@
+"""WETR: training-free emotion-aware token refinement (seed 003, §3), the scoring core: NTS and STR as tensors.
+
+At a trigger layer, with the layer's own query/key projections of the hidden states:
+
+- NTS (Noise-suppressed Token Selection): two inserted instruction spans, an emotion-seeking Q_pos and an
+  emotion-irrelevant Q_neg, attend to the sequence; d_i = Norm(a_pos->i - a_neg->i) (Eq. 4), plus a weak
+  cross-modal support term (Eq. 5) gives s_i; the top ceil(p x n) tokens of each modality by s_i are kept
+  (Eq. 6), instruction tokens always (Eq. 7).
+- STR (State-strengthened Token Reweighting): each kept media token's key is reconstructed from the kept text
+  tokens' keys by attention (and each kept text token's from the kept media tokens'), e_i = ||k_i - sum alpha_ij k_j||
+  (Eq. 9), normalised to [0, 1]; gated by g_i = sigmoid(Norm(s_i)): r_i = (1 - g_i)(1 - e_i), c_i = g_i e_i
+  (Eq. 10), b_i = c_i - r_i, gamma_i = 1 + delta b_i (Eq. 11); anchors (the top p_anc of each kept modality by s_i)
+  are clamped to gamma >= gamma_anc; the hidden states are scaled h_i <- gamma_i h_i.
+
+This module holds the configuration, its checks and these computations on explicit tensors (tested against values
+computed by hand). Running them inside the thinker's decoder, with tokens removed from later layers and a KV cache
+that holds the refined sequence, is the next step of issue 13 (docs/design-notes.md).
+
+Shapes: B batch, L sequence, H heads, E head width. Token roles (`ROLES`): 0 other/instruction, 1 visual, 2 audio,
+3 text content (the subtitle), 4 Q_pos span, 5 Q_neg span.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+INSTRUCTION, VISUAL, AUDIO, CONTENT, QUERY_POS, QUERY_NEG = range(6)
+ROLES = ("instruction", "visual", "audio", "content", "query_pos", "query_neg")
+PROXIES = ("contrastive", "positive", "negative", "random")  # WETR Table 2
+# the two inserted query spans (WETR §3.3 asks for an emotion-seeking and an emotion-irrelevant one)
+QUERY_POS_TEXT = "Which facial expressions, voice cues and words show what this person feels?"
+QUERY_NEG_TEXT = "What objects and colours are in the background of this clip?"
+
+
+@dataclass
+class WETRConfig:
+    """WETR's settings (paper defaults) and the ablation switches of its Tables 2, 3 and 6.
+
+    Attributes:
+        trigger_interval: n_r; the trigger layers are l = n_r, 2 n_r, ... (0-based decoder-layer index, l > 0: the
+            first layer has no processed context to score with).
+        delta: STR's intervention strength.
+        p_visual / p_text: kept fraction of visual / text-content tokens at each trigger layer.
+        p_audio: kept fraction of audio tokens. Audio is scored and kept like video with its own ratio (decision:
+            25 audio tokens per second are as redundant as video patches; the paper's backbones take no audio).
+        p_anchor: fraction of each kept modality protected as anchors (not given by the paper: 0.1).
+        gamma_anchor: lower bound of an anchor's gamma (>= 1 in the paper; 1.0 here: anchors are never weakened).
+        proxy: NTS scoring proxy: contrastive (Eq. 4), positive (Q_pos only), negative (Q_neg only), random.
+        select: NTS on (False: every token kept: "STR only").
+        reweight: STR on (False: gamma = 1: "NTS only").
+        anchors: STR's anchor protection on.
+        seed: the random proxy's generator seed.
+    """
+
+    trigger_interval: int = 9
+    delta: float = 4.0
+    p_visual: float = 0.03
+    p_text: float = 0.2
+    p_audio: float = 0.03
+    p_anchor: float = 0.1
+    gamma_anchor: float = 1.0
+    proxy: str = "contrastive"
+    select: bool = True
+    reweight: bool = True
+    anchors: bool = True
+    seed: int = 0
+
+    def check(self, num_layers: int) -> None:
+        """Raise `ValueError` naming the field for settings that cannot run on a decoder of `num_layers` layers."""
+        for name in ("p_visual", "p_text", "p_audio", "p_anchor"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value <= 1):
+                raise ValueError(f"WETRConfig.{name} must lie in (0, 1], got {value!r}")
+        if not isinstance(self.trigger_interval, int) or self.trigger_interval < 1:
+            raise ValueError(f"WETRConfig.trigger_interval must be a positive integer, got {self.trigger_interval!r}")
+        if self.trigger_interval >= num_layers:
+            raise ValueError(
+                f"WETRConfig.trigger_interval ({self.trigger_interval}) must be smaller than the decoder depth "
+                f"({num_layers} layers): no layer would trigger"
+            )
+        if self.delta < 0:
+            raise ValueError(f"WETRConfig.delta must be >= 0, got {self.delta!r}")
+        if self.gamma_anchor < 1:
+            raise ValueError(f"WETRConfig.gamma_anchor must be >= 1, got {self.gamma_anchor!r}")
+        if self.proxy not in PROXIES:
+            raise ValueError(f"WETRConfig.proxy must be one of {PROXIES}, got {self.proxy!r}")
+
+    def trigger_layers(self, num_layers: int) -> list[int]:
+        self.check(num_layers)
+        return list(range(self.trigger_interval, num_layers, self.trigger_interval))
+
+    def keep_fraction(self, role: int) -> float:
+        return {VISUAL: self.p_visual, AUDIO: self.p_audio, CONTENT: self.p_text}[role]
+
+
+def check_roles(roles: torch.Tensor) -> None:
+    """A sequence without the two query spans cannot be scored: a clear error instead of a silent no-op."""
+    for role, name in ((QUERY_POS, "Q_pos"), (QUERY_NEG, "Q_neg")):
+        missing = (~(roles == role).any(1)).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(
+                f"WETR is on but sample(s) {missing} have no {name} span: build the prompt with the processor's "
+                "WETR query spans (the emotion-seeking and the emotion-irrelevant question)"
+            )
+
+
+def norm(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Min-max normalisation to [0, 1] over the positions of `mask`, per sample (`(B, L)`); 0 outside the mask and
+    where every value is equal. The paper's Norm(.) is unspecified: min-max keeps the order and the [0, 1] range."""
+    low = torch.where(mask, values, torch.inf).amin(1, keepdim=True)
+    high = torch.where(mask, values, -torch.inf).amax(1, keepdim=True)
+    span = (high - low).clamp(min=1e-12)
+    scaled = torch.where(torch.isfinite(low) & (high > low), (values - low) / span, torch.zeros_like(values))
+    return torch.where(mask, scaled, torch.zeros_like(values))
+
+
+def span_attention(attention: torch.Tensor, roles: torch.Tensor, role: int) -> torch.Tensor:
+    """`(B, L)` mean over the queries of one role of the head-averaged attention rows `attention` `(B, L, L)`."""
+    rows = (roles == role).to(attention.dtype)  # (B, L)
+    return (rows[:, :, None] * attention).sum(1) / rows.sum(1, keepdim=True).clamp(min=1)
+
+
+def selection_scores(attention: torch.Tensor, roles: torch.Tensor, proxy: str = "contrastive",
+                     generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """s_i for the media and content tokens (Eq. 4-5), 0 elsewhere. `attention` `(B, L, L)`: head-averaged
+    attention probabilities of the trigger layer (only the rows of the query spans, the media and the content tokens
+    are read)."""
+    candidates = (roles == VISUAL) | (roles == AUDIO) | (roles == CONTENT)
+    positive = span_attention(attention, roles, QUERY_POS)
+    negative = span_attention(attention, roles, QUERY_NEG)
+    if proxy == "random":
+        noise = torch.rand(roles.shape, generator=generator, device="cpu").to(attention.device, attention.dtype)
+        return torch.where(candidates, noise, torch.zeros_like(noise))
+    raw = {"contrastive": positive - negative, "positive": positive, "negative": -negative}[proxy]
+    d = norm(raw, candidates)
+    media = (roles == VISUAL) | (roles == AUDIO)
+    content = roles == CONTENT
+    from_content = norm(span_attention(attention, roles, CONTENT), media)  # content -> media support
+    media_rows = media.to(attention.dtype)
+    from_media = (media_rows[:, :, None] * attention).sum(1) / media_rows.sum(1, keepdim=True).clamp(min=1)
+    from_media = norm(from_media, content)  # media -> content support (0 under causal attention: media come first)
+    return d + torch.where(media, from_content, torch.zeros_like(d)) + torch.where(content, from_media, 0.0)
+
+
+def top_fraction(scores: torch.Tensor, mask: torch.Tensor, fraction: float) -> torch.Tensor:
+    """`(B, L)` bool: the ceil(fraction x n) highest-scoring positions of `mask` per sample (ties: earlier first)."""
+    counts = mask.sum(1)
+    keep = torch.ceil(fraction * counts.double() - 1e-9).long().clamp(min=0)
+    keep = torch.minimum(torch.where(counts > 0, keep.clamp(min=1), keep), counts)
+    ranked = torch.where(mask, scores, -torch.inf)
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    )
+    return mask & (rank < keep[:, None])
+
+
+def select(scores: torch.Tensor, roles: torch.Tensor, config: WETRConfig) -> torch.Tensor:
+    """NTS's kept set K (Eq. 6-7): top fractions of visual, audio and content tokens; every other token kept."""
+    kept = ~((roles == VISUAL) | (roles == AUDIO) | (roles == CONTENT))
+    if not config.select:
+        return torch.ones_like(kept)
+    for role in (VISUAL, AUDIO, CONTENT):
+        kept = kept | top_fraction(scores, roles == role, config.keep_fraction(role))
+    return kept
+
+
+def reconstruction_errors(queries: torch.Tensor, keys: torch.Tensor, source: torch.Tensor,
+                          target: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """e_i (Eq. 9) for the tokens of `source` `(B, L)`: each one's key reconstructed from the keys of `target` by
+    softmax(q_i . k_j / sqrt(E)) over j in target, per head, the error norm averaged over heads. `queries`, `keys`:
+    `(B, H, L, E)`. 0 outside `source` (and where `target` is empty)."""
+    logits = queries @ keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])  # (B, H, L, L)
+    logits = logits.masked_fill(~target[:, None, None, :], -torch.inf)
+    weights = torch.nan_to_num(logits.softmax(-1))  # an empty target gives all -inf rows: zero weights
+    rebuilt = weights @ keys  # (B, H, L, E)
+    error = (keys - rebuilt).norm(dim=-1).mean(1)  # (B, L)
+    return torch.where(source & target.any(1, keepdim=True), error, torch.zeros_like(error))
+
+
+def reweighting(queries: torch.Tensor, keys: torch.Tensor, scores: torch.Tensor, roles: torch.Tensor,
+                kept: torch.Tensor, config: WETRConfig) -> dict[str, torch.Tensor]:  # fmt: skip
+    """STR (Eq. 9-11): `{"e", "g", "r", "c", "gamma", "anchors"}`, each `(B, L)`; gamma is 1 outside the kept media
+    and content tokens (instruction and query tokens are never rescaled)."""
+    media = ((roles == VISUAL) | (roles == AUDIO)) & kept
+    content = (roles == CONTENT) & kept
+    scored = media | content
+    errors = reconstruction_errors(queries, keys, media, content) + reconstruction_errors(queries, keys, content, media)
+    e = norm(errors, scored)
+    g = torch.where(scored, torch.sigmoid(norm(scores, scored)), torch.zeros_like(e))
+    r = torch.where(scored, (1 - g) * (1 - e), torch.zeros_like(e))
+    c = torch.where(scored, g * e, torch.zeros_like(e))
+    gamma = (
+        torch.where(scored, 1 + config.delta * (c - r), torch.ones_like(e)) if config.reweight else torch.ones_like(e)
+    )
+    anchors = torch.zeros_like(kept)
+    if config.anchors and config.reweight:
+        for role in (VISUAL, AUDIO, CONTENT):
+            anchors = anchors | top_fraction(scores, (roles == role) & kept, config.p_anchor)
+        gamma = torch.where(anchors, gamma.clamp(min=config.gamma_anchor), gamma)
+    return {"e": e, "g": g, "r": r, "c": c, "gamma": gamma, "anchors": anchors}
+
+
+__all__ = [
+    "AUDIO",
+    "CONTENT",
+    "INSTRUCTION",
+    "PROXIES",
+    "QUERY_NEG",
+    "QUERY_NEG_TEXT",
+    "QUERY_POS",
+    "QUERY_POS_TEXT",
+    "ROLES",
+    "VISUAL",
+    "WETRConfig",
+    "check_roles",
+    "norm",
+    "reconstruction_errors",
+    "reweighting",
+    "select",
+    "selection_scores",
+    "span_attention",
+    "top_fraction",
+]

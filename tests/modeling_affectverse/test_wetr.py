@@ -1,0 +1,130 @@
+"""Issue 13 (first step): WETR's scoring core against values computed by hand, its switches, and its input checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from modeling_affectverse.wetr import (
+    AUDIO,
+    CONTENT,
+    INSTRUCTION,
+    QUERY_NEG,
+    QUERY_POS,
+    VISUAL,
+    WETRConfig,
+    check_roles,
+    reweighting,
+    select,
+    selection_scores,
+    top_fraction,
+)
+
+# positions: instruction, v1, v2, audio, c1, c2, Q_pos, Q_neg
+ROLES = torch.tensor([[INSTRUCTION, VISUAL, VISUAL, AUDIO, CONTENT, CONTENT, QUERY_POS, QUERY_NEG]])
+ATTENTION = torch.tensor([[  # head-averaged, causal, rows sum to 1
+    [1.0, 0, 0, 0, 0, 0, 0, 0],
+    [0.5, 0.5, 0, 0, 0, 0, 0, 0],
+    [0.3, 0.3, 0.4, 0, 0, 0, 0, 0],
+    [0.25, 0.25, 0.25, 0.25, 0, 0, 0, 0],
+    [0.2, 0.3, 0.1, 0.2, 0.2, 0, 0, 0],
+    [0.1, 0.2, 0.2, 0.1, 0.2, 0.2, 0, 0],
+    [0.1, 0.4, 0.1, 0.2, 0.1, 0.05, 0.05, 0],
+    [0.2, 0.1, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05],
+]])  # fmt: skip
+CONFIG = WETRConfig(trigger_interval=1, delta=2.0, p_visual=0.5, p_audio=1.0, p_text=0.5, p_anchor=0.5)
+
+
+def test_scores_and_the_kept_set_by_hand():
+    scores = selection_scores(ATTENTION, ROLES)
+    # a_pos - a_neg over the candidates v1, v2, a, c1, c2: 0.3, -0.2, 0.1, 0.0, -0.05 -> min-max: 1, 0, 0.6, 0.4, 0.3
+    # support of media from the content rows: v1 0.25, v2 0.15, a 0.15 -> 1, 0, 0; of content from media rows: 0
+    expected = torch.tensor([[0.0, 2.0, 0.0, 0.6, 0.4, 0.3, 0.0, 0.0]])
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
+    kept = select(scores, ROLES, CONFIG)  # visual ceil(0.5 x 2) = 1, audio all, content ceil(0.5 x 2) = 1
+    assert kept.tolist() == [[True, True, False, True, True, False, True, True]]
+
+
+def test_reweighting_by_hand():
+    kept = torch.tensor([[True, True, False, True, True, False, True, True]])
+    scores = torch.tensor([[0.0, 2.0, 0.0, 0.6, 0.4, 0.3, 0.0, 0.0]])
+    keys = torch.zeros(1, 1, 8, 2)
+    queries = torch.zeros(1, 1, 8, 2)
+    keys[0, 0, 1], keys[0, 0, 3], keys[0, 0, 4] = torch.tensor([1.0, 0]), torch.tensor([0.0, 1]), torch.tensor([1.0, 1])
+    queries[0, 0, 4] = torch.tensor([2.0, 0])
+    out = reweighting(queries, keys, scores, ROLES, kept, CONFIG)
+    # media from content {c1}: the reconstruction is k_c1 = (1, 1): e_v1 = |(0, -1)| = 1, e_a = |(-1, 0)| = 1
+    # c1 from media {v1, a}: softmax(2 / sqrt 2, 0) = (0.80443, 0.19557): e_c1 = |(0.19557, 0.80443)| = 0.82787
+    w = math.exp(2 / math.sqrt(2)) / (math.exp(2 / math.sqrt(2)) + 1)
+    assert math.hypot(1 - w, 1 - (1 - w)) == pytest.approx(0.82787, abs=1e-5)
+    torch.testing.assert_close(out["e"][0, [1, 3, 4]], torch.tensor([1.0, 1.0, 0.0]))  # normalised to [0, 1]
+    # g = sigmoid(Norm(s)): Norm over (2.0, 0.6, 0.4) = (1, 0.125, 0)
+    g = torch.tensor([1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-0.125)), 0.5])
+    torch.testing.assert_close(out["g"][0, [1, 3, 4]], g)
+    torch.testing.assert_close(out["r"][0, [1, 3, 4]], torch.tensor([0.0, 0.0, 0.5]))  # (1 - g)(1 - e)
+    torch.testing.assert_close(out["c"][0, [1, 3, 4]], g * torch.tensor([1.0, 1.0, 0.0]))  # g e
+    # gamma = 1 + 2 (c - r): v1 2.46212, a 2.06242, c1 0.0 -> an anchor (top ceil(0.5 x 1) of its kept modality): 1.0
+    torch.testing.assert_close(out["gamma"][0, [1, 3, 4]], torch.tensor([1 + 2 * g[0], 1 + 2 * g[1], 1.0]))
+    assert out["gamma"][0, [0, 2, 5, 6, 7]].tolist() == [1.0] * 5  # instruction, dropped and query tokens
+    unprotected = reweighting(queries, keys, scores, ROLES, kept, WETRConfig(delta=2.0, anchors=False))
+    assert unprotected["gamma"][0, 4].item() == pytest.approx(0.0)  # without anchors c1 would be silenced
+
+
+def test_identity_settings_keep_everything_at_weight_one():
+    config = WETRConfig(p_visual=1.0, p_audio=1.0, p_text=1.0, delta=0.0)
+    scores = selection_scores(ATTENTION, ROLES)
+    kept = select(scores, ROLES, config)
+    assert kept.all()
+    out = reweighting(torch.randn(1, 2, 8, 4), torch.randn(1, 2, 8, 4), scores, ROLES, kept, config)
+    assert torch.equal(out["gamma"], torch.ones(1, 8))
+
+
+def test_kept_counts_are_the_ceiling_of_the_fraction():
+    torch.manual_seed(0)
+    scores = torch.rand(3, 50)
+    mask = torch.zeros(3, 50, dtype=torch.bool)
+    mask[0, :33], mask[1, 5:45], mask[2, :0] = True, True, True
+    for fraction in (0.03, 0.2, 0.5, 1.0):
+        kept = top_fraction(scores, mask, fraction)
+        assert kept.sum(1).tolist() == [math.ceil(fraction * 33), math.ceil(fraction * 40), 0]
+        assert not (kept & ~mask).any()
+        for b in range(2):  # the kept ones are the highest scores
+            inside = scores[b][mask[b]]
+            threshold = inside.sort(descending=True).values[kept[b].sum() - 1]
+            assert (scores[b][kept[b]] >= threshold).all()
+
+
+def test_proxies_and_switches():
+    generator = torch.Generator().manual_seed(0)
+    random = selection_scores(ATTENTION, ROLES, "random", generator)
+    assert (random[0, [0, 6, 7]] == 0).all() and (random[0, 1:6] > 0).all()
+    positive = selection_scores(ATTENTION, ROLES, "positive")
+    assert positive[0, 1] > positive[0, 2]  # Q_pos looks at v1 most
+    assert select(random, ROLES, WETRConfig(select=False)).all()  # "STR only": nothing removed
+    kept = select(selection_scores(ATTENTION, ROLES), ROLES, CONFIG)
+    off = reweighting(torch.randn(1, 1, 8, 2), torch.randn(1, 1, 8, 2), random, ROLES, kept, WETRConfig(reweight=False))
+    assert torch.equal(off["gamma"], torch.ones(1, 8))  # "NTS only"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"p_visual": 0.0}, r"p_visual must lie in \(0, 1\]"),
+        ({"p_text": 1.5}, r"p_text must lie in \(0, 1\]"),
+        ({"trigger_interval": 12}, "smaller than the decoder depth"),
+        ({"proxy": "cosine"}, "proxy must be one of"),
+        ({"gamma_anchor": 0.5}, "gamma_anchor must be >= 1"),
+    ],
+)
+def test_bad_settings_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        WETRConfig(**overrides).check(num_layers=12)
+
+
+def test_defaults_trigger_every_ninth_layer_and_a_prompt_without_spans_is_refused():
+    assert WETRConfig().trigger_layers(28) == [9, 18, 27]
+    with pytest.raises(ValueError, match="sample"):
+        check_roles(torch.tensor([[INSTRUCTION, VISUAL, QUERY_POS]]))
+    check_roles(ROLES)
