@@ -341,9 +341,13 @@ class EmotionWorldModule(nn.Module):
 
     # -- preparation -------------------------------------------------------------------------
     def _stream(
-        self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times, size: int | None = None
-    ) -> ModalityStream:
+        self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times, size: int | None = None,
+        target_states: torch.Tensor | None = None,
+    ) -> ModalityStream:  # fmt: skip
         """Gather one modality's tokens in sequence order, project them D -> W, split them.
+
+        `target_states`: where the frozen imagination targets are read (default `hidden`): the encoders' features
+        before any trainable module in front of the EWM (the pre-fusion), so that training cannot move them.
 
         `size`: the longest present stream of the batch (from the `StreamPlan`); None reads it from the device.
         Tokens are gathered by a stable sort of the mask (the stream's positions first, in order), not by boolean
@@ -366,6 +370,9 @@ class EmotionWorldModule(nn.Module):
             if self.config.ewm_belief_construction == "ewm" and keep_ratio is not None:  # else nothing is future
                 targets = tokens.detach()  # "online": the trained down-projection (the original design, collapses)
                 if self.config.ewm_imagination_target == "frozen":
+                    if target_states is not None:
+                        index = order[..., None].expand(-1, -1, target_states.shape[-1])
+                        selected = target_states.gather(1, index)
                     projected = selected.detach() @ self.target_projection[modality].to(selected.dtype).T
                     projected = F.layer_norm(projected, (width,))  # unit scale: the loss does not depend on |h|
                     targets = torch.where(valid[..., None], projected, 0.0)
@@ -496,6 +503,7 @@ class EmotionWorldModule(nn.Module):
         plan: StreamPlan | None = None,
         emotion_labels: torch.Tensor | None = None,
         emotion_override: torch.Tensor | None = None,
+        target_states: torch.Tensor | None = None,
     ) -> EWMOutput:
         """Run the EWM on a batch.
 
@@ -509,13 +517,17 @@ class EmotionWorldModule(nn.Module):
                 for the device nowhere; None: it is read once from the masks (one device-to-host copy).
             emotion_labels: emotion-first: `(B,)` index of each clip's label in the emotion space, -100 for none.
             emotion_override: emotion-first: `(B, K, E)` distributions that replace the predicted ones.
+            target_states: `(B, L, D)` the embeddings the frozen targets are read from (default `hidden_states`):
+                with a pre-fusion module the unfused ones, which no training moves (DESIGN §4.5 revised).
         """
         if plan is None:
             plan = StreamPlan.read(video_mask, audio_mask, keep_ratio)
         facts = plan.streams(self.config.ewm_min_modality_tokens)
         device = hidden_states.device
-        video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times, facts[VIDEO]["size"])
-        audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times, facts[AUDIO]["size"])
+        video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times, facts[VIDEO]["size"],
+                             target_states)  # fmt: skip
+        audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times, facts[AUDIO]["size"],
+                             target_states)  # fmt: skip
         config = self.config
         construction = config.ewm_belief_construction
         losses, cosines, pairs, emotion_logits = [], [], {}, {}

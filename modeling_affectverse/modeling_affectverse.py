@@ -524,8 +524,10 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         self, input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
         attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values, inputs_embeds,
         use_audio_in_video, video_second_per_grid, mm_encoder_outputs, layout=None, **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-        """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+        """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods), and the
+        embeddings before the pre-fusion when it ran (None otherwise): the EWM's frozen targets are read there."""
+        unfused = None
         if inputs_embeds is None:
             inputs_embeds = self._merge_multimodal(
                 input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
@@ -533,6 +535,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             )  # fmt: skip
             if self.prefusion is not None and layout is not None and (any(layout.video) or any(layout.audio)):
                 masks = [input_ids == self.config.video_token_id, input_ids == self.config.audio_token_id]
+                unfused = inputs_embeds
                 inputs_embeds = self.prefusion(inputs_embeds, masks, [max(layout.video), max(layout.audio)])
         if position_ids is None:
             if feature_attention_mask is not None:
@@ -541,9 +544,10 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
                 use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values, layout,
             )  # fmt: skip
-        return inputs_embeds, position_ids
+        return inputs_embeds, position_ids, unfused
 
-    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio, layout: BatchLayout, emotion_labels=None):
+    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio, layout: BatchLayout, emotion_labels=None,
+                 target_states=None):  # fmt: skip
         """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions.
 
         Returns `(EWMOutput, rho on the host or None)`."""
@@ -559,7 +563,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
         times = None if position_ids is None else position_ids[-3].float() / self.config.position_id_per_seconds
         plan = layout.stream_plan(rho_host)
-        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, plan, emotion_labels), rho_host
+        out = self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, plan, emotion_labels, None, target_states)
+        return out, rho_host
 
     @torch.no_grad()
     def imagine(
@@ -579,11 +584,11 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         with `keep_ratio < 1` the imagined tokens, their targets and the copy-last baseline (`pairs`). For
         diagnostics (the ablation runner's held-out imagination report); extra processor outputs are ignored."""
         layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio)
-        inputs_embeds, position_ids = self._embed(
+        inputs_embeds, position_ids, unfused = self._embed(
             input_ids, input_features, None, pixel_values_videos, None, video_grid_thw, attention_mask,
             feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None, layout,
         )  # fmt: skip
-        return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout)[0]
+        return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout, target_states=unfused)[0]
 
     def _video_blocks(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(B,)` each: whether a sample holds a plain video block (`<|vision_bos|><|VIDEO|>`) and whether it holds an
@@ -692,7 +697,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         belief_mask = None  # placeholders exist at prefill only: decode steps never generate them
         if layout is not None and belief_id is not None and any(layout.belief):
             belief_mask = input_ids == belief_id
-        inputs_embeds, position_ids = self._embed(
+        inputs_embeds, position_ids, unfused = self._embed(
             input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
             attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values,
             inputs_embeds, use_audio_in_video, video_second_per_grid, mm_encoder_outputs, layout, **kwargs,
@@ -701,7 +706,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         ewm_out = kept_index = None
         if belief_mask is not None:
             ewm_out, rho_host = self._run_ewm(
-                input_ids, inputs_embeds, position_ids, keep_ratio, layout, emotion_labels
+                input_ids, inputs_embeds, position_ids, keep_ratio, layout, emotion_labels, unfused
             )
             inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask, ewm_out, layout)
             dropped = layout.dropped(rho_host, self.config.ewm_min_modality_tokens)

@@ -93,3 +93,17 @@ def test_conv_attention_learns_and_changes_the_features(make_model, make_inputs)
         model.prefusion.up.weight.normal_(std=0.02)
         after = model(**inputs, keep_ratio=torch.tensor([1.0, 1.0, 1.0])).logits
     assert not torch.allclose(after, out.logits.detach())
+
+
+def test_the_prefusion_cannot_move_the_imagination_targets(make_model, make_inputs):
+    """The frozen targets are read from the features before the pre-fusion: a trained pre-fusion that made all
+    features alike would otherwise collapse them (found by the ablation runner: target similarity 1.000)."""
+    model = make_model(seed=3, ewm_prefusion="conv_attention")
+    inputs = make_inputs(["video+audio", "video", "audio"])
+    before = model.imagine(**inputs, keep_ratio=0.5)
+    with torch.no_grad():
+        model.prefusion.up.weight.normal_(std=0.5)
+    after = model.imagine(**inputs, keep_ratio=0.5)
+    for modality, pairs in before.batch_pairs.items():
+        assert torch.equal(after.batch_pairs[modality].target, pairs.target)
+    assert not torch.allclose(after.belief_tokens, before.belief_tokens)  # the EWM does read the fused features
