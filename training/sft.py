@@ -81,7 +81,8 @@ class ScriptArguments:
     answer_format: str = field(
         default="label",
         metadata={
-            "help": "label: the answer alone; reasoning: <think>{row reasoning}</think><answer>{answer}</answer>"
+            "help": "label: the answer alone; reasoning: <think>{row reasoning}</think><answer>{answer}</answer>; "
+            "joint: training samples drawn half label, half reasoning (the curriculum's stage 2)"
         },
     )
     init_adapter: str | None = field(
