@@ -24,6 +24,7 @@ from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import (
 )
 
 from .configuration_affectverse import MER_LABELS  # MER2023 / MER2024, the prompt's order
+from .wetr import QUERY_NEG_TEXT, QUERY_POS_TEXT
 
 IGNORE_INDEX = -100
 SENTIMENT_ANSWERS = ("positive", "negative")  # what the sentiment question asks for (Appendix A)
@@ -67,6 +68,15 @@ def extract_answer(text: str | None) -> str | None:
     if "</answer>" in answer or "<think>" in answer or "</think>" in answer:  # tags nested or repeated: malformed
         return None
     return answer or None
+
+
+def _find(sequence: list[int], piece: list[int]) -> int | None:
+    """The first index where `piece` occurs in `sequence`, or None."""
+    width = len(piece)
+    for start in range(len(sequence) - width + 1):
+        if sequence[start : start + width] == piece:
+            return start
+    return None
 
 
 def task_question(task: str, label_set: list[str] | None = None, answer_format: str = "label") -> str:
@@ -203,8 +213,12 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         audio: bool = False,
         answer: str | None = None,
         system_prompt: str = SYSTEM_PROMPT,
+        wetr_queries: bool = False,
     ) -> str:
         """The chat text of DESIGN §5 / Appendix A, without belief placeholders (`__call__` adds them).
+
+        `wetr_queries` inserts WETR's two query spans (an emotion-seeking and an emotion-irrelevant question, one
+        line each) between the subtitle and the task question; `token_roles` finds them again in the tokens.
 
         `video` + `audio` with `load_audio_from_video=True` in `__call__` means the video's own
         track (interleaved); `audio` alone adds a separate audio block. The subtitle, the question and the answer
@@ -220,13 +234,37 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         if audio:
             media += f"{self.audio_bos_token}{self.audio_token}{self.audio_eos_token}"
         subtitle_line = f"Subtitle: {subtitle}\n" if subtitle else ""
+        queries = f"{QUERY_POS_TEXT}\n{QUERY_NEG_TEXT}\n" if wetr_queries else ""
         text = (
             f"<|im_start|>system\n{system_prompt}<|im_end|>\n"
-            f"<|im_start|>user\n{media}{subtitle_line}{question}<|im_end|>\n{ASSISTANT_HEADER}"
+            f"<|im_start|>user\n{media}{subtitle_line}{queries}{question}<|im_end|>\n{ASSISTANT_HEADER}"
         )
         if answer is not None:
             text += f"{answer}<|im_end|>\n"
         return text
+
+    def token_roles(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`(B, L)` WETR token roles (`wetr.ROLES`) of prompts built with `build_prompt(..., wetr_queries=True)`:
+        video and audio placeholders, the subtitle's words (content), the two query spans, and instruction for
+        everything else. Found in the token ids: each span sits on a line of its own, so it tokenizes as it does
+        alone. A prompt without the spans gets no query role (`wetr.check_roles` then refuses it)."""
+        from .wetr import AUDIO, CONTENT, INSTRUCTION, QUERY_NEG, QUERY_POS, VISUAL
+
+        tokenizer = self.tokenizer
+        ids = input_ids.tolist()
+        roles = torch.full_like(input_ids, INSTRUCTION)
+        roles[input_ids == tokenizer.convert_tokens_to_ids(self.video_token)] = VISUAL
+        roles[input_ids == tokenizer.convert_tokens_to_ids(self.audio_token)] = AUDIO
+        texts = {"pos": QUERY_POS_TEXT, "neg": QUERY_NEG_TEXT, "subtitle": "Subtitle:"}
+        pieces = {name: tokenizer(text, add_special_tokens=False)["input_ids"] for name, text in texts.items()}
+        for b, row in enumerate(ids):
+            starts = {name: _find(row, piece) for name, piece in pieces.items()}
+            for name, role in (("pos", QUERY_POS), ("neg", QUERY_NEG)):
+                if starts[name] is not None:
+                    roles[b, starts[name] : starts[name] + len(pieces[name])] = role
+            if starts["subtitle"] is not None and starts["pos"] is not None:  # the words between, without the newline
+                roles[b, starts["subtitle"] + len(pieces["subtitle"]) : starts["pos"] - 1] = CONTENT
+        return roles
 
     def defuse_special_tokens(self, text: str) -> str:
         """`text` with every special-token string (`<|im_end|>`, `<|VIDEO|>`, `<|belief|>`, ...) broken by a space

@@ -128,3 +128,33 @@ def test_defaults_trigger_every_ninth_layer_and_a_prompt_without_spans_is_refuse
     with pytest.raises(ValueError, match="sample"):
         check_roles(torch.tensor([[INSTRUCTION, VISUAL, QUERY_POS]]))
     check_roles(ROLES)
+
+
+@pytest.mark.parametrize("subtitle", ["I went to the station this morning.", None])
+def test_the_processor_inserts_the_query_spans_and_finds_every_role(processor, subtitle):
+    from modeling_affectverse.processing_affectverse import MER_LABELS, task_question
+    from modeling_affectverse.tiny import synthetic_clip
+    from modeling_affectverse.wetr import QUERY_NEG_TEXT, QUERY_POS_TEXT
+
+    question = task_question("emotion", list(MER_LABELS))
+    frames, wave = synthetic_clip(2.0, seed=0)
+    short_frames, _ = synthetic_clip(1.0, seed=1)
+    texts = [processor.build_prompt(question, subtitle=subtitle, video=True, wetr_queries=True),
+             processor.build_prompt(question, subtitle="ok", video=True, audio=True, wetr_queries=True)]  # fmt: skip
+    batch = processor(text=texts, videos=[frames, short_frames], audio=[wave], padding=True, return_tensors="pt")
+    roles = processor.token_roles(batch["input_ids"])  # left-padded batch of two different prompts
+    check_roles(roles)
+    tokenizer = processor.tokenizer
+    for b, expected_subtitle in enumerate([subtitle, "ok"]):
+        ids = batch["input_ids"][b]
+        assert int((roles[b] == VISUAL).sum()) == int((ids == tokenizer.convert_tokens_to_ids("<|VIDEO|>")).sum()) > 0
+        assert int((roles[b] == AUDIO).sum()) == int((ids == tokenizer.convert_tokens_to_ids("<|AUDIO|>")).sum())
+        assert tokenizer.decode(ids[roles[b] == QUERY_POS]) == QUERY_POS_TEXT
+        assert tokenizer.decode(ids[roles[b] == QUERY_NEG]) == QUERY_NEG_TEXT
+        content = tokenizer.decode(ids[roles[b] == CONTENT]).strip()
+        assert content == (expected_subtitle or "")
+        question_ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+        assert (roles[b][-len(question_ids) - 10 :] == INSTRUCTION).any()  # the question and the template: kept
+    plain = processor(text=[processor.build_prompt(question, subtitle=subtitle)], return_tensors="pt")
+    with pytest.raises(ValueError, match="no Q_pos span"):
+        check_roles(processor.token_roles(plain["input_ids"]))
