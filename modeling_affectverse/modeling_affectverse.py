@@ -30,6 +30,7 @@ from .configuration_affectverse import AffectVerseConfig
 from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
 from .ewm_layers import past_length
 from .prefusion import ConvAttentionPrefusion, ZeroInitLinear
+from .wetr import WETRConfig, refined_language_model
 
 IGNORE_INDEX = -100
 
@@ -259,6 +260,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
     def __init__(self, config: AffectVerseConfig):
         super().__init__(config)
         self.ewm = EmotionWorldModule(config) if config.has_ewm else None
+        self.wetr: WETRConfig | None = None  # enable_wetr: a run-time option, not part of the checkpoint
+        self.wetr_record: list | None = None
         self.prefusion = None
         if config.ewm_prefusion == "conv_attention":  # issue 14: Emotion-LLaMAv2's pre-fusion, as an option
             self.prefusion = ConvAttentionPrefusion(config.ewm_hidden_size, config.ewm_prefusion_size,
@@ -655,6 +658,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         keep_ratio: torch.Tensor | float | None = None,
         batch_layout: BatchLayout | None = None,
         emotion_labels: torch.LongTensor | None = None,
+        wetr_roles: torch.LongTensor | None = None,
         **kwargs,
     ) -> AffectVerseCausalLMOutputWithPast:
         r"""The thinker's forward with the EWM (arguments as for the thinker, plus `keep_ratio`).
@@ -670,6 +674,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         emotion_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion-first factorization: each clip's label as an index into `config.emotion_labels` (-100: none),
             the target of `emotion_loss` (the collator adds it).
+        wetr_roles (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            With WETR enabled (`enable_wetr`): each token's role (`processor.token_roles`). The logits then cover the
+            refined sequence, `kept_index` maps it back to the input.
         """
         self._check_inputs(
             input_ids,
@@ -727,15 +734,35 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 )
                 use_cache, past_key_values = False, None
 
-        outputs = self.model(
-            input_ids=None,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
+        if self.wetr is not None:  # issue 13: training-free token refinement inside the language model (prefill)
+            if wetr_roles is None:
+                raise ValueError(
+                    "WETR is on but no wetr_roles were given: build the prompts with processor.build_prompt(..., "
+                    "wetr_queries=True) and pass wetr_roles=processor.token_roles(input_ids)"
+                )
+            if kept_index is not None or (past_key_values is not None and past_key_values.get_seq_length() > 0):
+                raise ValueError(
+                    "WETR refines a whole prompt in one pass: it takes no keep_ratio < 1 and cannot continue from a "
+                    "KV cache yet (generation with WETR is not supported)"
+                )
+            hidden, refined_index = refined_language_model(
+                self.model.language_model, inputs_embeds, attention_mask, position_ids,
+                wetr_roles.to(inputs_embeds.device), self.wetr, self.wetr_record,
+            )  # fmt: skip
+            if labels is not None:
+                labels = torch.where(refined_index >= 0, labels.gather(1, refined_index.clamp(min=0)), IGNORE_INDEX)
+            outputs = ModelOutput(last_hidden_state=hidden, past_key_values=None, hidden_states=None, attentions=None)
+            kept_index = refined_index
+        else:
+            outputs = self.model(
+                input_ids=None,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                inputs_embeds=inputs_embeds,
+                use_cache=use_cache,
+                **kwargs,
+            )
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -784,6 +811,19 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             suppress = kwargs.get("suppress_tokens") or self.generation_config.suppress_tokens or []
             kwargs["suppress_tokens"] = sorted(set(suppress) | placeholders)
         return super().generate(*args, **kwargs)
+
+    def enable_wetr(self, config: WETRConfig | None = None, record: bool = False) -> None:
+        """Turn on WETR (training-free token refinement, seed 003) for forward passes: at the trigger layers the
+        tokens that carry no emotion evidence leave the sequence and the kept ones are reweighted. `record=True`
+        keeps, per forward, the kept positions and gamma of every trigger layer in `wetr_record`. Prefill only for
+        now: generation with WETR raises."""
+        config = config or WETRConfig()
+        config.check(len(self.model.language_model.layers))
+        self.wetr = config
+        self.wetr_record = [] if record else None
+
+    def disable_wetr(self) -> None:
+        self.wetr, self.wetr_record = None, None
 
     def compile_ewm(self, **compile_kwargs) -> int:
         """`torch.compile` the EWM's numeric cores (`EmotionWorldModule.compile_cores`), also inside a PEFT wrapper

@@ -12,9 +12,10 @@ At a trigger layer, with the layer's own query/key projections of the hidden sta
   (Eq. 10), b_i = c_i - r_i, gamma_i = 1 + delta b_i (Eq. 11); anchors (the top p_anc of each kept modality by s_i)
   are clamped to gamma >= gamma_anc; the hidden states are scaled h_i <- gamma_i h_i.
 
-This module holds the configuration, its checks and these computations on explicit tensors (tested against values
-computed by hand). Running them inside the thinker's decoder, with tokens removed from later layers and a KV cache
-that holds the refined sequence, is the next step of issue 13 (docs/design-notes.md).
+This module holds the configuration, its checks, these computations on explicit tensors (tested against values
+computed by hand) and `refined_language_model`, the thinker's decoder run over a prefill with WETR at the trigger
+layers (`AffectVerseForConditionalGeneration.enable_wetr`). Generation with a KV cache that holds the refined
+sequence is the next step of issue 13 (docs/design-notes.md).
 
 Shapes: B batch, L sequence, H heads, E head width. Token roles (`ROLES`): 0 other/instruction, 1 visual, 2 audio,
 3 text content (the subtitle), 4 Q_pos span, 5 Q_neg span.
@@ -204,8 +205,116 @@ def reweighting(queries: torch.Tensor, keys: torch.Tensor, scores: torch.Tensor,
     return {"e": e, "g": g, "r": r, "c": c, "gamma": gamma, "anchors": anchors}
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of `x` `(B, H, L, E)` with the thinker's (multimodal) cos / sin `(B, L, E)`."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:, None] + rotated * sin[:, None]
+
+
+def _layer_queries_keys(layer, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """The layer's own rotated queries and keys `(B, H, L, E)` of `hidden` (keys repeated over query groups)."""
+    attention = layer.self_attn
+    normed = layer.input_layernorm(hidden)
+    batch, length, _ = hidden.shape
+    queries = attention.q_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
+    keys = attention.k_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
+    queries, keys = _rotate(queries, cos, sin), _rotate(keys, cos, sin)
+    return queries, keys.repeat_interleave(queries.shape[1] // keys.shape[1], dim=1)
+
+
+def span_rows_attention(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, roles: torch.Tensor):
+    """Head-averaged causal attention `(B, L, L)`, computed only for the rows WETR reads (the two query spans and
+    the content tokens; the other rows are zeros): those rows are gathered, scored against all keys, scattered back."""
+    needed = (roles == QUERY_POS) | (roles == QUERY_NEG) | (roles == CONTENT)
+    count = int(needed.sum(1).max())
+    rows = torch.sort((~needed).to(torch.uint8), dim=1, stable=True).indices[:, :count]  # (B, R) positions
+    picked = queries.gather(2, rows[:, None, :, None].expand(-1, queries.shape[1], -1, queries.shape[-1]))
+    logits = picked @ keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])  # (B, H, R, L)
+    positions = torch.arange(keys.shape[2], device=keys.device)
+    allowed = (positions[None, None, :] <= rows[:, :, None]) & valid[:, None, :]  # causal, no padding: (B, R, L)
+    weights = logits.masked_fill(~allowed[:, None], -torch.inf).softmax(-1).mean(1)  # (B, R, L)
+    weights = weights * needed.gather(1, rows)[..., None]  # rows past a sample's own count are padding
+    full = weights.new_zeros(keys.shape[0], keys.shape[2], keys.shape[2])
+    return full.scatter(1, rows[..., None].expand(-1, -1, keys.shape[2]), weights)
+
+
+def _mask(valid: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """The 4-D causal + padding mask of a sequence with valid positions `valid` `(B, L)`; a padding query may attend
+    to itself (a row with nothing allowed would give NaN)."""
+    length = valid.shape[1]
+    positions = torch.arange(length, device=valid.device)
+    allowed = (positions[None, :] <= positions[:, None])[None] & valid[:, None, :]
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=valid.device)[None]
+    if implementation == "sdpa":
+        return allowed[:, None]
+    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)[
+        :, None
+    ]
+
+
+def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+                           position_ids: torch.Tensor, roles: torch.Tensor, config: WETRConfig,
+                           record: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The thinker's language model (`text_model`: its decoder layers, rotary embedding and final norm) over a
+    prefill with WETR at the trigger layers: before a trigger layer the tokens are scored with that layer's own
+    queries and keys, the dropped ones leave the sequence (re-padded on the input's padding side, positions kept),
+    the kept ones are scaled by gamma. No KV cache (generation with WETR is the next step of issue 13).
+
+    Returns the final hidden states `(B, L', D)` and `kept_index` `(B, L')`: each row's position in the input, -1
+    on padding. `record`, when given, receives per trigger layer the kept positions, gamma and the scores.
+    """
+    layers = text_model.layers
+    triggers = set(config.trigger_layers(len(layers)))
+    check_roles(roles)
+    implementation = text_model.config._attn_implementation
+    if implementation not in ("sdpa", "eager"):
+        raise ValueError(f"WETR runs with sdpa or eager attention, not {implementation!r}")
+    batch, length, _ = inputs_embeds.shape
+    valid = torch.ones(batch, length, dtype=torch.bool, device=inputs_embeds.device)
+    if attention_mask is not None:
+        valid = attention_mask.bool()
+    left_padded = bool((~valid[:, 0]).any())
+    rotary_positions = position_ids[1:] if position_ids.shape[0] == 4 else position_ids
+    hidden = inputs_embeds
+    cos, sin = text_model.rotary_emb(hidden, rotary_positions)
+    index = torch.arange(length, device=hidden.device).expand(batch, -1)
+    generator = torch.Generator().manual_seed(config.seed)
+    for number, layer in enumerate(layers):
+        if number in triggers:
+            queries, keys = _layer_queries_keys(layer, hidden, cos, sin)
+            attention = span_rows_attention(queries, keys, valid, roles)
+            scores = selection_scores(attention.float(), roles, config.proxy, generator)
+            kept = select(scores, roles, config) & valid
+            gamma = reweighting(queries.float(), keys.float(), scores, roles, kept, config)["gamma"]
+            hidden = hidden * gamma[..., None].to(hidden.dtype)
+            new_length = int(kept.sum(1).max())
+            key = kept.int() if left_padded else (~kept).int()
+            order = torch.sort(key, dim=1, stable=True).indices
+            order = order[:, -new_length:] if left_padded else order[:, :new_length]
+            slots = torch.arange(new_length, device=hidden.device)[None]
+            counts = kept.sum(1, keepdim=True)
+            valid = slots >= new_length - counts if left_padded else slots < counts
+            hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
+            cos = cos.gather(1, order[..., None].expand(-1, -1, cos.shape[-1]))
+            sin = sin.gather(1, order[..., None].expand(-1, -1, sin.shape[-1]))
+            roles = torch.where(valid, roles.gather(1, order), INSTRUCTION)
+            index = torch.where(valid, index.gather(1, order), -1)
+            if record is not None:
+                kept_gamma = torch.where(valid, gamma.gather(1, order), 1.0)
+                record.append(
+                    {"layer": number, "kept_index": index, "gamma": kept_gamma, "scores": scores, "kept": kept}
+                )
+        mask = _mask(valid, implementation, hidden.dtype)
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=None,
+                       use_cache=False)  # fmt: skip
+    return text_model.norm(hidden), index
+
+
 __all__ = [
     "AUDIO",
+    "refined_language_model",
+    "span_rows_attention",
     "CONTENT",
     "INSTRUCTION",
     "PROXIES",

@@ -158,3 +158,90 @@ def test_the_processor_inserts_the_query_spans_and_finds_every_role(processor, s
     plain = processor(text=[processor.build_prompt(question, subtitle=subtitle)], return_tensors="pt")
     with pytest.raises(ValueError, match="no Q_pos span"):
         check_roles(processor.token_roles(plain["input_ids"]))
+
+
+def _wetr_batch(processor, combos, subtitles):
+    """Prompts with WETR's query spans for a list of modality combos (video+audio in-video, video, audio)."""
+    from modeling_affectverse.processing_affectverse import MER_LABELS, task_question
+    from modeling_affectverse.tiny import synthetic_clip
+
+    question = task_question("emotion", list(MER_LABELS))
+    texts, videos, audios, sources = [], [], [], []
+    for i, (combo, subtitle) in enumerate(zip(combos, subtitles, strict=True)):
+        frames, wave = synthetic_clip(1.5 + 0.5 * i, seed=i)
+        has_video, has_audio = combo in ("av", "v"), combo in ("av", "a")
+        texts.append(processor.build_prompt(question, subtitle=subtitle, video=has_video,
+                                            audio=has_audio and not has_video, wetr_queries=True))  # fmt: skip
+        if has_video:
+            videos.append(frames)
+        if has_audio:
+            audios.append(wave)
+            sources.append(len(videos) - 1 if has_video else None)
+    kwargs = {"padding": True, "return_tensors": "pt"}
+    if any(s is not None for s in sources):
+        kwargs.update(load_audio_from_video=True, audio_from_video_indices=sources)
+    batch = dict(processor(text=texts, videos=videos or None, audio=audios or None, **kwargs))
+    if any(s is not None for s in sources):
+        batch["use_audio_in_video"] = True
+    batch["wetr_roles"] = processor.token_roles(batch["input_ids"])
+    return batch
+
+
+@pytest.mark.parametrize("overrides", [{}, {"ewm_belief_construction": "none"}])  # AffectVerse and the plain thinker
+@pytest.mark.parametrize("combos", [["av"], ["av", "v", "a"]])  # a single sample, a left-padded mixed batch
+def test_identity_settings_give_the_unrefined_logits(make_model, processor, overrides, combos):
+    from modeling_affectverse.tiny import build_tiny_processor
+
+    model = make_model(seed=0, **overrides)
+    proc = build_tiny_processor().follow_model_config(model.config) if overrides else processor  # a fresh one
+    batch = _wetr_batch(proc, combos, ["I went to the station this morning.", "ok", None][: len(combos)])
+    valid = batch["attention_mask"].bool()
+    with torch.no_grad():
+        plain = model(**{k: v for k, v in batch.items() if k != "wetr_roles"}).logits
+        model.enable_wetr(WETRConfig(trigger_interval=1, p_visual=1.0, p_audio=1.0, p_text=1.0, delta=0.0))
+        refined = model(**batch)
+        model.disable_wetr()
+    assert torch.equal(refined.kept_index[valid], torch.arange(valid.shape[1]).expand_as(valid)[valid])
+    torch.testing.assert_close(refined.logits[valid], plain[valid], rtol=1e-4, atol=1e-5)
+    assert (refined.kept_index < 0).sum() == (~valid).sum()  # padding stays padding
+
+
+def test_later_layers_see_only_the_kept_tokens(make_model, processor):
+    model = make_model(seed=0)
+    batch = _wetr_batch(processor, ["av", "v"], ["I went to the station this morning.", "We talked about it."])
+    roles, valid = batch["wetr_roles"], batch["attention_mask"].bool()
+    seen = []
+    hooks = [layer.register_forward_pre_hook(lambda _, args, kw: seen.append(kw.get("hidden_states", args[0] if args
+             else None).shape[1]), with_kwargs=True) for layer in model.model.language_model.layers]  # fmt: skip
+    config = WETRConfig(trigger_interval=2, p_visual=0.25, p_audio=0.5, p_text=0.5)
+    model.enable_wetr(config, record=True)
+    with torch.no_grad():
+        out = model(**batch)
+    for hook in hooks:
+        hook.remove()
+    (record,) = model.wetr_record
+    model.disable_wetr()
+    kept = record["kept"]
+    for b in range(2):
+        for role, fraction in ((VISUAL, 0.25), (AUDIO, 0.5), (CONTENT, 0.5)):
+            count = int(((roles[b] == role) & valid[b]).sum())
+            assert int((kept[b] & (roles[b] == role)).sum()) == math.ceil(fraction * count), (b, role)
+        others = valid[b] & ~((roles[b] == VISUAL) | (roles[b] == AUDIO) | (roles[b] == CONTENT))
+        assert kept[b][others].all()  # instruction and query tokens are all kept
+    lengths = kept.sum(1)
+    assert seen[:2] == [valid.shape[1]] * 2 and seen[2:] == [int(lengths.max())] * 2  # layers 2, 3 see L' tokens
+    assert out.logits.shape[1] == int(lengths.max()) and (out.kept_index >= 0).sum(1).tolist() == lengths.tolist()
+    assert (record["gamma"][out.kept_index < 0] == 1).all()
+
+
+def test_wetr_refuses_inputs_it_cannot_refine(make_model, processor, make_inputs):
+    model = make_model(seed=0)
+    model.enable_wetr(WETRConfig(trigger_interval=2))
+    inputs = make_inputs(["video+audio"])  # no query spans
+    with pytest.raises(ValueError, match="no wetr_roles"):
+        model(**inputs)
+    with pytest.raises(ValueError, match="no Q_pos span"):
+        model(**inputs, wetr_roles=processor.token_roles(inputs["input_ids"]))
+    with pytest.raises(ValueError, match="smaller than the decoder depth"):
+        model.enable_wetr(WETRConfig(trigger_interval=4))  # the tiny model has 4 layers
+    model.disable_wetr()
