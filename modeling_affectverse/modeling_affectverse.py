@@ -795,6 +795,11 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         sequence) would then find more placeholders than features. Belief tokens are computed at prefill only:
         decode steps carry no placeholders, so the EWM does not run on them (see `forward`).
         """
+        if self.wetr is not None:
+            raise ValueError(
+                "generate with WETR is not supported yet (issue 13: the KV cache of the refined sequence); score "
+                "with forward passes, or disable_wetr() first"
+            )
         keep_ratio = kwargs.get("keep_ratio")
         if keep_ratio is not None and bool((torch.as_tensor(keep_ratio) < 1).any()):
             raise ValueError(

@@ -242,6 +242,8 @@ def test_wetr_refuses_inputs_it_cannot_refine(make_model, processor, make_inputs
         model(**inputs)
     with pytest.raises(ValueError, match="no Q_pos span"):
         model(**inputs, wetr_roles=processor.token_roles(inputs["input_ids"]))
+    with pytest.raises(ValueError, match="generate with WETR is not supported yet"):
+        model.generate(**inputs, max_new_tokens=2)
     with pytest.raises(ValueError, match="smaller than the decoder depth"):
         model.enable_wetr(WETRConfig(trigger_interval=4))  # the tiny model has 4 layers
     model.disable_wetr()
