@@ -19,9 +19,10 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.utils import ModelOutput, cached_file, can_return_tuple
@@ -30,7 +31,8 @@ from .configuration_affectverse import AffectVerseConfig
 from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
 from .ewm_layers import past_length
 from .prefusion import ConvAttentionPrefusion, ZeroInitLinear
-from .wetr import WETRConfig, refined_language_model
+from .wetr import INSTRUCTION as WETR_INSTRUCTION
+from .wetr import WETRConfig, refined_decode, refined_language_model
 
 IGNORE_INDEX = -100
 
@@ -740,19 +742,25 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     "WETR is on but no wetr_roles were given: build the prompts with processor.build_prompt(..., "
                     "wetr_queries=True) and pass wetr_roles=processor.token_roles(input_ids)"
                 )
-            if kept_index is not None or (past_key_values is not None and past_key_values.get_seq_length() > 0):
-                raise ValueError(
-                    "WETR refines a whole prompt in one pass: it takes no keep_ratio < 1 and cannot continue from a "
-                    "KV cache yet (generation with WETR is not supported)"
-                )
-            hidden, refined_index = refined_language_model(
-                self.model.language_model, inputs_embeds, attention_mask, position_ids,
-                wetr_roles.to(inputs_embeds.device), self.wetr, self.wetr_record,
-            )  # fmt: skip
-            if labels is not None:
-                labels = torch.where(refined_index >= 0, labels.gather(1, refined_index.clamp(min=0)), IGNORE_INDEX)
-            outputs = ModelOutput(last_hidden_state=hidden, past_key_values=None, hidden_states=None, attentions=None)
-            kept_index = refined_index
+            if kept_index is not None:
+                raise ValueError("WETR refines a whole prompt: it takes no keep_ratio < 1")
+            text_model = self.model.language_model
+            if past_key_values is not None and past_key_values.get_seq_length() > 0:  # a decode step
+                hidden = refined_decode(text_model, inputs_embeds, attention_mask, position_ids, past_key_values)
+            else:
+                if use_cache and past_key_values is None:
+                    past_key_values = DynamicCache(config=self.config.get_text_config())
+                roles = wetr_roles.to(inputs_embeds.device)
+                if roles.shape[1] < inputs_embeds.shape[1]:  # uncached generation: the generated tokens are instruction
+                    roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=WETR_INSTRUCTION)
+                hidden, kept_index = refined_language_model(
+                    text_model, inputs_embeds, attention_mask, position_ids, roles, self.wetr, self.wetr_record,
+                    past_key_values if use_cache or past_key_values is not None else None,
+                )  # fmt: skip
+                if labels is not None:
+                    labels = torch.where(kept_index >= 0, labels.gather(1, kept_index.clamp(min=0)), IGNORE_INDEX)
+            outputs = ModelOutput(last_hidden_state=hidden, past_key_values=past_key_values, hidden_states=None,
+                                  attentions=None)  # fmt: skip
         else:
             outputs = self.model(
                 input_ids=None,
@@ -795,11 +803,6 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         sequence) would then find more placeholders than features. Belief tokens are computed at prefill only:
         decode steps carry no placeholders, so the EWM does not run on them (see `forward`).
         """
-        if self.wetr is not None:
-            raise ValueError(
-                "generate with WETR is not supported yet (issue 13: the KV cache of the refined sequence); score "
-                "with forward passes, or disable_wetr() first"
-            )
         keep_ratio = kwargs.get("keep_ratio")
         if keep_ratio is not None and bool((torch.as_tensor(keep_ratio) < 1).any()):
             raise ValueError(
@@ -820,8 +823,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
     def enable_wetr(self, config: WETRConfig | None = None, record: bool = False) -> None:
         """Turn on WETR (training-free token refinement, seed 003) for forward passes: at the trigger layers the
         tokens that carry no emotion evidence leave the sequence and the kept ones are reweighted. `record=True`
-        keeps, per forward, the kept positions and gamma of every trigger layer in `wetr_record`. Prefill only for
-        now: generation with WETR raises."""
+        keeps, per forward, the kept positions and gamma of every trigger layer in `wetr_record`. `generate`
+        refines the prompt once and decodes from the refined cache."""
         config = config or WETRConfig()
         config.check(len(self.model.language_model.layers))
         self.wetr = config

@@ -14,8 +14,8 @@ At a trigger layer, with the layer's own query/key projections of the hidden sta
 
 This module holds the configuration, its checks, these computations on explicit tensors (tested against values
 computed by hand) and `refined_language_model`, the thinker's decoder run over a prefill with WETR at the trigger
-layers (`AffectVerseForConditionalGeneration.enable_wetr`). Generation with a KV cache that holds the refined
-sequence is the next step of issue 13 (docs/design-notes.md).
+layers (`AffectVerseForConditionalGeneration.enable_wetr`), and `refined_decode`, the decode steps that continue
+from the cache of the refined sequence (each layer holds what it saw).
 
 Shapes: B batch, L sequence, H heads, E head width. Token roles (`ROLES`): 0 other/instruction, 1 visual, 2 audio,
 3 text content (the subtitle), 4 Q_pos span, 5 Q_neg span.
@@ -255,11 +255,14 @@ def _mask(valid: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch
 
 def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
                            position_ids: torch.Tensor, roles: torch.Tensor, config: WETRConfig,
-                           record: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                           record: list | None = None,
+                           past_key_values=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The thinker's language model (`text_model`: its decoder layers, rotary embedding and final norm) over a
     prefill with WETR at the trigger layers: before a trigger layer the tokens are scored with that layer's own
     queries and keys, the dropped ones leave the sequence (re-padded on the input's padding side, positions kept),
-    the kept ones are scaled by gamma. No KV cache (generation with WETR is the next step of issue 13).
+    the kept ones are scaled by gamma. With `past_key_values` each layer caches the sequence it saw (the layers after
+    a trigger only the kept tokens) and the cache remembers each layer's valid positions (`wetr_state`), which
+    `refined_decode` continues from.
 
     Returns the final hidden states `(B, L', D)` and `kept_index` `(B, L')`: each row's position in the input, -1
     on padding. `record`, when given, receives per trigger layer the kept positions, gamma and the scores.
@@ -280,6 +283,7 @@ def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_ma
     cos, sin = text_model.rotary_emb(hidden, rotary_positions)
     index = torch.arange(length, device=hidden.device).expand(batch, -1)
     generator = torch.Generator().manual_seed(config.seed)
+    valids = []  # per layer, the valid positions of the sequence it saw (what its cache holds)
     for number, layer in enumerate(layers):
         if number in triggers:
             queries, keys = _layer_queries_keys(layer, hidden, cos, sin)
@@ -306,13 +310,50 @@ def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_ma
                     {"layer": number, "kept_index": index, "gamma": kept_gamma, "scores": scores, "kept": kept}
                 )
         mask = _mask(valid, implementation, hidden.dtype)
-        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=None,
-                       use_cache=False)  # fmt: skip
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=past_key_values,
+                       use_cache=past_key_values is not None)  # fmt: skip
+        valids.append(valid)
+    if past_key_values is not None:
+        past_key_values.wetr_state = {"prompt_length": length, "valid": valids}
     return text_model.norm(hidden), index
+
+
+def refined_decode(text_model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+                   position_ids: torch.Tensor, past_key_values) -> torch.Tensor:  # fmt: skip
+    """Decode steps after a refined prefill (`refined_language_model` with a cache): every layer attends to what
+    its own cache holds, the prompt positions it kept (`wetr_state`) plus the tokens generated since. Returns the
+    final hidden states `(B, T, D)` of the new tokens."""
+    state = getattr(past_key_values, "wetr_state", None)
+    if state is None:
+        raise ValueError("this KV cache does not come from a WETR prefill: run the prompt with WETR on first")
+    implementation = text_model.config._attn_implementation
+    batch, steps, _ = inputs_embeds.shape
+    generated = past_key_values.get_seq_length() + steps - state["prompt_length"]  # layer 0 holds every token
+    if attention_mask is None:
+        new = torch.ones(batch, generated, dtype=torch.bool, device=inputs_embeds.device)
+    else:
+        new = attention_mask[:, state["prompt_length"] :].bool()
+    rotary_positions = position_ids[1:] if position_ids.shape[0] == 4 else position_ids
+    hidden = inputs_embeds
+    cos, sin = text_model.rotary_emb(hidden, rotary_positions)
+    queries = torch.arange(steps, device=hidden.device)
+    for number, layer in enumerate(text_model.layers):
+        keys_valid = torch.cat([state["valid"][number], new], dim=1)  # (B, K)
+        width = keys_valid.shape[1]
+        causal = torch.arange(width, device=hidden.device)[None, :] <= (width - steps + queries)[:, None]  # (T, K)
+        allowed = (keys_valid[:, None, :] & causal[None])[:, None]  # (B, 1, T, K)
+        if implementation != "sdpa":
+            allowed = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
+                ~allowed, torch.finfo(hidden.dtype).min
+            )
+        hidden = layer(hidden, attention_mask=allowed, position_embeddings=(cos, sin),
+                       past_key_values=past_key_values, use_cache=True)  # fmt: skip
+    return text_model.norm(hidden)
 
 
 __all__ = [
     "AUDIO",
+    "refined_decode",
     "refined_language_model",
     "span_rows_attention",
     "CONTENT",

@@ -242,8 +242,31 @@ def test_wetr_refuses_inputs_it_cannot_refine(make_model, processor, make_inputs
         model(**inputs)
     with pytest.raises(ValueError, match="no Q_pos span"):
         model(**inputs, wetr_roles=processor.token_roles(inputs["input_ids"]))
-    with pytest.raises(ValueError, match="generate with WETR is not supported yet"):
+    with pytest.raises(ValueError, match="no wetr_roles"):
         model.generate(**inputs, max_new_tokens=2)
     with pytest.raises(ValueError, match="smaller than the decoder depth"):
         model.enable_wetr(WETRConfig(trigger_interval=4))  # the tiny model has 4 layers
     model.disable_wetr()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"ewm_belief_construction": "none"}])  # AffectVerse and the plain thinker
+@pytest.mark.parametrize("combos", [["av"], ["av", "v", "a"]])  # a single sample, a left-padded mixed batch
+def test_greedy_generate_with_the_refined_cache_equals_without_cache(make_model, processor, overrides, combos):
+    from modeling_affectverse.tiny import build_tiny_processor
+
+    model = make_model(seed=0, **overrides)
+    proc = build_tiny_processor().follow_model_config(model.config) if overrides else processor
+    batch = _wetr_batch(proc, combos, ["I went to the station this morning.", "ok", None][: len(combos)])
+    model.enable_wetr(WETRConfig(trigger_interval=2, p_visual=0.25, p_audio=0.5, p_text=0.5))
+    length = batch["input_ids"].shape[1]
+    options = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "output_logits": True,
+               "return_dict_in_generate": True}  # fmt: skip
+    with torch.no_grad():
+        cached = model.generate(**batch, **options)
+        uncached = model.generate(**batch, **options, use_cache=False)  # the whole sequence refined at every step
+        model.disable_wetr()
+        plain = model.generate(**{k: v for k, v in batch.items() if k != "wetr_roles"}, **options)
+    assert torch.equal(cached.sequences[:, length:], uncached.sequences[:, length:])
+    for step_cached, step_uncached in zip(cached.logits, uncached.logits, strict=True):
+        torch.testing.assert_close(step_cached, step_uncached, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(cached.logits[0], plain.logits[0])  # the refinement changed what the model saw
