@@ -15,6 +15,7 @@ Not part of the test suite's pass/fail. Sections:
 3. inference: prefill time and per-token decode time versus the plain thinker with the same weights.
 4. data: clips per second for decode + preprocess (3 fps, 224 px) over the demo clips, with 1 and 2 workers.
 5. syncs (issue 12): sync-inducing ops of a training step with and without the EWM, and the EWM forward alone.
+6. wetr (issue 13): prefill time with WETR's token refinement vs without, and the tokens left after each trigger.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from modeling_affectverse.ewm import EmotionWorldModule, count_parameters  # noq
 from modeling_affectverse.modeling_affectverse import BatchLayout  # noqa: E402
 from modeling_affectverse.processing_affectverse import task_question  # noqa: E402
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config  # noqa: E402
+from modeling_affectverse.wetr import WETRConfig  # noqa: E402
 from training.adapters import LLM_ATTENTION  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -346,6 +348,47 @@ def sync_section(repeats: int) -> dict:
     }
 
 
+# -- 6. WETR (issue 13) ------------------------------------------------------------------------------------
+def wetr_section(repeats: int) -> dict:
+    """Prefill time with WETR at the paper's ratios and delta vs without, on the mid-size model (6 layers, so the
+    trigger interval is 2: layers 2 and 4 refine; the 7B default of 9 needs more layers), the same prompt with the
+    query spans, interleaved; and how many tokens the layers after each trigger see."""
+    affectverse, _, processor, _ = midsize_pair(seconds=8.0, frame_size=112)
+    affectverse.eval()
+    frames, _ = synthetic_clip(8.0, size=112, seed=0)
+    text = processor.build_prompt(task_question("emotion", list(MER_LABELS)), subtitle="benchmark clip", video=True,
+                                  wetr_queries=True)  # fmt: skip
+    batch = dict(processor(text=[text], videos=[frames], audio=[synthetic_clip(8.0, size=112, seed=0)[1]],
+                           load_audio_from_video=True, audio_from_video_indices=[0], return_tensors="pt"))  # fmt: skip
+    batch["use_audio_in_video"] = True
+    batch["wetr_roles"] = processor.token_roles(batch["input_ids"])
+    plain = {k: v for k, v in batch.items() if k != "wetr_roles"}
+    config = WETRConfig(trigger_interval=2)
+
+    @torch.no_grad()
+    def prefill(with_wetr: bool):
+        if with_wetr:
+            affectverse.enable_wetr(config, record=True)
+            affectverse(**batch, use_cache=True)
+            affectverse.disable_wetr()
+        else:
+            affectverse(**plain, use_cache=True)
+
+    seconds_plain, seconds_wetr = interleaved(lambda: prefill(False), lambda: prefill(True), repeats)
+    affectverse.enable_wetr(config, record=True)
+    with torch.no_grad():
+        affectverse(**batch)
+    seen = [int((record["kept_index"] >= 0).sum()) for record in affectverse.wetr_record]
+    affectverse.disable_wetr()
+    return {
+        "sequence_tokens": int(batch["input_ids"].shape[1]),
+        "trigger_layers": config.trigger_layers(len(affectverse.model.language_model.layers)),
+        "tokens_after_each_trigger": seen,
+        "prefill_seconds": {"wetr": seconds_wetr, "off": seconds_plain},
+        "wetr_prefill_time_ratio": seconds_wetr / seconds_plain,
+    }
+
+
 # -- 4. data path -----------------------------------------------------------------------------------------
 def data_section() -> dict:
     from torch.utils.data import DataLoader
@@ -557,14 +600,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
-    parser.add_argument("--only", nargs="+", choices=["size", "train_step", "inference", "syncs", "data"])
+    parser.add_argument("--only", nargs="+", choices=["size", "train_step", "inference", "syncs", "wetr", "data"])
     parser.add_argument("--gpu-7b", action="store_true", help="run only the 7B-shaped bf16 comparison on CUDA")
     parser.add_argument("--compile-ewm", action="store_true", help="--gpu-7b: also measure with compile_ewm()")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sections = {"size": size_section, "train_step": lambda: train_section(args.repeats),
                 "inference": lambda: inference_section(args.repeats), "syncs": lambda: sync_section(args.repeats),
-                "data": data_section}  # fmt: skip
+                "wetr": lambda: wetr_section(args.repeats), "data": data_section}  # fmt: skip
     figures = {"machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
                            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": "cpu"}}  # fmt: skip
@@ -581,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         figures[name] = sections[name]()
         print(f"{name}: {json.dumps(figures[name], indent=1)}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.only and os.path.isfile(args.output):  # a partial run updates its sections, keeps the others
+        with open(args.output, encoding="utf-8") as handle:
+            figures = {**json.load(handle), **figures}
     figures["targets"] = verdicts(figures)
     print("\n| target | value | goal | met |\n|---|---|---|---|")
     for name, verdict in figures["targets"].items():

@@ -35,6 +35,7 @@ from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVers
 from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS, extract_answer  # noqa: E402
 from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids  # noqa: E402
 from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
+from modeling_affectverse.wetr import PROXIES, WETRConfig  # noqa: E402
 from training.adapters import load_trained  # noqa: E402
 from training.collator import AffectVerseCollator  # noqa: E402
 from training.manifest import load_manifest  # noqa: E402
@@ -138,6 +139,12 @@ def run(args) -> dict:
     predictions_path = os.path.join(args.output, "predictions.jsonl")
     done = {_key(r) for r in read_predictions(predictions_path)}
     model, processor = load_model(args.model)
+    wetr = getattr(args, "wetr", False)
+    if wetr:  # issue 13: the same protocol with WETR's token refinement inside the language model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.enable_wetr(WETRConfig(trigger_interval=args.wetr_interval, delta=args.wetr_delta,
+                                    p_visual=args.wetr_p_visual, p_audio=args.wetr_p_audio, p_text=args.wetr_p_text,
+                                    proxy=args.wetr_proxy))  # fmt: skip
     new = 0
     with open(predictions_path, "a", encoding="utf-8") as out:
         for manifest in args.manifest:
@@ -145,7 +152,7 @@ def run(args) -> dict:
             for setting in args.modalities:
                 for ratio in args.keep_ratios:
                     collator = AffectVerseCollator(processor, train=False, with_answer=False, observe_ratio=ratio,
-                                                   answer_format=args.answer_format)  # fmt: skip
+                                                   answer_format=args.answer_format, wetr_queries=wetr)  # fmt: skip
                     todo = [r for r in rows if (r["dataset"], setting, float(ratio), r["id"]) not in done]
                     desc = f"{os.path.basename(manifest)} {MODALITIES[setting]} rho={ratio:g}"
                     for start in tqdm(range(0, len(todo), args.batch_size), desc=desc, disable=not todo):
@@ -274,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modalities", nargs="+", default=["AVT"], choices=sorted(MODALITIES))
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=[1.0])
     parser.add_argument("--scoring", choices=["generate", "closed_set"], default="generate")
+    parser.add_argument("--wetr", action="store_true", help="score with WETR's token refinement (issue 13)")
+    parser.add_argument("--wetr-interval", type=int, default=9, help="WETR trigger interval n_r")
+    parser.add_argument("--wetr-delta", type=float, default=4.0)
+    parser.add_argument("--wetr-p-visual", type=float, default=0.03)
+    parser.add_argument("--wetr-p-audio", type=float, default=0.03)
+    parser.add_argument("--wetr-p-text", type=float, default=0.2)
+    parser.add_argument("--wetr-proxy", choices=list(PROXIES), default="contrastive")
     parser.add_argument("--answer-format", choices=["label", "reasoning"], default="label",
                         help="reasoning: prompts ask for <think>...</think><answer>...</answer> and the answer is "
                         "extracted (generate scoring only); malformed outputs count as unmatched")  # fmt: skip

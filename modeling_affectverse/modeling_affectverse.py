@@ -736,8 +736,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 )
                 use_cache, past_key_values = False, None
 
-        if self.wetr is not None:  # issue 13: training-free token refinement inside the language model (prefill)
-            if wetr_roles is None:
+        if self.wetr is not None:  # issue 13: training-free token refinement inside the language model
+            decoding = past_key_values is not None and past_key_values.get_seq_length() > 0
+            if wetr_roles is None and not decoding:
                 raise ValueError(
                     "WETR is on but no wetr_roles were given: build the prompts with processor.build_prompt(..., "
                     "wetr_queries=True) and pass wetr_roles=processor.token_roles(input_ids)"
@@ -745,7 +746,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             if kept_index is not None:
                 raise ValueError("WETR refines a whole prompt: it takes no keep_ratio < 1")
             text_model = self.model.language_model
-            if past_key_values is not None and past_key_values.get_seq_length() > 0:  # a decode step
+            if decoding:  # a decode step, or candidates continuing from a scored prompt
                 hidden = refined_decode(text_model, inputs_embeds, attention_mask, position_ids, past_key_values)
             else:
                 if use_cache and past_key_values is None:

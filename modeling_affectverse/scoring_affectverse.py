@@ -28,6 +28,9 @@ def answer_log_likelihood(model, inputs: dict) -> torch.Tensor:
     """`(N,)` summed log-probability of the tokens that `inputs["labels"]` marks, per sequence (eval mode, rho = 1)."""
     labels = inputs["labels"]
     outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+    kept = getattr(outputs, "kept_index", None)
+    if kept is not None:  # positions were removed (WETR): the labels of the positions the logits cover
+        labels = torch.where(kept >= 0, labels.gather(1, kept.clamp(min=0)), IGNORE_INDEX)
     log_probs = F.log_softmax(outputs.logits[:, :-1].float(), dim=-1)  # (N, L-1, V): position t predicts t+1
     target = labels[:, 1:]
     scored = target != IGNORE_INDEX
@@ -76,6 +79,9 @@ def candidate_log_likelihoods(model, prompt_inputs: dict, candidates: list[list[
     steps = width - 1  # feed tokens 0 .. L-2, each predicts the next
     cache = outputs.past_key_values
     cache.batch_repeat_interleave(count)  # (B x C) rows, candidates of a prompt consecutive
+    state = getattr(cache, "wetr_state", None)
+    if state is not None:  # a WETR prefill: each layer's kept prompt positions, repeated with the cache
+        state["valid"] = [valid.repeat_interleave(count, dim=0) for valid in state["valid"]]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     last = base.model.rope_deltas.to(device).view(batch, 1) + attention_mask.sum(1, keepdim=True) - 1  # (B, 1)
     offsets = torch.arange(1, steps + 1, device=device)

@@ -30,6 +30,7 @@ from modeling_affectverse.processing_affectverse import (
     reasoning_answer,
     task_question,
 )
+from modeling_affectverse.wetr import QUERY_NEG_TEXT, QUERY_POS_TEXT
 
 
 class DataError(ValueError):
@@ -104,6 +105,7 @@ class AffectVerseCollator:
             </answer>`; a row without `reasoning` is skipped (counted as `no_reasoning`). `"joint"` (the curriculum's
             stage 2: recognition and reasoning together): in training each sample is drawn, half and half, as a
             label or a reasoning sample (a row without reasoning is a label sample); otherwise it is `"reasoning"`.
+        wetr_queries: prompts carry WETR's two query spans and the batch its `wetr_roles` (issue 13).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class AffectVerseCollator:
         keep_ratio: float | None = None,
         cache_media: bool = False,
         answer_format: str = "label",
+        wetr_queries: bool = False,
     ):
         low, high = keep_ratio_range
         if not 0 < low <= high <= 1:
@@ -149,6 +152,7 @@ class AffectVerseCollator:
         if answer_format not in ANSWER_FORMATS:
             raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
         self.answer_format = answer_format
+        self.wetr_queries = wetr_queries
         self._format = "reasoning" if answer_format == "joint" and not train else answer_format  # fixed unless drawn
         self._media: dict = {}
         self._prompt_room: dict = {}  # tokens left for a subtitle, per kind of prompt (see _fit_subtitle)
@@ -252,8 +256,9 @@ class AffectVerseCollator:
                 "audio": has_audio and not sample.audio_from_video,
                 "answer": self._answer(row, answer_format) if self.with_answer else None,
             }
-            subtitle = self._fit_subtitle(row, question, has_video or has_audio, prompt)
-            texts.append(processor.build_prompt(question, subtitle=subtitle, **prompt))
+            spans = f"{QUERY_POS_TEXT}\n{QUERY_NEG_TEXT}\n" if self.wetr_queries else ""  # text the budget must fit
+            subtitle = self._fit_subtitle(row, spans + question, has_video or has_audio, prompt)
+            texts.append(processor.build_prompt(question, subtitle=subtitle, wetr_queries=self.wetr_queries, **prompt))
             if has_video:
                 videos.append(sample.frames)
                 fps.append(sample.fps)
@@ -287,6 +292,8 @@ class AffectVerseCollator:
                     for s in samples
                 ]  # fmt: skip
             )
+        if self.wetr_queries:
+            batch["wetr_roles"] = processor.token_roles(batch["input_ids"])
         # host-side counts, so the model's forward never reads them back from the GPU (issue 12); free on CPU tensors
         if self._layout_ids is None:
             self._layout_ids = BatchLayout.token_ids(processor.tokenizer)

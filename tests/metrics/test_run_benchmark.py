@@ -97,3 +97,20 @@ def test_batched_results_equal_batch_size_one(demo_manifest, tmp_path, scoring):
         if scoring == "closed_set":
             for label, p in single["probabilities"].items():
                 assert batched["probabilities"][label] == pytest.approx(p, abs=1e-4), (key, label)
+
+
+@pytest.mark.parametrize("scoring", ["closed_set", "generate"])
+def test_the_runner_scores_with_wetr(demo_manifest, tmp_path, scoring):
+    """`--wetr`: prompts with the two query spans, the refinement inside the language model, the same protocol and
+    outputs (closed-set scoring continues the candidates from the refined cache)."""
+    output = tmp_path / "wetr"
+    argv = ["--model", "tiny", "--manifest", demo_manifest, "--output", str(output), "--scoring", scoring,
+            "--batch-size", "2", "--wetr", "--wetr-interval", "2", "--wetr-p-visual", "0.25"]  # fmt: skip
+    assert runner.main(argv) == 0
+    records = runner.read_predictions(str(output / "predictions.jsonl"))
+    assert len(records) == 2 and not any(r.get("skipped") for r in records)
+    if scoring == "closed_set":
+        for record in records:
+            assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="smaller than the decoder depth"):
+        runner.main([*argv, "--wetr-interval", "4"])  # not below the tiny model's 4 layers: refused

@@ -270,3 +270,26 @@ def test_greedy_generate_with_the_refined_cache_equals_without_cache(make_model,
     for step_cached, step_uncached in zip(cached.logits, uncached.logits, strict=True):
         torch.testing.assert_close(step_cached, step_uncached, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(cached.logits[0], plain.logits[0])  # the refinement changed what the model saw
+
+
+def test_closed_set_scoring_from_the_refined_cache_equals_one_refined_forward_per_candidate(make_model, demo_manifest):
+    from modeling_affectverse.scoring_affectverse import (
+        candidate_log_likelihoods,
+        candidate_token_ids,
+        closed_set_probabilities,
+    )
+    from modeling_affectverse.tiny import build_tiny_processor
+    from training.collator import AffectVerseCollator
+    from training.manifest import load_manifest
+
+    model, processor = make_model(seed=0), build_tiny_processor()
+    rows = [r for r in load_manifest(demo_manifest)][:2]
+    labels = ["worried", "happy", "neutral", "angry", "surprise", "sad"]
+    model.enable_wetr(WETRConfig(trigger_interval=2, p_visual=0.25, p_audio=0.5, p_text=0.5))
+    with torch.no_grad():
+        collator = AffectVerseCollator(processor, train=False, wetr_queries=True)
+        reference, _ = closed_set_probabilities(model, collator.collate_candidates(rows, labels), len(labels))
+        prompts = AffectVerseCollator(processor, train=False, with_answer=False, wetr_queries=True)(rows)
+        shared = candidate_log_likelihoods(model, prompts, candidate_token_ids(processor.tokenizer, labels))
+    model.disable_wetr()
+    torch.testing.assert_close(shared, reference, rtol=1e-5, atol=1e-4)
