@@ -322,20 +322,8 @@ def write_wheels(wheels: dict[str, dict[str, set[str]]], path: str | os.PathLike
                     writer.writerow([wheel, group, word])
 
 
-def check_lengths(predictions, references, metric: str) -> None:
-    """The metric modules' input check: non-empty, equally long prediction and reference lists (a clear error
-    instead of a division by zero or a silently shortened zip)."""
-    predictions = [] if predictions is None else list(predictions)
-    references = [] if references is None else list(references)
-    if not predictions or not references:
-        raise ValueError(f"{metric}: predictions and references must not be empty")
-    if len(predictions) != len(references):
-        raise ValueError(f"{metric}: {len(predictions)} predictions but {len(references)} references")
-
-
 __all__ = [
     "CONCEPTS",
-    "check_lengths",
     "NEGATIONS",
     "WHEELS",
     "concept_of",

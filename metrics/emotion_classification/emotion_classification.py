@@ -4,7 +4,8 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from modeling_affectverse.emotion_lexicon import check_lengths, map_to_label
+from modeling_affectverse.emotion_lexicon import map_to_label
+from modeling_affectverse.metric_base import CheckedMetric
 
 UNMATCHED = "<unmatched>"
 
@@ -47,7 +48,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EmotionClassification(evaluate.Metric):
+class EmotionClassification(CheckedMetric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -57,12 +58,6 @@ class EmotionClassification(evaluate.Metric):
                 {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
             ),
         )
-
-    def compute(self, *, predictions=None, references=None, **kwargs):
-        """`evaluate.Metric.compute`, with a clear error for empty or unequal inputs (before evaluate's own
-        format inference, which fails on an empty list with an IndexError)."""
-        check_lengths(predictions, references, "emotion_classification")
-        return super().compute(predictions=predictions, references=references, **kwargs)
 
     def _compute(self, predictions, references, label_set=None):
         if not label_set:

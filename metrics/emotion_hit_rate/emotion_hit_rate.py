@@ -3,8 +3,8 @@
 import datasets
 import evaluate
 
-from modeling_affectverse.emotion_lexicon import check_lengths
 from modeling_affectverse.emotion_wheels import resolve_wheels
+from modeling_affectverse.metric_base import CheckedMetric
 
 _DESCRIPTION = """
 A prediction "hits" when one of the wheel groups its emotion words fall into is the group of the true label. This
@@ -47,7 +47,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EmotionHitRate(evaluate.Metric):
+class EmotionHitRate(CheckedMetric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -57,12 +57,6 @@ class EmotionHitRate(evaluate.Metric):
                 {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
             ),
         )
-
-    def compute(self, *, predictions=None, references=None, **kwargs):
-        """`evaluate.Metric.compute`, with a clear error for empty or unequal inputs (before evaluate's own
-        format inference, which fails on an empty list with an IndexError)."""
-        check_lengths(predictions, references, "emotion_hit_rate")
-        return super().compute(predictions=predictions, references=references, **kwargs)
 
     def _compute(
         self, predictions, references, wheel_file=None, wheel_folder=None, wheel_match="exact", level="level1"

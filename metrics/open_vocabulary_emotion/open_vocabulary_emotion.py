@@ -3,8 +3,8 @@
 import datasets
 import evaluate
 
-from modeling_affectverse.emotion_lexicon import check_lengths
 from modeling_affectverse.emotion_wheels import resolve_wheels
+from modeling_affectverse.metric_base import CheckedMetric
 
 _DESCRIPTION = """
 For each sample, the predicted words and the true words are mapped to the groups of an emotion wheel. Precision is
@@ -42,7 +42,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class OpenVocabularyEmotion(evaluate.Metric):
+class OpenVocabularyEmotion(CheckedMetric):
     def _info(self):
         words = datasets.Sequence(datasets.Value("string"))
         return evaluate.MetricInfo(
@@ -54,12 +54,6 @@ class OpenVocabularyEmotion(evaluate.Metric):
                 datasets.Features({"predictions": words, "references": words}),
             ],
         )
-
-    def compute(self, *, predictions=None, references=None, **kwargs):
-        """`evaluate.Metric.compute`, with a clear error for empty or unequal inputs (before evaluate's own
-        format inference, which fails on an empty list with an IndexError)."""
-        check_lengths(predictions, references, "open_vocabulary_emotion")
-        return super().compute(predictions=predictions, references=references, **kwargs)
 
     def _compute(
         self, predictions, references, wheel_file=None, wheel_folder=None, wheel_match="exact", level="level1"

@@ -8,7 +8,7 @@ import evaluate
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from modeling_affectverse.emotion_lexicon import check_lengths
+from modeling_affectverse.metric_base import CheckedMetric
 
 UNMATCHED = "<unmatched>"
 WORDS = {"positive": 1.0, "negative": -1.0, "neutral": 0.0}
@@ -115,7 +115,7 @@ def _three(value: float | None) -> str:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class SentimentPolarity(evaluate.Metric):
+class SentimentPolarity(CheckedMetric):
     def _info(self):
         reference = datasets.Value("float64")
         return evaluate.MetricInfo(
@@ -127,12 +127,6 @@ class SentimentPolarity(evaluate.Metric):
                 datasets.Features({"predictions": datasets.Value("string"), "references": reference}),
             ],
         )
-
-    def compute(self, *, predictions=None, references=None, **kwargs):
-        """`evaluate.Metric.compute`, with a clear error for empty or unequal inputs (before evaluate's own
-        format inference, which fails on an empty list with an IndexError)."""
-        check_lengths(predictions, references, "sentiment_polarity")
-        return super().compute(predictions=predictions, references=references, **kwargs)
 
     def _compute(self, predictions, references, word_rule="strict"):
         if word_rule not in ("strict", "mer_unibench"):
