@@ -11,6 +11,7 @@ class CheckedMetric(evaluate.Metric):
     division by zero or a silently shortened zip."""
 
     def compute(self, *, predictions=None, references=None, **kwargs):
+        """`evaluate.Metric.compute` after the input check (evaluate appends the module's input description here)."""
         predictions = [] if predictions is None else list(predictions)
         references = [] if references is None else list(references)
         if not predictions or not references:

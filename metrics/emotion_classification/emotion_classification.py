@@ -4,8 +4,10 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+from modeling_affectverse import (
+    metric_base,  # the module, not the class: evaluate.load instantiates every Metric subclass in sight
+)
 from modeling_affectverse.emotion_lexicon import map_to_label
-from modeling_affectverse.metric_base import CheckedMetric
 
 UNMATCHED = "<unmatched>"
 
@@ -48,7 +50,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EmotionClassification(CheckedMetric):
+class EmotionClassification(metric_base.CheckedMetric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

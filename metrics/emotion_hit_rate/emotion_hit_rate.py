@@ -3,8 +3,10 @@
 import datasets
 import evaluate
 
+from modeling_affectverse import (
+    metric_base,  # the module, not the class: evaluate.load instantiates every Metric subclass in sight
+)
 from modeling_affectverse.emotion_wheels import resolve_wheels
-from modeling_affectverse.metric_base import CheckedMetric
 
 _DESCRIPTION = """
 A prediction "hits" when one of the wheel groups its emotion words fall into is the group of the true label. This
@@ -47,7 +49,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EmotionHitRate(CheckedMetric):
+class EmotionHitRate(metric_base.CheckedMetric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

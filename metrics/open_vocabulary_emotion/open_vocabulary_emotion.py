@@ -3,8 +3,10 @@
 import datasets
 import evaluate
 
+from modeling_affectverse import (
+    metric_base,  # the module, not the class: evaluate.load instantiates every Metric subclass in sight
+)
 from modeling_affectverse.emotion_wheels import resolve_wheels
-from modeling_affectverse.metric_base import CheckedMetric
 
 _DESCRIPTION = """
 For each sample, the predicted words and the true words are mapped to the groups of an emotion wheel. Precision is
@@ -42,7 +44,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class OpenVocabularyEmotion(CheckedMetric):
+class OpenVocabularyEmotion(metric_base.CheckedMetric):
     def _info(self):
         words = datasets.Sequence(datasets.Value("string"))
         return evaluate.MetricInfo(

@@ -8,7 +8,9 @@ import evaluate
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from modeling_affectverse.metric_base import CheckedMetric
+from modeling_affectverse import (
+    metric_base,  # the module, not the class: evaluate.load instantiates every Metric subclass in sight
+)
 
 UNMATCHED = "<unmatched>"
 WORDS = {"positive": 1.0, "negative": -1.0, "neutral": 0.0}
@@ -115,7 +117,7 @@ def _three(value: float | None) -> str:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class SentimentPolarity(CheckedMetric):
+class SentimentPolarity(metric_base.CheckedMetric):
     def _info(self):
         reference = datasets.Value("float64")
         return evaluate.MetricInfo(
