@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ewm_layers import CrossAttentionBlock, TimeEmbedding, past_length, pool_future, split_lengths
+from .ewm_layers import CrossAttentionBlock, TimeEmbedding, masked_positions, past_length, pool_future, split_lengths
 
 VIDEO, AUDIO = 0, 1  # rows of the type-embedding table; the other rows are reserved (paper D.3)
 DEFAULT_TOKEN_SECONDS = 0.04  # token spacing assumed when no times are given: the thinker's 25 audio tokens per second
@@ -350,8 +350,7 @@ class EmotionWorldModule(nn.Module):
         before any trainable module in front of the EWM (the pre-fusion), so that training cannot move them.
 
         `size`: the longest present stream of the batch (from the `StreamPlan`); None reads it from the device.
-        Tokens are gathered by a stable sort of the mask (the stream's positions first, in order), not by boolean
-        indexing, whose output size the host would have to wait for.
+        Tokens are gathered at `masked_positions`, not by boolean indexing.
         """
         count = mask.sum(1)  # (B,)
         present = count >= self.config.ewm_min_modality_tokens
@@ -359,7 +358,7 @@ class EmotionWorldModule(nn.Module):
         mask = mask & present[:, None]
         n_max = (int(count.max()) if count.numel() else 0) if size is None else size
         valid = torch.arange(n_max, device=hidden.device) < count[:, None]  # (B, N_max)
-        order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :n_max]  # (B, N_max) positions
+        order = masked_positions(mask, n_max)  # (B, N_max) positions
         width = self.config.ewm_working_size
         tokens = hidden.new_zeros(hidden.shape[0], n_max, width)
         down = None if self.config.ewm_belief_construction == "random_tokens" else (self.video_down, self.audio_down)

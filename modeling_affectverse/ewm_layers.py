@@ -36,6 +36,25 @@ def past_length(count: int, keep_ratio: float | None) -> int:
     return min(max(past, 1), count)
 
 
+def masked_positions(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """`(B, size)` the positions where `mask` `(B, L)` is True, in order, first `size` of them (a row with fewer
+    is filled with other positions: the caller masks rows past its count). A stable sort of the mask instead of
+    boolean indexing, whose output size the host would have to wait for."""
+    return torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :size]
+
+
+def compaction(keep: torch.Tensor, new_len: int, left_padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The re-padded layout of the `keep` positions `(B, L)`: `(order, mask)`, both `(B, new_len)`. `order[b, j]` is
+    the source position of slot j (kept positions in their order, last for left padding, first for right padding),
+    `mask` which slots hold a kept position. One stable sort, no per-sample loop."""
+    key = keep.int() if left_padded else (~keep).int()
+    order = torch.sort(key, dim=1, stable=True).indices
+    order = order[:, -new_len:] if left_padded else order[:, :new_len]
+    slots = torch.arange(new_len, device=keep.device)[None]
+    kept = keep.sum(1, keepdim=True)
+    return order, (slots >= new_len - kept if left_padded else slots < kept)
+
+
 def pool_future(tokens: torch.Tensor, start: torch.Tensor, length: torch.Tensor, bins: int) -> torch.Tensor:
     """Adaptive average pooling of each sample's segment `tokens[b, start:start+length]` to `bins`.
 
@@ -125,4 +144,13 @@ class CrossAttentionBlock(nn.Module):
         return queries
 
 
-__all__ = ["CrossAttentionBlock", "CrossAttentionLayer", "TimeEmbedding", "past_length", "pool_future", "split_lengths"]
+__all__ = [
+    "CrossAttentionBlock",
+    "CrossAttentionLayer",
+    "TimeEmbedding",
+    "compaction",
+    "masked_positions",
+    "past_length",
+    "pool_future",
+    "split_lengths",
+]

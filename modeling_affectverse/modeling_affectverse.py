@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput, cached_file, can_return_tuple
 
 from .configuration_affectverse import AffectVerseConfig
 from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
-from .ewm_layers import past_length
+from .ewm_layers import compaction, past_length
 from .prefusion import ConvAttentionPrefusion, ZeroInitLinear
 from .wetr import INSTRUCTION as WETR_INSTRUCTION
 from .wetr import WETRConfig, refined_decode, refined_language_model
@@ -188,6 +188,11 @@ def future_token_mask(modality_mask: torch.Tensor, past_len: torch.Tensor, prese
     return modality_mask & (stream_index >= past_len[:, None]) & present[:, None]
 
 
+def labels_at(labels: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
+    """The labels of the positions a shortened sequence holds (`kept_index` `(B, L')`, -1 on padding)."""
+    return torch.where(kept_index >= 0, labels.gather(1, kept_index.clamp(min=0)), IGNORE_INDEX)
+
+
 def drop_positions(
     drop: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -209,17 +214,11 @@ def drop_positions(
     L' = max kept tokens; `kept_index` holds each position's source index, -1 on padding.
     """
     keep = attention_mask.bool() & ~drop
-    kept = keep.sum(1)
     if new_len is None:
-        new_len = int(kept.max())
+        new_len = int(keep.sum(1).max())
     if left_padded is None:
         left_padded = bool((attention_mask[:, 0] == 0).any())
-    # stable sort puts the kept positions, in their original order, first (right pad) or last (left pad)
-    key = keep.int() if left_padded else (~keep).int()
-    order = torch.sort(key, dim=1, stable=True).indices
-    order = order[:, -new_len:] if left_padded else order[:, :new_len]
-    slots = torch.arange(new_len, device=drop.device)[None]
-    new_mask = slots >= (new_len - kept[:, None]) if left_padded else slots < kept[:, None]
+    order, new_mask = compaction(keep, new_len, left_padded)
 
     embeds = inputs_embeds.gather(1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1]))
     embeds = embeds.masked_fill(~new_mask[..., None], 0.0)  # padding slots hold nothing (not a dropped future token)
@@ -759,7 +758,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     past_key_values if use_cache or past_key_values is not None else None,
                 )  # fmt: skip
                 if labels is not None:
-                    labels = torch.where(kept_index >= 0, labels.gather(1, kept_index.clamp(min=0)), IGNORE_INDEX)
+                    labels = labels_at(labels, kept_index)
             outputs = ModelOutput(last_hidden_state=hidden, past_key_values=past_key_values, hidden_states=None,
                                   attentions=None)  # fmt: skip
         else:
@@ -895,4 +894,5 @@ __all__ = [
     "checkpoint_config",
     "count_imagination_targets",
     "drop_positions",
+    "labels_at",
 ]

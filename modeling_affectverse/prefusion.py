@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ewm_layers import CrossAttentionLayer
+from .ewm_layers import CrossAttentionLayer, masked_positions
 
 
 class ZeroInitLinear(nn.Linear):
@@ -62,7 +62,7 @@ class ConvAttentionPrefusion(nn.Module):
         features added at those positions."""
         streams, orders, valids = [], [], []
         for modality, (mask, size) in enumerate(zip(masks, sizes, strict=True)):
-            order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :size]  # positions, in order
+            order = masked_positions(mask, size)  # the stream's positions, in order
             valid = torch.arange(size, device=mask.device) < mask.sum(1, keepdim=True)  # (B, N)
             tokens = inputs_embeds.gather(1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1]))
             streams.append(F.gelu(self.down(tokens)) + self.type_embedding.weight[modality])

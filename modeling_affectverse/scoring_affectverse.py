@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .modeling_affectverse import labels_at
 from .processing_affectverse import answer_token_ids
 
 IGNORE_INDEX = -100
@@ -30,7 +31,7 @@ def answer_log_likelihood(model, inputs: dict) -> torch.Tensor:
     outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
     kept = getattr(outputs, "kept_index", None)
     if kept is not None:  # positions were removed (WETR): the labels of the positions the logits cover
-        labels = torch.where(kept >= 0, labels.gather(1, kept.clamp(min=0)), IGNORE_INDEX)
+        labels = labels_at(labels, kept)
     log_probs = F.log_softmax(outputs.logits[:, :-1].float(), dim=-1)  # (N, L-1, V): position t predicts t+1
     target = labels[:, 1:]
     scored = target != IGNORE_INDEX

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .ewm_layers import compaction, masked_positions
+
 INSTRUCTION, VISUAL, AUDIO, CONTENT, QUERY_POS, QUERY_NEG = range(6)
 ROLES = ("instruction", "visual", "audio", "content", "query_pos", "query_neg")
 PROXIES = ("contrastive", "positive", "negative", "random")  # WETR Table 2
@@ -228,7 +230,7 @@ def span_rows_attention(queries: torch.Tensor, keys: torch.Tensor, valid: torch.
     the content tokens; the other rows are zeros): those rows are gathered, scored against all keys, scattered back."""
     needed = (roles == QUERY_POS) | (roles == QUERY_NEG) | (roles == CONTENT)
     count = int(needed.sum(1).max())
-    rows = torch.sort((~needed).to(torch.uint8), dim=1, stable=True).indices[:, :count]  # (B, R) positions
+    rows = masked_positions(needed, count)  # (B, R) positions
     picked = queries.gather(2, rows[:, None, :, None].expand(-1, queries.shape[1], -1, queries.shape[-1]))
     logits = picked @ keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])  # (B, H, R, L)
     positions = torch.arange(keys.shape[2], device=keys.device)
@@ -239,18 +241,19 @@ def span_rows_attention(queries: torch.Tensor, keys: torch.Tensor, valid: torch.
     return full.scatter(1, rows[..., None].expand(-1, -1, keys.shape[2]), weights)
 
 
-def _mask(valid: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
-    """The 4-D causal + padding mask of a sequence with valid positions `valid` `(B, L)`; a padding query may attend
-    to itself (a row with nothing allowed would give NaN)."""
-    length = valid.shape[1]
-    positions = torch.arange(length, device=valid.device)
-    allowed = (positions[None, :] <= positions[:, None])[None] & valid[:, None, :]
-    allowed = allowed | torch.eye(length, dtype=torch.bool, device=valid.device)[None]
+def _mask(keys_valid: torch.Tensor, queries: int, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """The 4-D causal + padding mask `(B, 1, T, K)` of the last `queries` (T) positions over keys with valid
+    positions `keys_valid` `(B, K)` (a prefill: T = K; a decode step: T new tokens after the cache). Each query may
+    attend to itself, so a padding query's row is never empty (that would give NaN). Boolean for sdpa, additive
+    for eager attention."""
+    width = keys_valid.shape[1]
+    own = width - queries + torch.arange(queries, device=keys_valid.device)  # each query's own key
+    keys = torch.arange(width, device=keys_valid.device)
+    allowed = ((keys[None, :] <= own[:, None])[None] & keys_valid[:, None, :]) | (keys[None, :] == own[:, None])[None]
     if implementation == "sdpa":
         return allowed[:, None]
-    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)[
-        :, None
-    ]
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=keys_valid.device)
+    return additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -292,13 +295,7 @@ def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_ma
             kept = select(scores, roles, config) & valid
             gamma = reweighting(queries.float(), keys.float(), scores, roles, kept, config)["gamma"]
             hidden = hidden * gamma[..., None].to(hidden.dtype)
-            new_length = int(kept.sum(1).max())
-            key = kept.int() if left_padded else (~kept).int()
-            order = torch.sort(key, dim=1, stable=True).indices
-            order = order[:, -new_length:] if left_padded else order[:, :new_length]
-            slots = torch.arange(new_length, device=hidden.device)[None]
-            counts = kept.sum(1, keepdim=True)
-            valid = slots >= new_length - counts if left_padded else slots < counts
+            order, valid = compaction(kept, int(kept.sum(1).max()), left_padded)
             hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
             cos = cos.gather(1, order[..., None].expand(-1, -1, cos.shape[-1]))
             sin = sin.gather(1, order[..., None].expand(-1, -1, sin.shape[-1]))
@@ -309,7 +306,7 @@ def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_ma
                 record.append(
                     {"layer": number, "kept_index": index, "gamma": kept_gamma, "scores": scores, "kept": kept}
                 )
-        mask = _mask(valid, implementation, hidden.dtype)
+        mask = _mask(valid, valid.shape[1], implementation, hidden.dtype)
         hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=past_key_values,
                        use_cache=past_key_values is not None)  # fmt: skip
         valids.append(valid)
@@ -336,17 +333,9 @@ def refined_decode(text_model, inputs_embeds: torch.Tensor, attention_mask: torc
     rotary_positions = position_ids[1:] if position_ids.shape[0] == 4 else position_ids
     hidden = inputs_embeds
     cos, sin = text_model.rotary_emb(hidden, rotary_positions)
-    queries = torch.arange(steps, device=hidden.device)
     for number, layer in enumerate(text_model.layers):
-        keys_valid = torch.cat([state["valid"][number], new], dim=1)  # (B, K)
-        width = keys_valid.shape[1]
-        causal = torch.arange(width, device=hidden.device)[None, :] <= (width - steps + queries)[:, None]  # (T, K)
-        allowed = (keys_valid[:, None, :] & causal[None])[:, None]  # (B, 1, T, K)
-        if implementation != "sdpa":
-            allowed = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
-                ~allowed, torch.finfo(hidden.dtype).min
-            )
-        hidden = layer(hidden, attention_mask=allowed, position_embeddings=(cos, sin),
+        mask = _mask(torch.cat([state["valid"][number], new], dim=1), steps, implementation, hidden.dtype)
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin),
                        past_key_values=past_key_values, use_cache=True)  # fmt: skip
     return text_model.norm(hidden)
 
