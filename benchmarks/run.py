@@ -110,8 +110,9 @@ def midsize_pair(seconds: float, frame_size: int):
     frames, wave = synthetic_clip(seconds, size=frame_size, seed=0)
     question = task_question("emotion", list(MER_LABELS))
 
-    def inputs(beliefs: bool, answer: str | None):
-        text = processor.build_prompt(question, subtitle="benchmark clip", video=True, answer=answer)
+    def inputs(beliefs: bool, answer: str | None, wetr_queries: bool = False):
+        text = processor.build_prompt(question, subtitle="benchmark clip", video=True, answer=answer,
+                                      wetr_queries=wetr_queries)  # fmt: skip
         batch = processor(text=[text], videos=[frames], audio=[wave], load_audio_from_video=True,
                           audio_from_video_indices=[0], belief_placeholders=beliefs, return_tensors="pt")  # fmt: skip
         batch = dict(batch)
@@ -353,14 +354,9 @@ def wetr_section(repeats: int) -> dict:
     """Prefill time with WETR at the paper's ratios and delta vs without, on the mid-size model (6 layers, so the
     trigger interval is 2: layers 2 and 4 refine; the 7B default of 9 needs more layers), the same prompt with the
     query spans, interleaved; and how many tokens the layers after each trigger see."""
-    affectverse, _, processor, _ = midsize_pair(seconds=8.0, frame_size=112)
+    affectverse, _, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
     affectverse.eval()
-    frames, _ = synthetic_clip(8.0, size=112, seed=0)
-    text = processor.build_prompt(task_question("emotion", list(MER_LABELS)), subtitle="benchmark clip", video=True,
-                                  wetr_queries=True)  # fmt: skip
-    batch = dict(processor(text=[text], videos=[frames], audio=[synthetic_clip(8.0, size=112, seed=0)[1]],
-                           load_audio_from_video=True, audio_from_video_indices=[0], return_tensors="pt"))  # fmt: skip
-    batch["use_audio_in_video"] = True
+    batch = inputs(True, None, wetr_queries=True)
     batch["wetr_roles"] = processor.token_roles(batch["input_ids"])
     plain = {k: v for k, v in batch.items() if k != "wetr_roles"}
     config = WETRConfig(trigger_interval=2)
