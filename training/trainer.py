@@ -155,7 +155,6 @@ class AffectVerseSFTTrainer(SFTTrainer):
         emotion = getattr(outputs, "emotion_loss", None)
         if emotion is not None and self.args.emotion_loss_weight > 0:  # a micro-batch mean (design-notes, issue 14)
             loss = loss + self.args.emotion_loss_weight * emotion
-            self._metrics[mode]["emotion_loss"].append(float(emotion.detach()))
         self._log_terms(mode, lm_loss, imagination, outputs)
         return (loss, outputs) if return_outputs else loss
 
@@ -170,8 +169,11 @@ class AffectVerseSFTTrainer(SFTTrainer):
         or rho = 1) still takes part, so no process waits on another.
         """
         steps = self._config().ewm_rollout_steps
-        extra = 4  # copy-last, batch-mean baseline losses; target similarity and whether it exists
+        extra = 6  # copy-last, batch-mean baseline losses; target similarity and whether it exists; emotion loss, too
         stats = torch.zeros(3 + steps + extra, device=lm_loss.device)
+        emotion = getattr(outputs, "emotion_loss", None)
+        if emotion is not None:  # emotion-first (issue 14): logged with the rest, no read of its own
+            stats[7 + steps], stats[8 + steps] = emotion.detach(), 1.0
         stats[0] = lm_loss.detach()
         if imagination is not None:
             stats[1], stats[2] = imagination.detach(), 1.0
@@ -196,6 +198,9 @@ class AffectVerseSFTTrainer(SFTTrainer):
             with_similarity = with_targets[with_targets[:, 6 + steps] > 0]
             if len(with_similarity):
                 metrics["imagination_target_similarity"].append(with_similarity[:, 5 + steps].mean().item())
+        with_emotion = stats[stats[:, 8 + steps] > 0]
+        if len(with_emotion):
+            metrics["emotion_loss"].append(with_emotion[:, 7 + steps].mean().item())
 
 
 __all__ = ["AffectVerseSFTConfig", "AffectVerseSFTTrainer", "EpochToCollator"]
