@@ -15,7 +15,8 @@ Not part of the test suite's pass/fail. Sections:
 3. inference: prefill time and per-token decode time versus the plain thinker with the same weights.
 4. data: clips per second for decode + preprocess (3 fps, 224 px) over the demo clips, with 1 and 2 workers.
 5. syncs (issue 12): sync-inducing ops of a training step with and without the EWM, and the EWM forward alone.
-6. wetr (issue 13): prefill time with WETR's token refinement vs without, and the tokens left after each trigger.
+6. wetr (issue 13): prefill time and peak memory with WETR's token refinement vs without, and the tokens left after
+   each trigger. CPU peak memory is read from the profiler's allocation and free events (`profiled_peak_bytes`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from modeling_affectverse.ewm import EmotionWorldModule, count_parameters  # noq
 from modeling_affectverse.modeling_affectverse import BatchLayout  # noqa: E402
 from modeling_affectverse.processing_affectverse import task_question  # noqa: E402
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config  # noqa: E402
-from modeling_affectverse.wetr import WETRConfig  # noqa: E402
+from modeling_affectverse.wetr import AUDIO, CONTENT, INSTRUCTION, QUERY_NEG, QUERY_POS, VISUAL, WETRConfig  # noqa: E402
 from training.adapters import LLM_ATTENTION  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,6 +56,7 @@ TARGETS = {
     "train_peak_memory_ratio": ("<=", 1.05),
     "prefill_time_ratio": ("<=", 1.05),
     "decode_time_per_token_ratio": ("<=", 1.02),
+    "wetr_prefill_time_ratio": ("<=", 0.8),  # issue 13: "well below 1"
 }
 
 
@@ -350,10 +352,25 @@ def sync_section(repeats: int) -> dict:
 
 
 # -- 6. WETR (issue 13) ------------------------------------------------------------------------------------
+def profiled_peak_bytes(function) -> int:
+    """Peak bytes allocated on the CPU above the start while `function()` runs: the running sum of every
+    allocation and free the profiler records (`profile_memory=True`), in time order. CPU has no allocator peak
+    counter like `torch.cuda.max_memory_allocated`; this reads the same quantity from the events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        function()
+    live = peak = 0
+    for event in sorted(profiler.events(), key=lambda event: event.time_range.start):
+        live += event.self_cpu_memory_usage  # an op's own allocations (+), a free event's release (-)
+        peak = max(peak, live)
+    return peak
+
+
 def wetr_section(repeats: int) -> dict:
-    """Prefill time with WETR at the paper's ratios and delta vs without, on the mid-size model (6 layers, so the
-    trigger interval is 2: layers 2 and 4 refine; the 7B default of 9 needs more layers), the same prompt with the
-    query spans, interleaved; and how many tokens the layers after each trigger see."""
+    """Prefill time and peak memory with WETR at the paper's ratios and delta vs without, on the mid-size model (6
+    layers, so the trigger interval is 2: layers 2 and 4 refine; the 7B default of 9 needs more layers), the same
+    prompt with the query spans, interleaved; and how many tokens the layers after each trigger see."""
     affectverse, _, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
     affectverse.eval()
     batch = inputs(True, None, wetr_queries=True)
@@ -371,6 +388,7 @@ def wetr_section(repeats: int) -> dict:
             affectverse(**plain, use_cache=True)
 
     seconds_plain, seconds_wetr = interleaved(lambda: prefill(False), lambda: prefill(True), repeats)
+    peak_plain, peak_wetr = profiled_peak_bytes(lambda: prefill(False)), profiled_peak_bytes(lambda: prefill(True))
     affectverse.enable_wetr(config, record=True)
     with torch.no_grad():
         affectverse(**batch)
@@ -382,6 +400,8 @@ def wetr_section(repeats: int) -> dict:
         "tokens_after_each_trigger": seen,
         "prefill_seconds": {"wetr": seconds_wetr, "off": seconds_plain},
         "wetr_prefill_time_ratio": seconds_wetr / seconds_plain,
+        "prefill_peak_bytes": {"wetr": peak_wetr, "off": peak_plain},
+        "wetr_prefill_peak_memory_ratio": peak_wetr / peak_plain,
     }
 
 
@@ -440,6 +460,24 @@ def synthetic_batch(config, video_grid: tuple[int, int, int], audio_frames: int,
         "input_features": torch.randn(1, audio.num_mel_bins, audio_frames, generator=generator).to(device, dtype),
         "feature_attention_mask": torch.ones(1, audio_frames, dtype=torch.long, device=device),
     }
+
+
+def synthetic_roles(config, input_ids: torch.Tensor, span: int = 8) -> torch.Tensor:
+    """WETR token roles for a `synthetic_batch` prompt, laid out as the processor lays out a real one (media,
+    subtitle, Q_pos, Q_neg, question): video and audio placeholders are media; of the words between the two belief
+    blocks the last 2 x `span` stand in for the Q_pos and Q_neg spans and the others are the subtitle (content); the
+    rest is instruction. The 7B tokenizer, which would spell the real spans, is not available offline; WETR reads
+    roles, not words."""
+    roles = torch.full_like(input_ids, INSTRUCTION)
+    roles[input_ids == config.video_token_id] = VISUAL
+    roles[input_ids == config.audio_token_id] = AUDIO
+    for b, ids in enumerate(input_ids.tolist()):
+        beliefs = [i for i, token in enumerate(ids) if token == config.belief_token_id]
+        first_end = next(i for i in beliefs if i + 1 not in beliefs)  # the first belief block's last position
+        words = list(range(first_end + 1, beliefs[-1] - len(beliefs) // 2 + 1))
+        content, spans = words[: -2 * span], words[-2 * span :]
+        roles[b, content], roles[b, spans[:span]], roles[b, spans[span:]] = CONTENT, QUERY_POS, QUERY_NEG
+    return roles
 
 
 def repeat_batch(batch: dict, copies: int) -> dict:
@@ -573,6 +611,7 @@ def gpu_section(
         generate_seconds(batch, new_tokens)  # warm-up at this shape
         seconds = statistics.median(generate_seconds(batch, new_tokens) for _ in range(max(1, repeats // 3)))
         results["generate_samples_per_second"][str(size)] = size / seconds
+    results["wetr_prefill"] = wetr_prefill(model.get_base_model(), config, prompt, repeats, sync, peak)
     if compile_ewm:
         model.get_base_model().compile_ewm()
         model.train()
@@ -583,8 +622,43 @@ def gpu_section(
     return results
 
 
+def wetr_prefill(model, config, prompt: dict, repeats: int, sync, peak) -> dict:
+    """Issue 13 at the preset's shape: prefill with WETR at the paper's defaults (n_r = 9, or the depth - 1 on a
+    shallower preset) vs without, interleaved, peak memory of each, and the tokens the layers after each trigger see."""
+    layers = len(model.model.language_model.layers)
+    wetr = WETRConfig(trigger_interval=min(9, layers - 1))
+    refined = {**prompt, "wetr_roles": synthetic_roles(config, prompt["input_ids"])}
+
+    @torch.no_grad()
+    def prefill(with_wetr: bool):
+        if with_wetr:
+            model.enable_wetr(wetr)
+            model(**refined, use_cache=True)
+            model.disable_wetr()
+        else:
+            model(**prompt, use_cache=True)
+        sync()
+
+    seconds_off, seconds_wetr = interleaved(lambda: prefill(False), lambda: prefill(True), repeats)
+    memory_off, memory_wetr = peak(lambda: prefill(False)), peak(lambda: prefill(True))
+    model.enable_wetr(wetr, record=True)
+    with torch.no_grad():
+        model(**refined)
+    seen = [int((record["kept_index"] >= 0).sum()) for record in model.wetr_record]
+    model.disable_wetr()
+    return {
+        "trigger_layers": wetr.trigger_layers(layers),
+        "tokens_after_each_trigger": seen,
+        "seconds": {"wetr": seconds_wetr, "off": seconds_off},
+        "time_ratio": seconds_wetr / seconds_off,
+        "peak_memory_bytes": {"wetr": memory_wetr, "off": memory_off},
+        "peak_memory_ratio": None if memory_off is None else memory_wetr / memory_off,
+    }
+
+
 def verdicts(figures: dict) -> dict:
-    flat = {**figures.get("size", {}), **figures.get("train_step", {}), **figures.get("inference", {})}
+    flat = {**figures.get("size", {}), **figures.get("train_step", {}), **figures.get("inference", {}),
+            **figures.get("wetr", {})}  # fmt: skip
     out = {}
     for name, (op, target) in TARGETS.items():
         if name in flat:

@@ -7,9 +7,10 @@ import os
 
 import torch
 
-from benchmarks.run import gpu_section, size_section, synthetic_batch
+from benchmarks.run import gpu_section, profiled_peak_bytes, size_section, synthetic_batch, synthetic_roles
 from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.count_ewm import load_preset
+from modeling_affectverse.wetr import AUDIO, CONTENT, QUERY_NEG, QUERY_POS, VISUAL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configuration", "tiny.json")
@@ -38,6 +39,26 @@ def test_synthetic_batch_drives_the_ewm():
     assert figures["ewm_alone"]["forward_sync_ops"] == {}
     syncs = figures["training_step_sync_ops"]  # the host waits no more often with the EWM than without
     assert syncs["affectverse"] == syncs["no_placeholders"]
+    # issue 13 at the preset's shape: WETR triggers at depth - 1 on the 4-layer tiny preset, and the layer after it
+    # sees 3% of the media (ceil), 20% of the subtitle and every other token
+    roles = synthetic_roles(config, batch["input_ids"])[0]
+    assert [int((roles == role).sum()) for role in (VISUAL, AUDIO, QUERY_POS, QUERY_NEG)] == [8, 50, 8, 8]
+    kept = sum(math.ceil(p * int((roles == role).sum())) for role, p in ((VISUAL, 0.03), (AUDIO, 0.03), (CONTENT, 0.2)))
+    others = int(((roles != VISUAL) & (roles != AUDIO) & (roles != CONTENT)).sum())
+    wetr = figures["wetr_prefill"]
+    assert wetr["trigger_layers"] == [3] and wetr["tokens_after_each_trigger"] == [kept + others]
+    assert math.isfinite(wetr["time_ratio"]) and wetr["peak_memory_ratio"] is None  # no allocator peak on CPU
+
+
+def test_profiled_peak_bytes_counts_what_is_alive_at_once():
+    def three_megabytes_then_two():
+        a = torch.ones(250_000)  # 1 MB
+        b = a * 2  # 2 MB alive
+        c = b + a  # 3 MB alive
+        del a, b
+        return c * 2  # 2 MB alive
+
+    assert 3_000_000 <= profiled_peak_bytes(three_megabytes_then_two) < 3_000_100
 
 
 def test_size_figures_at_the_7b_preset():
