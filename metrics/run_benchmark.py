@@ -142,9 +142,7 @@ def run(args) -> dict:
     wetr = getattr(args, "wetr", False)
     if wetr:  # issue 13: the same protocol with WETR's token refinement inside the language model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.enable_wetr(WETRConfig(trigger_interval=args.wetr_interval, delta=args.wetr_delta,
-                                    p_visual=args.wetr_p_visual, p_audio=args.wetr_p_audio, p_text=args.wetr_p_text,
-                                    proxy=args.wetr_proxy))  # fmt: skip
+        base.enable_wetr(wetr_config(args))
     new = 0
     with open(predictions_path, "a", encoding="utf-8") as out:
         for manifest in args.manifest:
@@ -272,6 +270,29 @@ def plot(results: dict, path: str) -> None:
     plt.close(figure)
 
 
+def add_wetr_arguments(parser: argparse.ArgumentParser) -> None:
+    """WETR's settings (paper defaults) and the switches of its ablations (WETR Tables 2, 3 and 6)."""
+    group = parser.add_argument_group("WETR (issue 13)")
+    group.add_argument("--wetr-interval", type=int, default=9, help="trigger interval n_r")
+    group.add_argument("--wetr-delta", type=float, default=4.0, help="STR's strength delta")
+    group.add_argument("--wetr-p-visual", type=float, default=0.03)
+    group.add_argument("--wetr-p-audio", type=float, default=0.03)
+    group.add_argument("--wetr-p-text", type=float, default=0.2)
+    group.add_argument("--wetr-proxy", choices=list(PROXIES), default="contrastive", help="NTS scoring proxy")
+    group.add_argument("--wetr-no-nts", action="store_true", help="keep every token (STR only)")
+    group.add_argument("--wetr-no-str", action="store_true", help="gamma = 1 (NTS only)")
+    group.add_argument("--wetr-no-anchors", action="store_true", help="STR without anchor protection")
+
+
+def wetr_config(args: argparse.Namespace, **overrides) -> WETRConfig:
+    """The `WETRConfig` that `add_wetr_arguments`' options describe (`overrides` replace fields)."""
+    fields = dict(trigger_interval=args.wetr_interval, delta=args.wetr_delta, p_visual=args.wetr_p_visual,
+                  p_audio=args.wetr_p_audio, p_text=args.wetr_p_text, proxy=args.wetr_proxy,
+                  select=not args.wetr_no_nts, reweight=not args.wetr_no_str,
+                  anchors=not args.wetr_no_anchors)  # fmt: skip
+    return WETRConfig(**{**fields, **overrides})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny", help="tiny, an adapter folder, or a checkpoint folder / hub id")
@@ -282,12 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=[1.0])
     parser.add_argument("--scoring", choices=["generate", "closed_set"], default="generate")
     parser.add_argument("--wetr", action="store_true", help="score with WETR's token refinement (issue 13)")
-    parser.add_argument("--wetr-interval", type=int, default=9, help="WETR trigger interval n_r")
-    parser.add_argument("--wetr-delta", type=float, default=4.0)
-    parser.add_argument("--wetr-p-visual", type=float, default=0.03)
-    parser.add_argument("--wetr-p-audio", type=float, default=0.03)
-    parser.add_argument("--wetr-p-text", type=float, default=0.2)
-    parser.add_argument("--wetr-proxy", choices=list(PROXIES), default="contrastive")
+    add_wetr_arguments(parser)
     parser.add_argument("--answer-format", choices=["label", "reasoning"], default="label",
                         help="reasoning: prompts ask for <think>...</think><answer>...</answer> and the answer is "
                         "extracted (generate scoring only); malformed outputs count as unmatched")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -114,3 +115,19 @@ def test_the_runner_scores_with_wetr(demo_manifest, tmp_path, scoring):
             assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="smaller than the decoder depth"):
         runner.main([*argv, "--wetr-interval", "4"])  # not below the tiny model's 4 layers: refused
+
+
+def test_the_wetr_ablation_switches_reach_the_config():
+    """WETR Tables 2, 3 and 6 from the command line: proxy, NTS only, STR only, STR without anchors."""
+    parser = argparse.ArgumentParser()
+    runner.add_wetr_arguments(parser)
+    assert runner.wetr_config(parser.parse_args([])) == runner.WETRConfig()  # the paper's defaults
+    cases = {
+        "--wetr-no-str": {"reweight": False},
+        "--wetr-no-nts": {"select": False},
+        "--wetr-no-anchors": {"anchors": False},
+    }
+    for flag, changed in cases.items():
+        assert runner.wetr_config(parser.parse_args([flag])) == runner.WETRConfig(**changed), flag
+    config = runner.wetr_config(parser.parse_args(["--wetr-proxy", "random", "--wetr-interval", "2"]), p_visual=0.5)
+    assert (config.proxy, config.trigger_interval, config.p_visual) == ("random", 2, 0.5)
