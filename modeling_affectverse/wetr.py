@@ -221,6 +221,34 @@ def reweighting(queries: torch.Tensor, keys: torch.Tensor, scores: torch.Tensor,
     return {"e": e, "g": g, "r": r, "c": c, "gamma": gamma, "anchors": anchors}
 
 
+def kept_visual_grid(record: dict, roles: torch.Tensor, grid_thw, merge: int, sample: int = 0):
+    """Which of one video's merged patches a trigger layer kept, and their gamma, laid out over the video's grid
+    (WETR Fig. 3): `(kept, gamma)`, each `(T, H / merge, W / merge)` (bool; gamma 0 where dropped).
+
+    `record`: one entry of `wetr_record` (a forward with `enable_wetr(..., record=True)`); `roles`: the input's
+    token roles `(B, L)` (`processor.token_roles`, before any trigger); `grid_thw`: the sample's row of
+    `video_grid_thw`; `merge`: the vision config's `spatial_merge_size`. The visual tokens of a sample are its
+    video's merged patches in raster order (time, row, column), also when interleaved with audio."""
+    t, h, w = (int(x) for x in grid_thw)
+    h, w = h // merge, w // merge
+    visual = (roles[sample] == VISUAL).nonzero().flatten().cpu()
+    if visual.numel() != t * h * w:
+        raise ValueError(
+            f"sample {sample} has {visual.numel()} visual tokens but its video grid {t}x{h}x{w} (merged) has "
+            f"{t * h * w}: pass the roles and the grid row of the same sample, with one video"
+        )
+    rank = torch.full((roles.shape[1],), -1, dtype=torch.long)
+    rank[visual] = torch.arange(visual.numel())
+    index, gamma = record["kept_index"][sample].cpu(), record["gamma"][sample].float().cpu()
+    rows = rank[index.clamp(min=0)]
+    chosen = (index >= 0) & (rows >= 0)  # kept positions that are visual tokens
+    kept = torch.zeros(t * h * w, dtype=torch.bool)
+    kept[rows[chosen]] = True
+    weight = torch.zeros(t * h * w)
+    weight[rows[chosen]] = gamma[chosen]
+    return kept.view(t, h, w), weight.view(t, h, w)
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding of `x` `(B, H, L, E)` with the thinker's (multimodal) cos / sin `(B, L, E)`."""
     half = x.shape[-1] // 2
@@ -370,6 +398,7 @@ __all__ = [
     "VISUAL",
     "WETRConfig",
     "check_roles",
+    "kept_visual_grid",
     "norm",
     "reconstruction_errors",
     "reweighting",

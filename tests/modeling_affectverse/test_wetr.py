@@ -16,6 +16,8 @@ from modeling_affectverse.wetr import (
     VISUAL,
     WETRConfig,
     check_roles,
+    kept_visual_grid,
+    reconstruction_errors,
     reweighting,
     select,
     selection_scores,
@@ -70,6 +72,24 @@ def test_reweighting_by_hand():
     assert out["gamma"][0, [0, 2, 5, 6, 7]].tolist() == [1.0] * 5  # instruction, dropped and query tokens
     unprotected = reweighting(queries, keys, scores, ROLES, kept, WETRConfig(delta=2.0, anchors=False))
     assert unprotected["gamma"][0, 4].item() == pytest.approx(0.0)  # without anchors c1 would be silenced
+
+
+def test_reconstruction_over_the_gathered_pairs_equals_the_whole_sequence_product():
+    """e_i is computed on the source rows x target columns only; the same values as the (L x L) product."""
+    generator = torch.Generator().manual_seed(0)
+    queries, keys = torch.randn(3, 2, 12, 4, generator=generator), torch.randn(3, 2, 12, 4, generator=generator)
+    source, target = torch.rand(3, 12, generator=generator) < 0.4, torch.rand(3, 12, generator=generator) < 0.3
+    target[2] = False  # a sample whose target is empty: no reconstruction, e = 0
+    source &= ~target
+    logits = (queries @ keys.transpose(-1, -2) / 2).masked_fill(~target[:, None, None, :], -torch.inf)
+    rebuilt = torch.nan_to_num(logits.softmax(-1)) @ keys
+    reference = (keys - rebuilt).norm(dim=-1).mean(1)
+    reference = torch.where(source & target.any(1, keepdim=True), reference, torch.zeros_like(reference))
+    errors = reconstruction_errors(queries, keys, source, target)
+    torch.testing.assert_close(errors, reference)
+    assert (
+        (errors[~source] == 0).all() and (errors[2] == 0).all() and (errors[source & target.any(1)[:, None]] > 0).all()
+    )
 
 
 def test_identity_settings_keep_everything_at_weight_one():
@@ -232,6 +252,33 @@ def test_later_layers_see_only_the_kept_tokens(make_model, processor):
     assert seen[:2] == [valid.shape[1]] * 2 and seen[2:] == [int(lengths.max())] * 2  # layers 2, 3 see L' tokens
     assert out.logits.shape[1] == int(lengths.max()) and (out.kept_index >= 0).sum(1).tolist() == lengths.tolist()
     assert (record["gamma"][out.kept_index < 0] == 1).all()
+
+
+def test_the_kept_patch_grid_places_each_kept_visual_token_on_its_patch(make_model, processor):
+    """Fig. 3's data: the kept visual tokens of a sample, in raster order over its video's merged grid."""
+    model = make_model(seed=0)
+    batch = _wetr_batch(processor, ["a", "av", "v"], ["ok", "I went to the station this morning.", "We talked."])
+    roles = batch["wetr_roles"]
+    model.enable_wetr(WETRConfig(trigger_interval=2, p_visual=0.25), record=True)
+    with torch.no_grad():
+        model(**batch)
+    (record,) = model.wetr_record
+    model.disable_wetr()
+    merge = model.config.vision_config.spatial_merge_size
+    for sample, grid_row in ((1, 0), (2, 1)):  # sample 0 has no video: the videos are rows 0 and 1 of the grid
+        kept, gamma = kept_visual_grid(record, roles, batch["video_grid_thw"][grid_row], merge, sample)
+        t, h, w = batch["video_grid_thw"][grid_row].tolist()
+        assert kept.shape == (t, h // merge, w // merge)
+        visual = (roles[sample] == VISUAL).nonzero().flatten().tolist()  # raster order = order in the sequence
+        chosen = [visual.index(p) for p in record["kept_index"][sample].tolist() if p in visual]
+        assert sorted(kept.flatten().nonzero().flatten().tolist()) == sorted(chosen)
+        assert int(kept.sum()) == math.ceil(0.25 * len(visual))
+        slots = {p: j for j, p in enumerate(record["kept_index"][sample].tolist())}
+        for rank in chosen:
+            assert gamma.flatten()[rank] == record["gamma"][sample, slots[visual[rank]]]
+        assert (gamma[~kept] == 0).all()
+    with pytest.raises(ValueError, match="visual tokens but its video grid"):
+        kept_visual_grid(record, roles, batch["video_grid_thw"][0], merge, sample=0)  # the audio-only sample
 
 
 def test_wetr_refuses_inputs_it_cannot_refine(make_model, processor, make_inputs):
