@@ -120,20 +120,24 @@ def norm(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, scaled, torch.zeros_like(values))
 
 
-def span_attention(attention: torch.Tensor, roles: torch.Tensor, role: int) -> torch.Tensor:
-    """`(B, L)` mean over the queries of one role of the head-averaged attention rows `attention` `(B, L, L)`."""
-    rows = (roles == role).to(attention.dtype)  # (B, L)
+def span_attention(attention: torch.Tensor, row_roles: torch.Tensor, role: int) -> torch.Tensor:
+    """`(B, L)` mean over the rows of one role of head-averaged attention rows `attention` `(B, R, L)`, whose roles
+    are `row_roles` `(B, R)` (0 where the role has no row)."""
+    rows = (row_roles == role).to(attention.dtype)  # (B, R)
     return (rows[:, :, None] * attention).sum(1) / rows.sum(1, keepdim=True).clamp(min=1)
 
 
 def selection_scores(attention: torch.Tensor, roles: torch.Tensor, proxy: str = "contrastive",
-                     generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-    """s_i for the media and content tokens (Eq. 4-5), 0 elsewhere. `attention` `(B, L, L)`: head-averaged
-    attention probabilities of the trigger layer (only the rows of the query spans, the media and the content tokens
-    are read)."""
+                     generator: torch.Generator | None = None,
+                     row_roles: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """s_i for the media and content tokens (Eq. 4-5), 0 elsewhere. `attention` `(B, R, L)`: head-averaged
+    attention probabilities of the trigger layer, rows of the query tokens whose roles are `row_roles` `(B, R)`
+    (default: every row, R = L, `roles`). The scores read the rows of the two query spans, the content tokens (their
+    support of the media) and the media tokens (their support of the content); rows of other roles are ignored."""
+    row_roles = roles if row_roles is None else row_roles
     candidates = (roles == VISUAL) | (roles == AUDIO) | (roles == CONTENT)
-    positive = span_attention(attention, roles, QUERY_POS)
-    negative = span_attention(attention, roles, QUERY_NEG)
+    positive = span_attention(attention, row_roles, QUERY_POS)
+    negative = span_attention(attention, row_roles, QUERY_NEG)
     if proxy == "random":
         noise = torch.rand(roles.shape, generator=generator, device="cpu").to(attention.device, attention.dtype)
         return torch.where(candidates, noise, torch.zeros_like(noise))
@@ -141,8 +145,8 @@ def selection_scores(attention: torch.Tensor, roles: torch.Tensor, proxy: str = 
     d = norm(raw, candidates)
     media = (roles == VISUAL) | (roles == AUDIO)
     content = roles == CONTENT
-    from_content = norm(span_attention(attention, roles, CONTENT), media)  # content -> media support
-    media_rows = media.to(attention.dtype)
+    from_content = norm(span_attention(attention, row_roles, CONTENT), media)  # content -> media support
+    media_rows = ((row_roles == VISUAL) | (row_roles == AUDIO)).to(attention.dtype)
     from_media = (media_rows[:, :, None] * attention).sum(1) / media_rows.sum(1, keepdim=True).clamp(min=1)
     from_media = norm(from_media, content)  # media -> content support (0 under causal attention: media come first)
     return d + torch.where(media, from_content, torch.zeros_like(d)) + torch.where(content, from_media, 0.0)
@@ -268,8 +272,10 @@ def _layer_queries_keys(layer, hidden: torch.Tensor, cos: torch.Tensor, sin: tor
 
 
 def span_rows_attention(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, roles: torch.Tensor):
-    """Head-averaged causal attention `(B, L, L)`, computed only for the rows WETR reads (the two query spans and
-    the content tokens; the other rows are zeros): those rows are gathered, scored against all keys, scattered back."""
+    """Head-averaged causal attention of only the rows WETR reads, against all keys: `(rows (B, R, L), row_roles
+    (B, R))`, the rows of the two query spans and the content tokens (-1: a padding row of a sample with fewer).
+    No (L x L) matrix is formed. The media tokens' rows (their support of the content, Eq. 5) are left out: the
+    processor puts every media token before the subtitle, so under causal attention those rows are 0 there."""
     needed = (roles == QUERY_POS) | (roles == QUERY_NEG) | (roles == CONTENT)
     count = int(needed.sum(1).max())
     rows = masked_positions(needed, count)  # (B, R) positions
@@ -277,10 +283,14 @@ def span_rows_attention(queries: torch.Tensor, keys: torch.Tensor, valid: torch.
     logits = picked @ keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])  # (B, H, R, L)
     positions = torch.arange(keys.shape[2], device=keys.device)
     allowed = (positions[None, None, :] <= rows[:, :, None]) & valid[:, None, :]  # causal, no padding: (B, R, L)
+    # slots past a sample's own count point at other positions, on left padding at padding ones whose row would be
+    # empty (a NaN softmax, which the span means would spread over the whole sample): such a row sees itself only
+    # and is zeroed below
+    allowed |= positions[None, None, :] == rows[:, :, None]
     weights = logits.masked_fill(~allowed[:, None], -torch.inf).softmax(-1).mean(1)  # (B, R, L)
-    weights = weights * needed.gather(1, rows)[..., None]  # rows past a sample's own count are padding
-    full = weights.new_zeros(keys.shape[0], keys.shape[2], keys.shape[2])
-    return full.scatter(1, rows[..., None].expand(-1, -1, keys.shape[2]), weights)
+    real = needed.gather(1, rows)
+    row_roles = torch.where(real, roles.gather(1, rows), -1)  # slots past a sample's count: -1
+    return torch.where(real[..., None], weights, torch.zeros_like(weights)), row_roles
 
 
 def _mask(keys_valid: torch.Tensor, queries: int, implementation: str, dtype: torch.dtype) -> torch.Tensor:
@@ -332,8 +342,8 @@ def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_ma
     for number, layer in enumerate(layers):
         if number in triggers:
             queries, keys = _layer_queries_keys(layer, hidden, cos, sin)
-            attention = span_rows_attention(queries, keys, valid, roles)
-            scores = selection_scores(attention.float(), roles, config.proxy, generator)
+            attention, row_roles = span_rows_attention(queries, keys, valid, roles)
+            scores = selection_scores(attention.float(), roles, config.proxy, generator, row_roles)
             kept = select(scores, roles, config) & valid
             gamma = reweighting(queries.float(), keys.float(), scores, roles, kept, config)["gamma"]
             hidden = hidden * gamma[..., None].to(hidden.dtype)

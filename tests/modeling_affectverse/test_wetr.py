@@ -180,14 +180,15 @@ def test_the_processor_inserts_the_query_spans_and_finds_every_role(processor, s
         check_roles(processor.token_roles(plain["input_ids"]))
 
 
-def _wetr_batch(processor, combos, subtitles):
-    """Prompts with WETR's query spans for a list of modality combos (video+audio in-video, video, audio)."""
+def _wetr_batch(processor, combos, subtitles, first: int = 0):
+    """Prompts with WETR's query spans for a list of modality combos (video+audio in-video, video, audio); sample i
+    gets synthetic clip `first + i`."""
     from modeling_affectverse.processing_affectverse import MER_LABELS, task_question
     from modeling_affectverse.tiny import synthetic_clip
 
     question = task_question("emotion", list(MER_LABELS))
     texts, videos, audios, sources = [], [], [], []
-    for i, (combo, subtitle) in enumerate(zip(combos, subtitles, strict=True)):
+    for i, (combo, subtitle) in enumerate(zip(combos, subtitles, strict=True), start=first):
         frames, wave = synthetic_clip(1.5 + 0.5 * i, seed=i)
         has_video, has_audio = combo in ("av", "v"), combo in ("av", "a")
         texts.append(processor.build_prompt(question, subtitle=subtitle, video=has_video,
@@ -252,6 +253,33 @@ def test_later_layers_see_only_the_kept_tokens(make_model, processor):
     assert seen[:2] == [valid.shape[1]] * 2 and seen[2:] == [int(lengths.max())] * 2  # layers 2, 3 see L' tokens
     assert out.logits.shape[1] == int(lengths.max()) and (out.kept_index >= 0).sum(1).tolist() == lengths.tolist()
     assert (record["gamma"][out.kept_index < 0] == 1).all()
+
+
+def test_a_left_padded_sample_is_scored_and_refined_as_it_is_alone(make_model, processor):
+    """In a batch, a sample with fewer scored rows than another (and left padding) gets the scores, the kept set and
+    the gamma it gets alone (a padding row once made its scores NaN, silently read as all-equal)."""
+    model = make_model(seed=0)
+    combos, subtitles = ["av", "v"], ["I went to the station this morning and then home.", "ok"]
+    config = WETRConfig(trigger_interval=2, p_visual=0.25, p_audio=0.5, p_text=0.5)
+
+    def refine(batch):
+        model.enable_wetr(config, record=True)
+        with torch.no_grad():
+            model(**batch)
+        (record,) = model.wetr_record
+        model.disable_wetr()
+        return record
+
+    batched = refine(_wetr_batch(processor, combos, subtitles))
+    valid = _wetr_batch(processor, combos, subtitles)["attention_mask"].bool()
+    assert not valid[1, 0]  # the second sample is left-padded
+    for b in range(2):
+        alone = refine(_wetr_batch(processor, combos[b : b + 1], subtitles[b : b + 1], first=b))
+        assert torch.isfinite(batched["scores"][b]).all()
+        torch.testing.assert_close(batched["scores"][b][valid[b]], alone["scores"][0], rtol=1e-4, atol=1e-5)
+        assert torch.equal(batched["kept"][b][valid[b]], alone["kept"][0])
+        rows = batched["kept_index"][b] >= 0
+        torch.testing.assert_close(batched["gamma"][b][rows], alone["gamma"][0], rtol=1e-4, atol=1e-5)
 
 
 def test_the_kept_patch_grid_places_each_kept_visual_token_on_its_patch(make_model, processor):
