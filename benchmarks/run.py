@@ -373,36 +373,10 @@ def wetr_section(repeats: int) -> dict:
     prompt with the query spans, interleaved; and how many tokens the layers after each trigger see."""
     affectverse, _, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
     affectverse.eval()
-    batch = inputs(True, None, wetr_queries=True)
-    batch["wetr_roles"] = processor.token_roles(batch["input_ids"])
-    plain = {k: v for k, v in batch.items() if k != "wetr_roles"}
-    config = WETRConfig(trigger_interval=2)
-
-    @torch.no_grad()
-    def prefill(with_wetr: bool):
-        if with_wetr:
-            affectverse.enable_wetr(config, record=True)
-            affectverse(**batch, use_cache=True)
-            affectverse.disable_wetr()
-        else:
-            affectverse(**plain, use_cache=True)
-
-    seconds_plain, seconds_wetr = interleaved(lambda: prefill(False), lambda: prefill(True), repeats)
-    peak_plain, peak_wetr = profiled_peak_bytes(lambda: prefill(False)), profiled_peak_bytes(lambda: prefill(True))
-    affectverse.enable_wetr(config, record=True)
-    with torch.no_grad():
-        affectverse(**batch)
-    seen = [int((record["kept_index"] >= 0).sum()) for record in affectverse.wetr_record]
-    affectverse.disable_wetr()
-    return {
-        "sequence_tokens": int(batch["input_ids"].shape[1]),
-        "trigger_layers": config.trigger_layers(len(affectverse.model.language_model.layers)),
-        "tokens_after_each_trigger": seen,
-        "prefill_seconds": {"wetr": seconds_wetr, "off": seconds_plain},
-        "wetr_prefill_time_ratio": seconds_wetr / seconds_plain,
-        "prefill_peak_bytes": {"wetr": peak_wetr, "off": peak_plain},
-        "wetr_prefill_peak_memory_ratio": peak_wetr / peak_plain,
-    }
+    prompt = inputs(True, None, wetr_queries=True)
+    roles = processor.token_roles(prompt["input_ids"])
+    figures = wetr_prefill(affectverse, prompt, roles, WETRConfig(trigger_interval=2), repeats)
+    return {"sequence_tokens": int(prompt["input_ids"].shape[1]), **figures}
 
 
 # -- 4. data path -----------------------------------------------------------------------------------------
@@ -611,7 +585,10 @@ def gpu_section(
         generate_seconds(batch, new_tokens)  # warm-up at this shape
         seconds = statistics.median(generate_seconds(batch, new_tokens) for _ in range(max(1, repeats // 3)))
         results["generate_samples_per_second"][str(size)] = size / seconds
-    results["wetr_prefill"] = wetr_prefill(model.get_base_model(), config, prompt, repeats, sync, peak)
+    base = model.get_base_model()  # WETR at the preset's shape: n_r = 9, or the depth - 1 on a shallower preset
+    wetr = WETRConfig(trigger_interval=min(9, len(base.model.language_model.layers) - 1))
+    roles = synthetic_roles(config, prompt["input_ids"])
+    results["wetr_prefill"] = wetr_prefill(base, prompt, roles, wetr, repeats, sync, peak)
     if compile_ewm:
         model.get_base_model().compile_ewm()
         model.train()
@@ -622,12 +599,12 @@ def gpu_section(
     return results
 
 
-def wetr_prefill(model, config, prompt: dict, repeats: int, sync, peak) -> dict:
-    """Issue 13 at the preset's shape: prefill with WETR at the paper's defaults (n_r = 9, or the depth - 1 on a
-    shallower preset) vs without, interleaved, peak memory of each, and the tokens the layers after each trigger see."""
-    layers = len(model.model.language_model.layers)
-    wetr = WETRConfig(trigger_interval=min(9, layers - 1))
-    refined = {**prompt, "wetr_roles": synthetic_roles(config, prompt["input_ids"])}
+def wetr_prefill(model, prompt: dict, roles: torch.Tensor, wetr: WETRConfig, repeats: int, sync=lambda: None,
+                 peak=profiled_peak_bytes) -> dict:  # fmt: skip
+    """Issue 13: prefill of `prompt` with WETR (`wetr`, the prompt's token `roles`) vs without, interleaved; the
+    peak memory of each (`peak(function)`: bytes, or None where it cannot be read); and the tokens the layers after
+    each trigger see."""
+    refined = {**prompt, "wetr_roles": roles}
 
     @torch.no_grad()
     def prefill(with_wetr: bool):
@@ -647,7 +624,7 @@ def wetr_prefill(model, config, prompt: dict, repeats: int, sync, peak) -> dict:
     seen = [int((record["kept_index"] >= 0).sum()) for record in model.wetr_record]
     model.disable_wetr()
     return {
-        "trigger_layers": wetr.trigger_layers(layers),
+        "trigger_layers": wetr.trigger_layers(len(model.model.language_model.layers)),
         "tokens_after_each_trigger": seen,
         "seconds": {"wetr": seconds_wetr, "off": seconds_off},
         "time_ratio": seconds_wetr / seconds_off,
@@ -657,8 +634,9 @@ def wetr_prefill(model, config, prompt: dict, repeats: int, sync, peak) -> dict:
 
 
 def verdicts(figures: dict) -> dict:
-    flat = {**figures.get("size", {}), **figures.get("train_step", {}), **figures.get("inference", {}),
-            **figures.get("wetr", {})}  # fmt: skip
+    flat = {**figures.get("size", {}), **figures.get("train_step", {}), **figures.get("inference", {})}
+    if "time_ratio" in figures.get("wetr", {}):
+        flat["wetr_prefill_time_ratio"] = figures["wetr"]["time_ratio"]
     out = {}
     for name, (op, target) in TARGETS.items():
         if name in flat:
