@@ -52,8 +52,12 @@ def test_joint_builds_no_emotion_modules():
     assert out.emotion_trajectory is None and out.emotion_loss is None
 
 
-def test_joint_is_unchanged_bit_for_bit():
-    """`ewm_joint_before_issue14.pt`: the default (joint) module's outputs from the commit before the options."""
+def test_joint_is_unchanged_to_float_rounding():
+    """`ewm_joint_before_issue14.pt`: the default (joint) module's outputs from the commit before the options.
+
+    Counts and lengths must be equal; floats to float32 rounding (a few 1e-7 here): the reference was recorded on
+    another CPU, and bit-for-bit equality does not carry across CPUs whose kernels round differently (it failed on
+    an AMD EPYC machine at the very commit that had passed on the one it was recorded on)."""
     import os
 
     from tests.modeling_affectverse.ewm_golden import flatten
@@ -66,7 +70,7 @@ def test_joint_is_unchanged_bit_for_bit():
             got = flatten(ewm(hidden, video, audio, keep_ratio=rho, token_times=times))
         assert got.keys() == reference[name].keys()
         for key, value in reference[name].items():
-            assert torch.equal(got[key], value), (name, key)
+            torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-6, msg=f"{name} {key}")
 
 
 # -- Conv-Attention pre-fusion (Emotion-LLaMAv2) -------------------------------------------------------------------
