@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -49,9 +50,11 @@ def refine(model, collator: AffectVerseCollator, row: dict, config) -> tuple[lis
 
 def step_frames(frames: np.ndarray, steps: int, temporal_patch: int) -> np.ndarray:
     """The first frame of each temporal token step `(steps, H, W, 3)` (a short last step repeats the last frame,
-    as the processor pads it)."""
-    index = np.minimum(np.arange(steps) * temporal_patch, len(frames) - 1)
-    return frames[index]
+    as the processor pads it). Where the processor lowered the frame rate to fit its token budget the steps no
+    longer cover `temporal_patch` decoded frames each: then evenly spaced frames stand in for them."""
+    if math.ceil(len(frames) / temporal_patch) != steps:
+        return frames[np.linspace(0, len(frames) - 1, steps).round().astype(int)]
+    return frames[np.minimum(np.arange(steps) * temporal_patch, len(frames) - 1)]
 
 
 def draw(frames: np.ndarray, rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: str, columns: int) -> None:

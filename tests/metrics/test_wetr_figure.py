@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -30,3 +31,10 @@ def test_the_figure_and_its_record(demo_manifest, tmp_path):
         assert len(entry["kept_positions"][0]) == len(entry["gamma"][0]) > patches["0.1"]  # + text and instruction
     with pytest.raises(ValueError, match="triggers at layers"):
         wetr_figure.main([*argv[:-2], "--trigger", "1", "--output", os.fspath(tmp_path / "other.png")])
+
+
+def test_each_token_step_is_drawn_with_its_first_frame():
+    frames = np.arange(9, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), dtype=np.uint8)
+    assert wetr_figure.step_frames(frames, 5, 2)[:, 0, 0, 0].tolist() == [0, 2, 4, 6, 8]  # 2 frames a step
+    # the processor lowered the rate to fit its budget (3 steps for 9 frames): evenly spaced frames stand in
+    assert wetr_figure.step_frames(frames, 3, 2)[:, 0, 0, 0].tolist() == [0, 4, 8]
