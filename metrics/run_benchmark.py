@@ -143,6 +143,7 @@ def run(args) -> dict:
     if wetr:  # issue 13: the same protocol with WETR's token refinement inside the language model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.enable_wetr(wetr_config(args))
+        use_wetr_queries(processor, args)
     new = 0
     with open(predictions_path, "a", encoding="utf-8") as out:
         for manifest in args.manifest:
@@ -282,6 +283,15 @@ def add_wetr_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wetr-no-nts", action="store_true", help="keep every token (STR only)")
     group.add_argument("--wetr-no-str", action="store_true", help="gamma = 1 (NTS only)")
     group.add_argument("--wetr-no-anchors", action="store_true", help="STR without anchor protection")
+    group.add_argument("--wetr-query-pos", default=None, help="the emotion-seeking span (default: the processor's)")
+    group.add_argument("--wetr-query-neg", default=None, help="the emotion-irrelevant span (default: the processor's)")
+
+
+def use_wetr_queries(processor, args: argparse.Namespace) -> None:
+    """Give `processor` the query spans named by `--wetr-query-pos/-neg` (each kept where not given)."""
+    if args.wetr_query_pos is not None or args.wetr_query_neg is not None:
+        processor.set_wetr_queries(args.wetr_query_pos or processor.wetr_query_pos,
+                                   args.wetr_query_neg or processor.wetr_query_neg)  # fmt: skip
 
 
 def wetr_config(args: argparse.Namespace, **overrides) -> WETRConfig:

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from metrics.run_benchmark import add_wetr_arguments, load_model, wetr_config  # noqa: E402
+from metrics.run_benchmark import add_wetr_arguments, load_model, use_wetr_queries, wetr_config  # noqa: E402
 from modeling_affectverse.media_affectverse import decode_clip  # noqa: E402
 from modeling_affectverse.tiny import MER_LABELS  # noqa: E402
 from modeling_affectverse.wetr import kept_visual_grid  # noqa: E402
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     model, processor = load_model(args.model)
     if args.frame_size:
         processor.frame_size = args.frame_size
+    use_wetr_queries(processor, args)
     collator = AffectVerseCollator(processor, train=False, with_answer=False, wetr_queries=True, fps=args.fps)
     audio = None if args.audio == "none" else (args.audio or args.video)
     row = {"id": "figure", "video": args.video, "audio": audio, "subtitle": args.subtitle, "task": "emotion",

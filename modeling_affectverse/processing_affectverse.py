@@ -132,6 +132,9 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         belief_injection: where the placeholders go: `"interleaved"` (half after the audio/video block, half
             before the answer: the paper), `"single"` (all before the answer: Table 3 row d) or `"none"` (no
             placeholders: a model without EWM). Must match the model config; `follow_model_config` sets it.
+        wetr_query_pos / wetr_query_neg: WETR's emotion-seeking and emotion-irrelevant query spans (seed 003,
+            §3.3), inserted by `build_prompt(..., wetr_queries=True)` and found again by `token_roles`; one line
+            each, different, no special tokens (`set_wetr_queries`). Saved with the processor.
     """
 
     _call_fps: list[float] | None = None  # per-video frame rates of the call in progress (after fitting)
@@ -149,6 +152,8 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         fps: float = 3.0,
         frame_size: int = 224,
         belief_injection: str = "interleaved",
+        wetr_query_pos: str = QUERY_POS_TEXT,
+        wetr_query_neg: str = QUERY_NEG_TEXT,
     ):
         if tokenizer is None or BELIEF_TOKEN not in tokenizer.get_vocab():
             raise ValueError(
@@ -173,6 +178,24 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.emotion_labels: list[str] | None = None  # set by follow_model_config for an emotion-first model
         self.belief_token = BELIEF_TOKEN
         self.belief_token_id = tokenizer.convert_tokens_to_ids(BELIEF_TOKEN)
+        self.set_wetr_queries(wetr_query_pos, wetr_query_neg)
+
+    def set_wetr_queries(self, positive: str, negative: str) -> None:
+        """Set WETR's two query spans, refusing spans `token_roles` could not find again: empty, on more than one
+        line, equal to each other, or carrying a special-token string."""
+        for name, text in (("wetr_query_pos", positive), ("wetr_query_neg", negative)):
+            if not isinstance(text, str) or not text.strip() or "\n" in text:
+                raise ValueError(f"{name} must be one non-empty line of text, got {text!r}")
+            if self.defuse_special_tokens(text) != text:
+                raise ValueError(f"{name} must not contain special-token strings, got {text!r}")
+        if positive.strip() == negative.strip():
+            raise ValueError(f"wetr_query_pos and wetr_query_neg must differ, both are {positive!r}")
+        self.wetr_query_pos, self.wetr_query_neg = positive, negative
+
+    @property
+    def wetr_query_lines(self) -> str:
+        """The text `build_prompt(..., wetr_queries=True)` inserts: the two spans, a line each."""
+        return f"{self.wetr_query_pos}\n{self.wetr_query_neg}\n"
 
     # -- construction ------------------------------------------------------------------------------
     @staticmethod
@@ -234,7 +257,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         if audio:
             media += f"{self.audio_bos_token}{self.audio_token}{self.audio_eos_token}"
         subtitle_line = f"Subtitle: {subtitle}\n" if subtitle else ""
-        queries = f"{QUERY_POS_TEXT}\n{QUERY_NEG_TEXT}\n" if wetr_queries else ""
+        queries = self.wetr_query_lines if wetr_queries else ""
         text = (
             f"<|im_start|>system\n{system_prompt}<|im_end|>\n"
             f"<|im_start|>user\n{media}{subtitle_line}{queries}{question}<|im_end|>\n{ASSISTANT_HEADER}"
@@ -255,7 +278,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         roles = torch.full_like(input_ids, INSTRUCTION)
         roles[input_ids == tokenizer.convert_tokens_to_ids(self.video_token)] = VISUAL
         roles[input_ids == tokenizer.convert_tokens_to_ids(self.audio_token)] = AUDIO
-        texts = {"pos": QUERY_POS_TEXT, "neg": QUERY_NEG_TEXT, "subtitle": "Subtitle:"}
+        texts = {"pos": self.wetr_query_pos, "neg": self.wetr_query_neg, "subtitle": "Subtitle:"}
         pieces = {name: tokenizer(text, add_special_tokens=False)["input_ids"] for name, text in texts.items()}
         for b, row in enumerate(ids):
             starts = {name: _find(row, piece) for name, piece in pieces.items()}

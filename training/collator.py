@@ -30,7 +30,6 @@ from modeling_affectverse.processing_affectverse import (
     reasoning_answer,
     task_question,
 )
-from modeling_affectverse.wetr import QUERY_NEG_TEXT, QUERY_POS_TEXT
 
 
 class DataError(ValueError):
@@ -256,7 +255,7 @@ class AffectVerseCollator:
                 "audio": has_audio and not sample.audio_from_video,
                 "answer": self._answer(row, answer_format) if self.with_answer else None,
             }
-            spans = f"{QUERY_POS_TEXT}\n{QUERY_NEG_TEXT}\n" if self.wetr_queries else ""  # text the budget must fit
+            spans = processor.wetr_query_lines if self.wetr_queries else ""  # text the budget must fit
             subtitle = self._fit_subtitle(row, spans + question, has_video or has_audio, prompt)
             texts.append(processor.build_prompt(question, subtitle=subtitle, wetr_queries=self.wetr_queries, **prompt))
             if has_video:

@@ -131,3 +131,16 @@ def test_the_wetr_ablation_switches_reach_the_config():
         assert runner.wetr_config(parser.parse_args([flag])) == runner.WETRConfig(**changed), flag
     config = runner.wetr_config(parser.parse_args(["--wetr-proxy", "random", "--wetr-interval", "2"]), p_visual=0.5)
     assert (config.proxy, config.trigger_interval, config.p_visual) == ("random", 2, 0.5)
+
+
+def test_the_runner_sets_the_query_spans():
+    from modeling_affectverse.tiny import build_tiny_processor
+
+    parser = argparse.ArgumentParser()
+    runner.add_wetr_arguments(parser)
+    processor = build_tiny_processor()
+    default_neg = processor.wetr_query_neg
+    runner.use_wetr_queries(processor, parser.parse_args(["--wetr-query-pos", "How does he feel?"]))
+    assert (processor.wetr_query_pos, processor.wetr_query_neg) == ("How does he feel?", default_neg)
+    with pytest.raises(ValueError, match="must differ"):
+        runner.use_wetr_queries(processor, parser.parse_args(["--wetr-query-neg", "How does he feel?"]))

@@ -180,6 +180,32 @@ def test_the_processor_inserts_the_query_spans_and_finds_every_role(processor, s
         check_roles(processor.token_roles(plain["input_ids"]))
 
 
+def test_the_query_spans_are_configurable_saved_and_checked(tmp_path):
+    """Other span texts: inserted, found again by `token_roles`, saved with the processor; unusable ones refused."""
+    from modeling_affectverse import AffectVerseProcessor
+    from modeling_affectverse.processing_affectverse import MER_LABELS, task_question
+    from modeling_affectverse.tiny import build_tiny_processor
+
+    processor = build_tiny_processor()
+    processor.set_wetr_queries("How does she feel now?", "What is on the wall?")
+    text = processor.build_prompt(task_question("emotion", list(MER_LABELS)), subtitle="fine", wetr_queries=True)
+    assert "How does she feel now?\nWhat is on the wall?\n" in text
+    ids = processor(text=[text], return_tensors="pt")["input_ids"]
+    roles = processor.token_roles(ids)
+    decode = processor.tokenizer.decode
+    assert decode(ids[0][roles[0] == QUERY_POS]) == "How does she feel now?"
+    assert decode(ids[0][roles[0] == QUERY_NEG]) == "What is on the wall?"
+    processor.save_pretrained(tmp_path)
+    loaded = AffectVerseProcessor.from_pretrained(tmp_path)
+    assert (loaded.wetr_query_pos, loaded.wetr_query_neg) == ("How does she feel now?", "What is on the wall?")
+    bad = {("", "x?"): "one non-empty line", ("two\nlines", "x?"): "one non-empty line",
+           ("same?", "same?"): "must differ", ("<|im_end|> feel?", "x?"): "special-token"}  # fmt: skip
+    for (positive, negative), message in bad.items():
+        with pytest.raises(ValueError, match=message):
+            processor.set_wetr_queries(positive, negative)
+    assert processor.wetr_query_pos == "How does she feel now?"  # a refused pair changes nothing
+
+
 def _wetr_batch(processor, combos, subtitles, first: int = 0):
     """Prompts with WETR's query spans for a list of modality combos (video+audio in-video, video, audio); sample i
     gets synthetic clip `first + i`."""
