@@ -487,9 +487,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         config = self.config
         if mixed:
             if layout is None:
-                plain, interleaved = (tuple(flags.tolist()) for flags in self._video_blocks(input_ids))
-            else:
-                plain, interleaved = layout.plain_video, layout.interleaved
+                layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(config))
+            plain, interleaved = layout.plain_video, layout.interleaved
             mixed = any(plain) and any(interleaved)
         if not mixed:
             return self.model.compute_3d_position_ids(
@@ -593,14 +592,6 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None, layout,
         )  # fmt: skip
         return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout, target_states=unfused)[0]
-
-    def _video_blocks(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(B,)` each: whether a sample holds a plain video block (`<|vision_bos|><|VIDEO|>`) and whether it holds an
-        interleaved audio-in-video block (`<|vision_bos|><|audio_bos|>`)."""
-        starts = input_ids == self.config.vision_start_token_id  # (B, L)
-        following = torch.roll(input_ids, -1, dims=1)
-        plain = (starts & (following == self.config.video_token_id)).any(1)
-        return plain, (starts & (following == self.config.audio_start_token_id)).any(1)
 
     def _placeholder_ids(self) -> set[int]:
         """Ids that stand for features only the input supplies (belief, video, audio, image): never generated."""
@@ -855,15 +846,15 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         if not (prefill and model_kwargs.get("use_audio_in_video") and video_grid_thw is not None
                 and attention_mask is not None and input_ids.dim() == 2 and position_ids.shape[0] == 4):  # fmt: skip
             return position_ids
-        plain, interleaved = self._video_blocks(input_ids)
-        if not (bool(plain.any()) and bool(interleaved.any())):  # once per generate call
+        layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config))  # once per call
+        if not (any(layout.plain_video) and any(layout.interleaved)):
             return position_ids
         lengths = model_kwargs.get("audio_feature_lengths")
         if model_kwargs.get("feature_attention_mask") is not None:
             lengths = model_kwargs["feature_attention_mask"].sum(1)
         vision = self._position_ids(
             input_ids, attention_mask, None, model_kwargs.get("pixel_values"), model_kwargs.get("image_grid_thw"),
-            video_grid_thw, True, lengths, model_kwargs.get("video_second_per_grid"), None,
+            video_grid_thw, True, lengths, model_kwargs.get("video_second_per_grid"), None, layout,
         )  # fmt: skip
         return torch.cat([position_ids[:1], vision.to(position_ids.dtype)], dim=0)
 
