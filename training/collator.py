@@ -36,6 +36,11 @@ class DataError(ValueError):
     """A manifest row that cannot be used (strict mode). The message names the row and the problem."""
 
 
+def has_reasoning(row: dict) -> bool:
+    """Whether a row carries a reasoning text, the target of the reasoning answer format (issue 14)."""
+    return bool((row.get("reasoning") or "").strip())
+
+
 def answer_text(row: dict) -> str:
     """The assistant's answer for a row: the emotion word, positive / negative, or the comma-joined word list.
 
@@ -183,7 +188,7 @@ class AffectVerseCollator:
         except DataError as err:
             self._skip(row, "no_answer", err)
             return None
-        if self._format == "reasoning" and self.with_answer and not (row.get("reasoning") or "").strip():
+        if self._format == "reasoning" and self.with_answer and not has_reasoning(row):
             self._skip(row, "no_reasoning", DataError(f"row {row.get('id')!r}: no reasoning text for the answer"))
             return None
         key = (row.get("video"), row.get("audio"), tuple(row.get("segment") or ()))
@@ -236,8 +241,7 @@ class AffectVerseCollator:
                 self._drop_modality(sample, rng)
             answer_format = self._format
             if answer_format == "joint":  # drawn after the other draws: label and reasoning collators draw as before
-                reasoned = bool((sample.row.get("reasoning") or "").strip())
-                answer_format = "reasoning" if reasoned and rng.random() < 0.5 else "label"
+                answer_format = "reasoning" if has_reasoning(sample.row) and rng.random() < 0.5 else "label"
             formats.append(answer_format)
         if not samples:
             self.skipped["empty_batch"] += 1
@@ -352,4 +356,4 @@ class AffectVerseCollator:
         return batch
 
 
-__all__ = ["AffectVerseCollator", "DataError", "answer_text", "row_problem"]
+__all__ = ["AffectVerseCollator", "DataError", "answer_text", "has_reasoning", "row_problem"]

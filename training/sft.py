@@ -44,7 +44,7 @@ from training.adapters import (  # noqa: E402
     load_base,
     write_adapter_card,
 )
-from training.collator import AffectVerseCollator, answer_text, row_problem  # noqa: E402
+from training.collator import AffectVerseCollator, answer_text, has_reasoning, row_problem  # noqa: E402
 from training.demo_data import generate_demo_dataset  # noqa: E402
 from training.manifest import load_manifest  # noqa: E402
 from training.trainer import AffectVerseSFTConfig, AffectVerseSFTTrainer  # noqa: E402
@@ -192,7 +192,7 @@ def main(
     strict = training_args.strict_data
     train_rows = load_rows(script_args.train_manifest, script_args.train_split, script_args.media_root, strict)
     if script_args.answer_format == "reasoning":  # rows without a reasoning text cannot be trained in this format
-        reasoned = train_rows.filter(lambda row: bool((row.get("reasoning") or "").strip()))
+        reasoned = train_rows.filter(has_reasoning)
         if len(reasoned) == 0:
             raise ValueError(
                 f"{script_args.train_manifest}: no row has a 'reasoning' text for answer_format reasoning "
