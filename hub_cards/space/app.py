@@ -32,6 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if os.path.isdir(os.path.join(ROOT, "modeling_affectverse")):  # run from a checkout: the package is importable
     sys.path.insert(0, ROOT)
 
+# copies of the package's MER_LABELS and TASKS: a published Space loads the model as remote code and has no
+# modeling_affectverse to import them from
 MER_LABELS = ["worried", "happy", "neutral", "angry", "surprise", "sad"]
 TASKS = ["emotion", "sentiment", "open_vocabulary"]
 DEFAULT_MAX_SECONDS = 30.0
@@ -52,19 +54,14 @@ def load_recognizer(model: str | None):
     if model is None:
         trained = os.path.join(ROOT, "outputs", "demo")
         model = trained if os.path.isfile(os.path.join(trained, "adapter_config.json")) else "tiny"
-    if model == "tiny":
+    if model == "tiny" or os.path.isfile(os.path.join(model, "adapter_config.json")):  # a checkout's models
+        from metrics.run_benchmark import load_model
         from modeling_affectverse.pipeline_affectverse import AffectVerseEmotionPipeline
-        from modeling_affectverse.tiny import build_tiny_model
 
-        network, processor = build_tiny_model()
-        note = "the tiny embedded model, random weights: its answers are noise (python3 quickstart.py demo trains it)"
+        network, processor = load_model(model)  # the benchmark runner's loader: the same model it scores
+        note = ("the tiny embedded model, random weights: its answers are noise (python3 quickstart.py demo trains it)"
+                if model == "tiny" else f"the adapter in {model}")  # fmt: skip
         return AffectVerseEmotionPipeline(model=network, processor=processor), note
-    if os.path.isfile(os.path.join(model, "adapter_config.json")):
-        from modeling_affectverse.pipeline_affectverse import AffectVerseEmotionPipeline
-        from training.adapters import load_trained
-
-        network, processor = load_trained(model)
-        return AffectVerseEmotionPipeline(model=network.eval(), processor=processor), f"the adapter in {model}"
     from transformers import pipeline
 
     return pipeline("video-classification", model=model, trust_remote_code=True), model
