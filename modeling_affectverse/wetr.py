@@ -190,13 +190,13 @@ def reconstruction_errors(queries: torch.Tensor, keys: torch.Tensor, source: tor
     fifth of the subtitle): a (source x target) product per head, not the sequence's (L x L)."""
     sources, targets = int(source.sum(1).max()), int(target.sum(1).max())
     if sources == 0 or targets == 0:
-        return torch.zeros(source.shape, dtype=keys.dtype, device=keys.device)
+        return torch.zeros(source.shape, device=keys.device)
     rows, columns = masked_positions(source, sources), masked_positions(target, targets)  # (B, S), (B, T)
-    target_keys = _rows(keys, columns)  # (B, H, T, E)
-    logits = _rows(queries, rows) @ target_keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])  # (B, H, S, T)
+    target_keys = _rows(keys, columns).float()  # (B, H, T, E); float32 after the gather: only these rows are cast
+    logits = _rows(queries, rows).float() @ target_keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])
     logits = logits.masked_fill(~target.gather(1, columns)[:, None, None, :], -torch.inf)
     weights = torch.nan_to_num(logits.softmax(-1))  # an empty target gives all -inf rows: zero weights
-    error = (_rows(keys, rows) - weights @ target_keys).norm(dim=-1).mean(1)  # (B, S)
+    error = (_rows(keys, rows).float() - weights @ target_keys).norm(dim=-1).mean(1)  # (B, S)
     # a row's slots past its own count hold other (distinct) positions: scattered there, then masked out
     full = torch.zeros(source.shape, dtype=error.dtype, device=error.device).scatter(1, rows, error)
     return torch.where(source & target.any(1, keepdim=True), full, torch.zeros_like(full))
@@ -345,7 +345,7 @@ def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_ma
             attention, row_roles = span_rows_attention(queries, keys, valid, roles)
             scores = selection_scores(attention.float(), roles, config.proxy, generator, row_roles)
             kept = select(scores, roles, config) & valid
-            gamma = reweighting(queries.float(), keys.float(), scores, roles, kept, config)["gamma"]
+            gamma = reweighting(queries, keys, scores, roles, kept, config)["gamma"]
             hidden = hidden * gamma[..., None].to(hidden.dtype)
             order, valid = compaction(kept, int(kept.sum(1).max()), left_padded)
             hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
