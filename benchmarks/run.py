@@ -48,6 +48,7 @@ from modeling_affectverse.wetr import AUDIO, CONTENT, INSTRUCTION, QUERY_NEG, QU
 from training.adapters import LLM_ATTENTION  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)  # the paper's LoRA, every section
 ROOT = os.path.dirname(HERE)
 TARGETS = {
     "ewm_parameters": ("<=", 26e6),
@@ -156,9 +157,8 @@ def saved_bytes(step) -> int:
 
 def train_section(repeats: int) -> dict:
     affectverse, thinker, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
-    lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)
-    ours = get_peft_model(affectverse, LoraConfig(**lora, modules_to_save=["ewm"])).train()
-    base = get_peft_model(thinker, LoraConfig(**lora)).train()
+    ours = get_peft_model(affectverse, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
+    base = get_peft_model(thinker, LoraConfig(**LORA)).train()
     with_beliefs, plain = inputs(True, "happy"), inputs(False, "happy")
     labels = processor.answer_labels(with_beliefs["input_ids"], with_beliefs["attention_mask"], ["happy"])
     plain_labels = processor.answer_labels(plain["input_ids"], plain["attention_mask"], ["happy"])
@@ -330,8 +330,7 @@ def sync_section(repeats: int) -> dict:
     collator's layout, and without it) and of the same model fed no placeholders; the EWM forward alone (time,
     forward + backward time, aten ops, syncs) on the arguments one training forward gives it."""
     affectverse, _, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
-    lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)
-    model = get_peft_model(affectverse, LoraConfig(**lora, modules_to_save=["ewm"])).train()
+    model = get_peft_model(affectverse, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
     with_beliefs, plain = inputs(True, "happy"), inputs(False, "happy")
     with_beliefs["labels"] = processor.answer_labels(with_beliefs["input_ids"], with_beliefs["attention_mask"],
                                                      ["happy"])  # fmt: skip
@@ -494,10 +493,9 @@ def gpu_section(
     one = synthetic_batch(config, video_grid, audio_frames, text, device, dtype)
     plain_one = {**one, "input_ids": one["input_ids"].clone()}
     plain_one["input_ids"][plain_one["input_ids"] == config.belief_token_id] = 20  # same length, no placeholders
-    lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)
     torch.manual_seed(0)
     model = AffectVerseForConditionalGeneration(config).to(device, dtype)
-    model = get_peft_model(model, LoraConfig(**lora, modules_to_save=["ewm"])).train()
+    model = get_peft_model(model, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     cuda = device == "cuda"
 
