@@ -8,8 +8,9 @@ Not part of the test suite's pass/fail. Sections:
 
 1. size: EWM parameters at the 7B preset (meta device) and FLOPs of the EWM (counted by torch's FlopCounterMode on
    a real forward at D=3584) versus the language model (analytic, 1024 tokens: 512 video, 384 audio, 128 text).
-2. train_step: one optimizer step (forward, backward, AdamW) of AffectVerse (LoRA + EWM, imagination loss on, rho
-   drawn as in training) versus the LoRA-only thinker, on `benchmarks/midsize.json` (hidden 768, 6 layers).
+2. train_step: one optimizer step (forward, backward, AdamW) of AffectVerse (LoRA + EWM, imagination loss on, the
+   clip cut at rho drawn as in training and its future encoded) versus the LoRA-only thinker on the whole clip, on
+   `benchmarks/midsize.json` (hidden 768, 6 layers).
    Peak memory = parameters + gradients + optimizer states + tensors saved for backward (counted with
    `saved_tensors_hooks`; CPU has no allocator peak to read).
 3. inference: prefill time and per-token decode time versus the plain thinker with the same weights.
@@ -17,6 +18,9 @@ Not part of the test suite's pass/fail. Sections:
 5. syncs (issue 12): sync-inducing ops of a training step with and without the EWM, and the EWM forward alone.
 6. wetr (issue 13): prefill time and peak memory with WETR's token refinement vs without, and the tokens left after
    each trigger. CPU peak memory is read from the profiler's allocation and free events (`profiled_peak_bytes`).
+7. split (issue 21): one optimizer step with the clip split (the cut clip + its future segment, encoded for the
+   targets) versus the paper's embedded split (the whole clip through the encoders, the future tokens dropped before
+   the LLM), same weights, same rho, interleaved.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from benchmarks.syncs import count_ops, count_sync_ops  # noqa: E402
 from modeling_affectverse import AffectVerseForConditionalGeneration  # noqa: E402
 from modeling_affectverse.count_ewm import load_preset  # noqa: E402
 from modeling_affectverse.ewm import EmotionWorldModule, count_parameters  # noqa: E402
+from modeling_affectverse.media_affectverse import ClipSplit  # noqa: E402
 from modeling_affectverse.modeling_affectverse import BatchLayout  # noqa: E402
+from modeling_affectverse.partial_observation import FutureLayout, FutureSegments  # noqa: E402
 from modeling_affectverse.processing_affectverse import task_question  # noqa: E402
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config  # noqa: E402
 from modeling_affectverse.wetr import AUDIO, CONTENT, INSTRUCTION, QUERY_NEG, QUERY_POS, VISUAL, WETRConfig  # noqa: E402
@@ -58,6 +64,7 @@ TARGETS = {
     "prefill_time_ratio": ("<=", 1.05),
     "decode_time_per_token_ratio": ("<=", 1.02),
     "wetr_prefill_time_ratio": ("<=", 0.8),  # issue 13: "well below 1"
+    "split_train_step_time_ratio": ("<=", 1.10),  # issue 21: the future segment costs encoder work, not LLM work
 }
 
 
@@ -100,11 +107,15 @@ def size_section() -> dict:
 
 
 # -- shared: the mid-size pair --------------------------------------------------------------------------
-def midsize_pair(seconds: float, frame_size: int):
-    """AffectVerse and a plain thinker with identical backbone weights, the processor, and one clip's inputs."""
+def midsize_pair(seconds: float, frame_size: int, **config_fields):
+    """AffectVerse and a plain thinker with identical backbone weights, the processor, and one clip's inputs.
+
+    `inputs(..., cut=rho)` gives what the collator gives in training with the clip split: the clip cut at rho x its
+    length, its labels, and the next `ewm_horizon_seconds` as the future inputs."""
     processor = build_tiny_processor(max_length=2048)
     processor.frame_size = frame_size
-    config = tiny_config(processor, path=os.path.join(HERE, "midsize.json"))
+    config = tiny_config(processor, path=os.path.join(HERE, "midsize.json"), **config_fields)
+    processor.follow_model_config(config)
     torch.manual_seed(0)
     affectverse = AffectVerseForConditionalGeneration(config)
     thinker = Qwen2_5OmniThinkerForConditionalGeneration(config.to_thinker_config())
@@ -113,13 +124,21 @@ def midsize_pair(seconds: float, frame_size: int):
     frames, wave = synthetic_clip(seconds, size=frame_size, seed=0)
     question = task_question("emotion", list(MER_LABELS))
 
-    def inputs(beliefs: bool, answer: str | None, wetr_queries: bool = False):
+    def inputs(beliefs: bool, answer: str | None, wetr_queries: bool = False, cut: float | None = None):
+        past, future = (frames, wave), None
+        if cut is not None and cut < 1:
+            split = ClipSplit.of(cut, frames, processor.fps, wave, processor.feature_extractor.sampling_rate)
+            past, future = split.past(frames, wave), split.future(frames, wave, processor.ewm_horizon_seconds)
         text = processor.build_prompt(question, subtitle="benchmark clip", video=True, answer=answer,
                                       wetr_queries=wetr_queries)  # fmt: skip
-        batch = processor(text=[text], videos=[frames], audio=[wave], load_audio_from_video=True,
+        batch = processor(text=[text], videos=[past[0]], audio=[past[1]], load_audio_from_video=True,
                           audio_from_video_indices=[0], belief_placeholders=beliefs, return_tensors="pt")  # fmt: skip
         batch = dict(batch)
         batch["use_audio_in_video"] = True
+        if answer is not None:
+            batch["labels"] = processor.answer_labels(batch["input_ids"], batch["attention_mask"], [answer])
+        if future is not None and beliefs:
+            batch.update(processor.future_inputs([future]))
         return batch
 
     return affectverse, thinker, processor, inputs
@@ -155,52 +174,54 @@ def saved_bytes(step) -> int:
     return total[0]
 
 
+def state_bytes(model) -> int:
+    """Parameters + gradients + AdamW's two moments of the trainable ones."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return params + 3 * sum(p.numel() * p.element_size() for p in trainable)
+
+
+def optimizer_step(model, optimizer, batch: dict) -> None:
+    """Forward (LM + imagination loss when there is one), backward, AdamW step."""
+    out = model(**batch)
+    loss = out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_section(repeats: int) -> dict:
     affectverse, thinker, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
     ours = get_peft_model(affectverse, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
     base = get_peft_model(thinker, LoraConfig(**LORA)).train()
-    with_beliefs, plain = inputs(True, "happy"), inputs(False, "happy")
-    labels = processor.answer_labels(with_beliefs["input_ids"], with_beliefs["attention_mask"], ["happy"])
-    plain_labels = processor.answer_labels(plain["input_ids"], plain["attention_mask"], ["happy"])
+    plain = inputs(False, "happy")
+    generator = torch.Generator().manual_seed(0)
+    drawn = [inputs(True, "happy", cut=float(0.3 + 0.7 * torch.rand(1, generator=generator))) for _ in range(8)]
+    worst = inputs(True, "happy", cut=0.95)  # worst case for the target: the LLM sees almost the whole clip
     optimizers = {id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
                   for m in (ours, base)}  # fmt: skip
-    generator = torch.Generator().manual_seed(0)
+    cycle = iter(drawn * (2 * repeats + 4))
 
-    def forward_backward(model, batch, batch_labels, keep_ratio=None):
-        extra = {} if keep_ratio is None else {"keep_ratio": keep_ratio}
-        out = model(**batch, labels=batch_labels, **extra)
-        loss = out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss
-        loss.backward()
+    def step_base():
+        optimizer_step(base, optimizers[id(base)], plain)
 
-    def step(model, batch, batch_labels, with_rho: bool):
-        rho = (0.3 + 0.7 * torch.rand(1, generator=generator)) if with_rho else None
-        forward_backward(model, batch, batch_labels, rho)
-        optimizers[id(model)].step()
-        optimizers[id(model)].zero_grad(set_to_none=True)
-
-    def step_fixed(rho: float):
-        forward_backward(ours, with_beliefs, labels, torch.tensor([rho]))
-        optimizers[id(ours)].step()
-        optimizers[id(ours)].zero_grad(set_to_none=True)
-
-    time_base, time_ours = interleaved(lambda: step(base, plain, plain_labels, False),
-                                       lambda: step(ours, with_beliefs, labels, True), repeats)  # fmt: skip
-    # worst case for the target: rho = 0.95 drops almost nothing, yet the imagination loss is on
-    time_base_2, time_worst = interleaved(lambda: step(base, plain, plain_labels, False), lambda: step_fixed(0.95),
+    time_base, time_ours = interleaved(step_base, lambda: optimizer_step(ours, optimizers[id(ours)], next(cycle)),
+                                       repeats)  # fmt: skip
+    time_base_2, time_worst = interleaved(step_base, lambda: optimizer_step(ours, optimizers[id(ours)], worst),
                                           repeats)  # fmt: skip
 
-    def state_bytes(model) -> int:
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        params = sum(p.numel() * p.element_size() for p in model.parameters())
-        return params + 3 * sum(p.numel() * p.element_size() for p in trainable)  # grads + AdamW's two moments
+    def forward_backward(model, batch):
+        out = model(**batch)
+        (out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss).backward()
 
-    # memory at the worst case too: rho = 0.95 keeps nearly every token for the LLM
-    memory_ours = state_bytes(ours) + saved_bytes(lambda: forward_backward(ours, with_beliefs, labels, 0.95))
-    memory_base = state_bytes(base) + saved_bytes(lambda: forward_backward(base, plain, plain_labels))
+    memory_ours = state_bytes(ours) + saved_bytes(lambda: forward_backward(ours, worst))
+    memory_base = state_bytes(base) + saved_bytes(lambda: forward_backward(base, plain))
+    ours.zero_grad(set_to_none=True), base.zero_grad(set_to_none=True)
     trainable_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
     trainable_base = sum(p.numel() for p in base.parameters() if p.requires_grad)
     return {
-        "sequence_tokens": int(with_beliefs["input_ids"].shape[1]),
+        "sequence_tokens": {"whole_clip": int(plain["input_ids"].shape[1]),
+                            "cut_at_0.95": int(worst["input_ids"].shape[1])},  # fmt: skip
         "trainable_parameters": {"affectverse": trainable_ours, "lora_only": trainable_base},
         "step_seconds": {
             "affectverse_rho_0.95": time_worst,
@@ -212,6 +233,36 @@ def train_section(repeats: int) -> dict:
         "peak_memory_bytes": {"affectverse": memory_ours, "lora_only": memory_base},
         "train_peak_memory_ratio": memory_ours / memory_base,
     }
+
+
+def split_section(repeats: int) -> dict:
+    """Issue 21: one optimizer step of AffectVerse with the clip split vs the paper's embedded split, the same
+    weights (two copies), the same clip and rho, interleaved. Clip: the cut clip through the encoders and the LLM, the
+    next 2 s through the encoders again (no gradient) for the targets. Embedded: the whole clip through the encoders,
+    the future tokens dropped before the LLM."""
+    figures = {}
+    clip_model, _, _, clip_inputs = midsize_pair(seconds=8.0, frame_size=112)
+    embedded_model, _, _, embedded_inputs = midsize_pair(seconds=8.0, frame_size=112, ewm_split="embedded")
+    embedded_model.load_state_dict(clip_model.state_dict())
+    models = {name: get_peft_model(model, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
+              for name, model in (("clip", clip_model), ("embedded", embedded_model))}  # fmt: skip
+    optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+                  for name, m in models.items()}  # fmt: skip
+    for rho in (0.5, 0.95):
+        clip_batch = clip_inputs(True, "happy", cut=rho)
+        embedded_batch = {**embedded_inputs(True, "happy"), "keep_ratio": torch.tensor([rho])}
+        seconds_embedded, seconds_clip = interleaved(
+            lambda b=embedded_batch: optimizer_step(models["embedded"], optimizers["embedded"], b),
+            lambda b=clip_batch: optimizer_step(models["clip"], optimizers["clip"], b), repeats,
+        )  # fmt: skip
+        figures[f"rho_{rho:g}"] = {
+            "step_seconds": {"clip": seconds_clip, "embedded": seconds_embedded},
+            "time_ratio": seconds_clip / seconds_embedded,
+            "llm_tokens": int(clip_batch["input_ids"].shape[1]),
+            "future_video_frames": int(clip_batch["future_video_grid_thw"][0, 0]) * 2,
+        }
+    figures["split_train_step_time_ratio"] = max(figures[f"rho_{r}"]["time_ratio"] for r in ("0.5", "0.95"))
+    return figures
 
 
 # -- 3. inference -----------------------------------------------------------------------------------------
@@ -322,7 +373,10 @@ def with_layout(batch: dict, config, keep_ratio=None) -> dict:
     """`batch` plus the host-side `BatchLayout` the collator adds (computed from CPU copies: no device read)."""
     ids, mask = batch["input_ids"].cpu(), batch["attention_mask"].cpu()
     rho = None if keep_ratio is None else torch.as_tensor(keep_ratio).cpu()
-    return {**batch, "batch_layout": BatchLayout.read(ids, mask, BatchLayout.token_ids(config), rho)}
+    grid = batch.get("video_grid_thw")
+    layout = BatchLayout.read(ids, mask, BatchLayout.token_ids(config), rho, None if grid is None else grid.cpu(),
+                              config.vision_config.spatial_merge_size)  # fmt: skip
+    return {**batch, "batch_layout": layout}
 
 
 def sync_section(repeats: int) -> dict:
@@ -331,21 +385,26 @@ def sync_section(repeats: int) -> dict:
     forward + backward time, aten ops, syncs) on the arguments one training forward gives it."""
     affectverse, _, processor, inputs = midsize_pair(seconds=8.0, frame_size=112)
     model = get_peft_model(affectverse, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
-    with_beliefs, plain = inputs(True, "happy"), inputs(False, "happy")
-    with_beliefs["labels"] = processor.answer_labels(with_beliefs["input_ids"], with_beliefs["attention_mask"],
-                                                     ["happy"])  # fmt: skip
-    plain["labels"] = processor.answer_labels(plain["input_ids"], plain["attention_mask"], ["happy"])
-    rho = torch.tensor([0.5])
+    with_beliefs, plain = inputs(True, "happy", cut=0.5), inputs(False, "happy", cut=0.5)  # the clip cut at 4 s
     config = affectverse.config
+
+    def encode_future():  # the thinker's own encoders on the future segment: their syncs are theirs
+        with torch.no_grad():
+            affectverse.model.get_video_features(with_beliefs["future_pixel_values_videos"],
+                                                 with_beliefs["future_video_grid_thw"])  # fmt: skip
+            affectverse.model.get_audio_features(with_beliefs["future_input_features"],
+                                                 with_beliefs["future_feature_attention_mask"])  # fmt: skip
+
     counts = {
-        "affectverse_collator_layout": step_syncs(model, with_layout(with_beliefs, config, rho), keep_ratio=rho),
-        "affectverse_no_layout": step_syncs(model, with_beliefs, keep_ratio=rho),
+        "affectverse_collator_layout": step_syncs(model, with_layout(with_beliefs, config)),
+        "affectverse_no_layout": step_syncs(model, with_beliefs),
         "same_model_no_placeholders": step_syncs(model, plain),
+        "encoders_on_the_future_segment": count_sync_ops(encode_future)[0],
     }
-    args, kwargs = capture_ewm_call(model, with_beliefs, keep_ratio=rho)
+    args, kwargs = capture_ewm_call(model, with_beliefs)
     return {
         "training_step_sync_ops": counts,
-        "ewm_alone_rho_0.5": ewm_alone(model.get_base_model().ewm, args, kwargs, "cpu", max(repeats, 20)),
+        "ewm_alone_cut_at_0.5": ewm_alone(model.get_base_model().ewm, args, kwargs, "cpu", max(repeats, 20)),
         "sequence_tokens": int(with_beliefs["input_ids"].shape[1]),
     }
 
@@ -435,6 +494,52 @@ def synthetic_batch(config, video_grid: tuple[int, int, int], audio_frames: int,
     }
 
 
+def synthetic_future(config, video_grid: tuple[int, int, int], audio_frames: int, device, dtype,
+                     start: float = 4.0) -> dict:  # fmt: skip
+    """The clip split's future inputs for a one-sample `synthetic_batch`: a video segment of `video_grid` and an
+    audio segment of `audio_frames` mel frames (2 s: 3 temporal patches at 3 fps, 200 frames) starting at `start`
+    seconds, with their `FutureLayout`. Encoder inputs are random."""
+    vision, audio = config.vision_config, config.audio_config
+    merge = vision.spatial_merge_size
+    t, h, w = video_grid
+    generator = torch.Generator().manual_seed(1)
+    patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    step = vision.temporal_patch_size / 3.0
+    audio_tokens = ((audio_frames - 1) // 2 + 1 - 2) // 2 + 1
+    layout = FutureLayout(
+        1,
+        FutureSegments((0,), (start,), (t * step,), (t * h * w // merge**2,), (step,), (h * w // merge**2,)),
+        FutureSegments((0,), (start,), (audio_frames / 100.0,), (audio_tokens,), (0.04,), (1,)),
+    )
+    return {
+        "future_pixel_values_videos": torch.randn(t * h * w, patch, generator=generator).to(device, dtype),
+        "future_video_grid_thw": torch.tensor([[t, h, w]], device=device),
+        "future_input_features": torch.randn(1, audio.num_mel_bins, audio_frames, generator=generator).to(device,
+                                                                                                         dtype),
+        "future_feature_attention_mask": torch.ones(1, audio_frames, dtype=torch.long, device=device),
+        "future_layout": layout,
+    }
+
+
+def repeat_future(future: dict, copies: int) -> dict:
+    """The future inputs of `copies` copies of a one-sample batch (`repeat_batch`)."""
+    if copies == 1:
+        return future
+    layout = future["future_layout"]
+
+    def repeated(segments: FutureSegments) -> FutureSegments:
+        fields = ("start", "seconds", "tokens", "step", "per_step")
+        return FutureSegments(tuple(range(copies)), *(getattr(segments, name) * copies for name in fields))
+
+    return {
+        "future_pixel_values_videos": future["future_pixel_values_videos"].repeat(copies, 1),
+        "future_video_grid_thw": future["future_video_grid_thw"].repeat(copies, 1),
+        "future_input_features": future["future_input_features"].repeat(copies, 1, 1),
+        "future_feature_attention_mask": future["future_feature_attention_mask"].repeat(copies, 1),
+        "future_layout": FutureLayout(copies, repeated(layout.video), repeated(layout.audio)),
+    }
+
+
 def synthetic_roles(config, input_ids: torch.Tensor, span: int = 8) -> torch.Tensor:
     """WETR token roles for a `synthetic_batch` prompt, laid out as the processor lays out a real one (media,
     subtitle, Q_pos, Q_neg, question): video and audio placeholders are media; of the words between the two belief
@@ -483,7 +588,8 @@ def gpu_section(
 ) -> dict:
     """Issue 12's table on a random model of `preset`'s shape at ~1036 tokens (512 video, 384 audio with the
     defaults), all on ONE model (LoRA + EWM) so that A/B differ only in the input: with belief placeholders (the EWM
-    runs, rho = 0.95, imagination loss on) or the same tokens without them (the thinker's path).
+    runs, imagination loss on: the input stands for a cut clip, and a 2-s future segment is encoded for the targets,
+    issue 21) or the same tokens without them and without a future (the thinker's path).
 
     Training step time and peak memory at each batch size (interleaved ABBA), the EWM forward and forward + backward
     alone, prefill and per-token decode ratios, greedy-generate samples/s, and sync-inducing ops per training step.
@@ -491,6 +597,8 @@ def gpu_section(
     """
     config = load_preset(preset, belief_token_id=min(1023, load_preset(preset).get_text_config().vocab_size - 1))
     one = synthetic_batch(config, video_grid, audio_frames, text, device, dtype)
+    future_grid = (min(3, video_grid[0]), video_grid[1], video_grid[2])  # 2 s at 3 fps: 3 temporal patches
+    future_one = synthetic_future(config, future_grid, min(200, audio_frames), device, dtype)
     plain_one = {**one, "input_ids": one["input_ids"].clone()}
     plain_one["input_ids"][plain_one["input_ids"] == config.belief_token_id] = 20  # same length, no placeholders
     torch.manual_seed(0)
@@ -523,13 +631,13 @@ def gpu_section(
                "sequence_tokens": int(one["input_ids"].shape[1]), "torch": torch.__version__}  # fmt: skip
 
     def train_pair(size: int) -> dict:
-        rho = torch.full((size,), 0.95, device=device)
-        ours = with_layout(repeat_batch(one, size), config, rho)
+        ours = with_layout(repeat_batch(one, size), config)
+        future = repeat_future(future_one, size)
         plain = with_layout(repeat_batch(plain_one, size), config)
         seconds_plain, seconds_ours = interleaved(
-            lambda: train_step(plain, {}), lambda: train_step(ours, {"keep_ratio": rho}), repeats
+            lambda: train_step(plain, {}), lambda: train_step(ours, future), repeats
         )
-        memory_ours = peak(lambda: train_step(ours, {"keep_ratio": rho}))
+        memory_ours = peak(lambda: train_step(ours, future))
         memory_plain = peak(lambda: train_step(plain, {}))
         return {
             "step_seconds": {"affectverse": seconds_ours, "no_placeholders": seconds_plain},
@@ -541,12 +649,21 @@ def gpu_section(
 
     for size in train_batches:
         results[f"train_batch_{size}"] = train_pair(size)
-    rho = torch.full((1,), 0.95, device=device)
+    base = model.get_base_model()
+
+    def encode_future():  # the thinker's own encoders on the future segment: their syncs are theirs
+        with torch.no_grad():
+            base.model.get_video_features(future_one["future_pixel_values_videos"],
+                                          future_one["future_video_grid_thw"])  # fmt: skip
+            base.model.get_audio_features(future_one["future_input_features"],
+                                          future_one["future_feature_attention_mask"])  # fmt: skip
+
     results["training_step_sync_ops"] = {
-        "affectverse": step_syncs(model, with_layout(one, config, rho), keep_ratio=rho),
+        "affectverse": step_syncs(model, with_layout(one, config), **future_one),
         "no_placeholders": step_syncs(model, plain_one),
+        "encoders_on_the_future_segment": count_sync_ops(encode_future)[0],
     }
-    args, kwargs = capture_ewm_call(model, one, keep_ratio=rho)
+    args, kwargs = capture_ewm_call(model, one, **future_one)
     results["ewm_alone"] = ewm_alone(model.get_base_model().ewm, args, kwargs, device, max(repeats, 20))
 
     model.eval()
@@ -583,7 +700,7 @@ def gpu_section(
         generate_seconds(batch, new_tokens)  # warm-up at this shape
         seconds = statistics.median(generate_seconds(batch, new_tokens) for _ in range(max(1, repeats // 3)))
         results["generate_samples_per_second"][str(size)] = size / seconds
-    base = model.get_base_model()  # WETR at the preset's shape: n_r = 9, or the depth - 1 on a shallower preset
+    # WETR at the preset's shape: n_r = 9, or the depth - 1 on a shallower preset
     wetr = WETRConfig(trigger_interval=min(9, len(base.model.language_model.layers) - 1))
     roles = synthetic_roles(config, prompt["input_ids"])
     results["wetr_prefill"] = wetr_prefill(base, prompt, roles, wetr, repeats, sync, peak)
@@ -635,6 +752,8 @@ def verdicts(figures: dict) -> dict:
     flat = {**figures.get("size", {}), **figures.get("train_step", {}), **figures.get("inference", {})}
     if "time_ratio" in figures.get("wetr", {}):
         flat["wetr_prefill_time_ratio"] = figures["wetr"]["time_ratio"]
+    if "split_train_step_time_ratio" in figures.get("split", {}):
+        flat["split_train_step_time_ratio"] = figures["split"]["split_train_step_time_ratio"]
     out = {}
     for name, (op, target) in TARGETS.items():
         if name in flat:
@@ -646,14 +765,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
-    parser.add_argument("--only", nargs="+", choices=["size", "train_step", "inference", "syncs", "wetr", "data"])
+    parser.add_argument("--only", nargs="+",
+                        choices=["size", "train_step", "inference", "syncs", "wetr", "data", "split"])  # fmt: skip
     parser.add_argument("--gpu-7b", action="store_true", help="run only the 7B-shaped bf16 comparison on CUDA")
     parser.add_argument("--compile-ewm", action="store_true", help="--gpu-7b: also measure with compile_ewm()")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sections = {"size": size_section, "train_step": lambda: train_section(args.repeats),
                 "inference": lambda: inference_section(args.repeats), "syncs": lambda: sync_section(args.repeats),
-                "wetr": lambda: wetr_section(args.repeats), "data": data_section}  # fmt: skip
+                "wetr": lambda: wetr_section(args.repeats), "data": data_section,
+                "split": lambda: split_section(args.repeats)}  # fmt: skip
     figures = {"machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
                            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": "cpu"}}  # fmt: skip

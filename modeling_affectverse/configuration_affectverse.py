@@ -16,6 +16,7 @@ INJECTIONS = ("interleaved", "single")  # Table 3: row (d) one position, (e)-(f)
 IMAGINATION_TARGETS = ("frozen", "online")  # DESIGN §4.5 revised: online is the original, collapsing design
 FACTORIZATIONS = ("joint", "emotion_first")  # issue 14: LEWM's p(E'|h) p(S'|h, E') as an option
 PREFUSIONS = ("none", "conv_attention")  # issue 14: Emotion-LLaMAv2's Conv-Attention pre-fusion as an option
+SPLITS = ("clip", "embedded")  # DESIGN §4.3 revised 2026-12-02: the clip cut before the processor, or the paper's
 MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")  # MER2023 / MER2024, the prompt's order
 
 
@@ -48,8 +49,18 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
         ewm_context_mode (`str`, defaults to `"full"`): imagination context, an ablation switch.
             `"full"`: own past + other modality's past (the paper); `"self"`: own past only;
             `"cross"`: other modality's past only (own past when the other is absent).
-        ewm_keep_ratio_min (`float`, defaults to 0.3): training keep ratio rho ~ U(min, 1) when the
-            caller passes no `keep_ratio`.
+        ewm_split (`str`, defaults to `"clip"`): where a training sample is split into the observed past and the
+            future (DESIGN §4.3, revised 2026-12-02). `"clip"`: the collator cuts the clip at t* = rho x its length
+            BEFORE the processor (the model's input is the cut clip, processed as a short clip is) and passes the
+            next `ewm_horizon_seconds` as separate future inputs, encoded only for the imagination target. It is
+            the one rule of training, evaluation, the trajectory and the Space. `"embedded"`: the paper's token-level
+            split of the merged embeddings after the encoders (`keep_ratio` in `forward`), kept for reproduction;
+            it leaks the future into the past through the encoders' attention (docs/design-notes.md).
+        ewm_horizon_seconds (`float`, defaults to 2.0): H, the imagination horizon: the rollout's queries stand for
+            `ewm_num_future_queries` fixed bins over the H seconds after the end of what was observed, in training
+            and at inference alike, and the targets are the future pooled into those bins (clip split).
+        ewm_keep_ratio_min (`float`, defaults to 0.3): embedded split only: training keep ratio rho ~ U(min, 1)
+            drawn in `forward` when the caller passes no `keep_ratio` (with the clip split the collator draws rho).
         ewm_cosine_weight (`float`, defaults to 0.5): weight of (1 - cos) in the imagination loss.
         ewm_min_modality_tokens (`int`, defaults to 2): a modality with fewer tokens is absent for the EWM.
         ewm_belief_construction (`str`, defaults to `"ewm"`): how belief tokens are built (paper Table 4).
@@ -70,8 +81,6 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
         ewm_time_embedding (`bool`, defaults to True): add a time embedding (seconds from the split boundary) to
             every context token and to the rollout queries (their future bin times); False is the original
             time-blind rollout (DESIGN §4.4 revised).
-        ewm_inference_horizon (`float`, defaults to 0.5): when nothing is held out as future (inference), the
-            queries stand for bins spread over this fraction of the observed span past the boundary.
         ewm_factorization (`str`, defaults to `"joint"`): `"joint"` imagines the future directly (the paper);
             `"emotion_first"` (LEWM) first predicts an emotion distribution at every rollout step from the rollout
             context and conditions that step's future queries on it (docs/design-notes.md, issue 14).
@@ -112,7 +121,8 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
     ewm_boundary_residual: bool = True
     ewm_imagination_target: str = "frozen"
     ewm_time_embedding: bool = True
-    ewm_inference_horizon: float | int = 0.5
+    ewm_split: str = "clip"
+    ewm_horizon_seconds: float | int = 2.0
     ewm_factorization: str = "joint"
     ewm_emotion_labels: list[str] | None = None
     ewm_emotion_consistency_weight: float | int = 0.1
@@ -176,14 +186,15 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             ("ewm_imagination_target", IMAGINATION_TARGETS),
             ("ewm_factorization", FACTORIZATIONS),
             ("ewm_prefusion", PREFUSIONS),
+            ("ewm_split", SPLITS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"AffectVerseConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("ewm_boundary_residual", "ewm_time_embedding"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"AffectVerseConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if not float(self.ewm_inference_horizon) > 0:
-            raise ValueError(f"AffectVerseConfig.ewm_inference_horizon must be > 0, got {self.ewm_inference_horizon!r}")
+        if isinstance(self.ewm_horizon_seconds, bool) or not float(self.ewm_horizon_seconds) > 0:
+            raise ValueError(f"AffectVerseConfig.ewm_horizon_seconds must be > 0, got {self.ewm_horizon_seconds!r}")
         if not 0.0 < float(self.ewm_keep_ratio_min) <= 1.0:
             raise ValueError(f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}")
         if self.ewm_emotion_labels is not None and (

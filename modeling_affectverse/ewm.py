@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ewm_layers import CrossAttentionBlock, TimeEmbedding, masked_positions, past_length, pool_future, split_lengths
+from .ewm_layers import (
+    CrossAttentionBlock,
+    TimeEmbedding,
+    bin_by_time,
+    masked_positions,
+    past_length,
+    pool_future,
+    split_lengths,
+)
 
 VIDEO, AUDIO = 0, 1  # rows of the type-embedding table; the other rows are reserved (paper D.3)
 DEFAULT_TOKEN_SECONDS = 0.04  # token spacing assumed when no times are given: the thinker's 25 audio tokens per second
@@ -41,37 +49,52 @@ class ImaginationPairs:
         copy_last: `(P, W)` the last observed token in target space (the copy-last baseline's prediction).
         scored: `(P,)` bool, which rows are supervised pairs; None when every row is one. The EWM returns whole-batch
             rows with this mask (selecting them would make the host wait for the device); `compact` selects them.
+        bins: `(P, Q)` bool, which target bins exist (clip split: a bin past the clip's end has none); None: all.
     """
 
     imagined: torch.Tensor
     target: torch.Tensor
     copy_last: torch.Tensor
     scored: torch.Tensor | None = None
+    bins: torch.Tensor | None = None
 
     def compact(self) -> ImaginationPairs:
         """Only the supervised rows (one device-to-host read of the mask)."""
         if self.scored is None:
             return self
         keep = self.scored.nonzero().squeeze(1)
-        return ImaginationPairs(self.imagined[keep], self.target[keep], self.copy_last[keep])
+        bins = None if self.bins is None else self.bins[keep]
+        return ImaginationPairs(self.imagined[keep], self.target[keep], self.copy_last[keep], None, bins)
 
     @classmethod
     def cat(cls, parts: list[ImaginationPairs]) -> ImaginationPairs:
         """The supervised pairs of several passes as one set."""
         parts = [p.compact() for p in parts]
-        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("imagined", "target", "copy_last")))
+        tensors = (torch.cat([getattr(p, name) for p in parts]) for name in ("imagined", "target", "copy_last"))
+        bins = None
+        if any(p.bins is not None for p in parts):
+            bins = torch.cat([p.target.new_ones(p.target.shape[:2], dtype=torch.bool) if p.bins is None else p.bins
+                              for p in parts])  # fmt: skip
+        return cls(*tensors, None, bins)
 
     def baseline_losses(self, cosine_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row loss `(P,)` of two predictors that know nothing of dynamics: copying the last observed token, and
-        predicting the mean target of the supervised rows (the batch's in training, the held-out set's in the report).
-        Rows outside `scored` get a loss too; the caller weighs them out."""
-        copied = imagination_loss_terms(self.copy_last[:, None].expand_as(self.target), self.target, cosine_weight)
-        if self.scored is None:
-            mean = self.target.mean(0, keepdim=True)
-        else:
+        predicting the mean target of the supervised rows (the batch's in training, the held-out set's in the report),
+        bin by bin over the rows that have the bin. Rows outside `scored` get a loss too; the caller weighs them out."""
+        copied = imagination_loss_terms(self.copy_last[:, None].expand_as(self.target), self.target, cosine_weight,
+                                        self.bins)  # fmt: skip
+        weight = self.target.new_ones(self.target.shape[0])
+        if self.scored is not None:
             weight = self.scored.to(self.target.dtype)
+        if self.bins is None and self.scored is None:
+            mean = self.target.mean(0, keepdim=True)
+        elif self.bins is None:
             mean = (weight[:, None, None] * self.target).sum(0, keepdim=True) / weight.sum().clamp(min=1)
-        return copied[0], imagination_loss_terms(mean.expand_as(self.target), self.target, cosine_weight)[0]
+        else:
+            per_bin = weight[:, None] * self.bins.to(self.target.dtype)  # (P, Q)
+            mean = (per_bin[..., None] * self.target).sum(0, keepdim=True) / per_bin.sum(0).clamp(min=1)[None, :, None]
+        mean_loss = imagination_loss_terms(mean.expand_as(self.target), self.target, cosine_weight, self.bins)
+        return copied[0], mean_loss[0]
 
 
 @dataclass
@@ -96,6 +119,8 @@ class EWMOutput:
             averaged over the modalities a sample has (uniform without any): the belief trajectory.
         emotion_loss: emotion-first only: cross-entropy of the last step's prediction against `emotion_labels`
             (samples with a label in the emotion space) + beta x the step-to-step consistency term.
+        query_times: `(B, Q)` seconds (from the clip's start) of the future bins the rollout's queries stand for: the
+            end of what was observed plus fixed offsets over `ewm_horizon_seconds` (nothing of the real future).
     """
 
     belief_tokens: torch.Tensor
@@ -111,6 +136,7 @@ class EWMOutput:
     batch_pairs: dict[int, ImaginationPairs] = field(default_factory=dict)
     emotion_trajectory: torch.Tensor | None = None
     emotion_loss: torch.Tensor | None = None
+    query_times: torch.Tensor | None = None
 
     @property
     def pairs(self) -> dict[int, ImaginationPairs]:
@@ -130,6 +156,8 @@ class StreamPlan:
     video_counts: tuple[int, ...]
     audio_counts: tuple[int, ...]
     keep_ratio: tuple[float, ...] | None  # None: rho = 1
+    video_step: tuple[int, ...] | None = None  # embedded split: video tokens per temporal patch (whole patches kept)
+    future_counts: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # clip split: future tokens per modality
 
     @classmethod
     def read(cls, video_mask: torch.Tensor, audio_mask: torch.Tensor, keep_ratio: torch.Tensor | None) -> StreamPlan:
@@ -146,15 +174,45 @@ class StreamPlan:
 
     def streams(self, min_tokens: int) -> list[dict]:
         """Per modality (VIDEO, AUDIO): `present` (list of bool), `size` (longest present stream) and `pairs`
-        (samples whose stream has a future), by the device's rules (DESIGN §4.3) in plain Python."""
-        rho = self.keep_ratio or (None,) * len(self.video_counts)
+        (samples whose stream has a future: past tokens held out by rho in the embedded split, a future segment in
+        the clip split), by the device's rules (DESIGN §4.3) in plain Python."""
+        batch = len(self.video_counts)
+        rho = self.keep_ratio or (None,) * batch
         result = []
-        for counts in (self.video_counts, self.audio_counts):
+        for modality, counts in enumerate((self.video_counts, self.audio_counts)):
             count = [n if n >= min_tokens else 0 for n in counts]
-            past = [past_length(n, r) for n, r in zip(count, rho, strict=True)]
-            result.append({"present": [n > 0 for n in count], "size": max(count, default=0),
-                           "pairs": sum(n > p for n, p in zip(count, past, strict=True))})  # fmt: skip
+            steps = self.video_step if modality == VIDEO and self.video_step is not None else (1,) * batch
+            past = [past_length(n, r, k) for n, r, k in zip(count, rho, steps, strict=True)]
+            if self.future_counts is None:
+                pairs = sum(n > p for n, p in zip(count, past, strict=True))
+            else:
+                pairs = sum(n > 0 and f > 0 for n, f in zip(count, self.future_counts[modality], strict=True))
+            result.append({"present": [n > 0 for n in count], "size": max(count, default=0), "pairs": pairs})
         return result
+
+
+@dataclass
+class FutureSegment:
+    """One modality's future segment per sample (clip split, DESIGN §4.3 revised): the media after the cut, encoded
+    apart from the input (no gradient, no adapter) only to score the imagination against.
+
+    Attributes:
+        features: `(B, F, D)` the encoders' output tokens, in time order, zero rows past `count`.
+        times: `(B, F)` each token's start, seconds from the clip's start (the stream clock of the past tokens).
+        span: `(B,)` seconds one token step covers (a video patch its frames, an audio token 40 ms).
+        end: `(B,)` where the segment's real media end, seconds from the clip's start (nothing is scored past it).
+        count: `(B,)` tokens per sample (0: no future segment: nothing to score).
+    """
+
+    features: torch.Tensor
+    times: torch.Tensor
+    span: torch.Tensor
+    end: torch.Tensor
+    count: torch.Tensor
+
+    @property
+    def valid(self) -> torch.Tensor:  # (B, F)
+        return torch.arange(self.features.shape[1], device=self.count.device) < self.count[:, None]
 
 
 @dataclass
@@ -167,6 +225,7 @@ class ModalityStream:
     count: torch.Tensor  # (B,)
     past_len: torch.Tensor  # (B,)
     present: torch.Tensor  # (B,) bool
+    step: torch.Tensor  # (B,) seconds one token step covers (a video patch: its frames; an audio token: 40 ms)
 
     @property
     def past_mask(self) -> torch.Tensor:  # (B, N_max)
@@ -175,6 +234,11 @@ class ModalityStream:
     @property
     def future_len(self) -> torch.Tensor:  # (B,)
         return self.count - self.past_len
+
+    @property
+    def observed_end(self) -> torch.Tensor:
+        """`(B,)` seconds at which the observed past ends: its last token's time plus the step it covers."""
+        return self.last_past(self.times) + self.step * self.present.to(self.step.dtype)
 
     def last_past(self, values: torch.Tensor) -> torch.Tensor:
         """`values[b, past_len[b] - 1]` per sample, `(B, …)`; zeros where the modality is absent."""
@@ -268,17 +332,32 @@ class BeliefAggregator(nn.Module):
         return self.block(queries, memory, None)
 
 
-def imagination_loss_terms(predicted: torch.Tensor, target: torch.Tensor, cosine_weight: float):
-    """MSE + w * (1 - cos) between `predicted (…, Q, W)` and `target (…, Q, W)`, averaged over Q: `(loss, cosine)`."""
-    mse = (predicted - target).pow(2).mean(dim=(-2, -1))
-    cosine = F.cosine_similarity(predicted, target, dim=-1).mean(dim=-1)
+def imagination_loss_terms(predicted: torch.Tensor, target: torch.Tensor, cosine_weight: float,
+                           bins: torch.Tensor | None = None):  # fmt: skip
+    """MSE + w * (1 - cos) between `predicted (…, Q, W)` and `target (…, Q, W)`, averaged over Q: `(loss, cosine)`.
+
+    `bins` `(…, Q)` bool (broadcast like the inputs): only these bins count (a bin without a target is left out of
+    the mean); None: all."""
+    cosine = F.cosine_similarity(predicted, target, dim=-1)  # (…, Q)
+    if bins is None:
+        mse = (predicted - target).pow(2).mean(dim=(-2, -1))
+        cosine = cosine.mean(dim=-1)
+    else:
+        weight = bins.to(predicted.dtype)
+        count = weight.sum(-1).clamp(min=1)
+        mse = ((predicted - target).pow(2).mean(-1) * weight).sum(-1) / count
+        cosine = (cosine * weight).sum(-1) / count
     return mse + cosine_weight * (1.0 - cosine), cosine
 
 
-def mean_pairwise_cosine(vectors: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor | None:
+def mean_pairwise_cosine(vectors: torch.Tensor, weight: torch.Tensor | None = None,
+                         bins: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """Mean cosine between different rows of `vectors (P, …)` (flattened); None with fewer than 2 rows.
 
-    `weight` `(P,)` of 0/1 selects the rows without indexing (the caller knows there are at least 2)."""
+    `weight` `(P,)` of 0/1 selects the rows without indexing (the caller knows there are at least 2). `bins` `(P, Q)`
+    bool, for `(P, Q, W)` targets: bins without a target are zeroed before flattening (left out of both norms)."""
+    if bins is not None:
+        vectors = vectors * bins[..., None].to(vectors.dtype)
     if weight is None:
         if vectors.shape[0] < 2:
             return None
@@ -340,17 +419,31 @@ class EmotionWorldModule(nn.Module):
         return names
 
     # -- preparation -------------------------------------------------------------------------
+    def _target_space(self, states: torch.Tensor, modality: int, valid: torch.Tensor) -> torch.Tensor:
+        """Tokens `(B, N, D)` in the imagination's target space `(B, N, W)`, detached: the frozen random projection and
+        a LayerNorm (DESIGN §4.5 revised), or `"online"`'s trained down-projection (the original design, collapses)."""
+        states = states.detach()
+        if self.config.ewm_imagination_target == "online":
+            projected = (self.video_down, self.audio_down)[modality](states).detach()
+        else:
+            projected = states @ self.target_projection[modality].to(states.dtype).T
+            projected = F.layer_norm(projected, (self.config.ewm_working_size,))  # unit scale: no |h| dependence
+        return torch.where(valid[..., None], projected, 0.0)
+
     def _stream(
         self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times, size: int | None = None,
-        target_states: torch.Tensor | None = None,
+        target_states: torch.Tensor | None = None, with_targets: bool = False, patch: torch.Tensor | None = None,
+        step: torch.Tensor | None = None,
     ) -> ModalityStream:  # fmt: skip
         """Gather one modality's tokens in sequence order, project them D -> W, split them.
 
         `target_states`: where the frozen imagination targets are read (default `hidden`): the encoders' features
-        before any trainable module in front of the EWM (the pre-fusion), so that training cannot move them.
+        before any trainable module (the pre-fusion, adapters on the encoders), so that training cannot move them.
+        `with_targets`: also the tokens in target space (a future to score against exists).
 
         `size`: the longest present stream of the batch (from the `StreamPlan`); None reads it from the device.
-        Tokens are gathered at `masked_positions`, not by boolean indexing.
+        `patch` `(B,)`: tokens per temporal step (embedded split: whole video patches). `step` `(B,)`: seconds one
+        token step covers (default 40 ms). Tokens are gathered at `masked_positions`, not by boolean indexing.
         """
         count = mask.sum(1)  # (B,)
         present = count >= self.config.ewm_min_modality_tokens
@@ -366,15 +459,13 @@ class EmotionWorldModule(nn.Module):
         if n_max and down is not None:
             selected = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N_max, D)
             tokens = torch.where(valid[..., None], down[modality](selected), 0.0)
-            if self.config.ewm_belief_construction == "ewm" and keep_ratio is not None:  # else nothing is future
-                targets = tokens.detach()  # "online": the trained down-projection (the original design, collapses)
-                if self.config.ewm_imagination_target == "frozen":
+            if self.config.ewm_belief_construction == "ewm" and with_targets:  # else nothing to score against
+                if self.config.ewm_imagination_target == "online":  # the trained down-projection of the input itself
+                    targets = tokens.detach()
+                else:
                     if target_states is not None:
-                        index = order[..., None].expand(-1, -1, target_states.shape[-1])
-                        selected = target_states.gather(1, index)
-                    projected = selected.detach() @ self.target_projection[modality].to(selected.dtype).T
-                    projected = F.layer_norm(projected, (width,))  # unit scale: the loss does not depend on |h|
-                    targets = torch.where(valid[..., None], projected, 0.0)
+                        selected = target_states.gather(1, order[..., None].expand(-1, -1, target_states.shape[-1]))
+                    targets = self._target_space(selected, modality, valid)
         stream_times = hidden.new_zeros(hidden.shape[0], n_max, dtype=torch.float32)
         if n_max:
             if times is None:  # no clock given: the stream's token index at the audio token rate
@@ -383,15 +474,17 @@ class EmotionWorldModule(nn.Module):
                 first = torch.where(mask, times.float(), torch.inf).amin(1, keepdim=True)
                 seconds = times.float() - torch.where(torch.isfinite(first), first, 0.0)
             stream_times = torch.where(valid, seconds.gather(1, order), 0.0)
-        past_len = split_lengths(count, keep_ratio) * present
-        return ModalityStream(tokens, targets, stream_times, count, past_len, present)
+        past_len = split_lengths(count, keep_ratio, patch) * present
+        if step is None:
+            step = torch.full_like(stream_times[:, 0] if n_max else count.float(), DEFAULT_TOKEN_SECONDS)
+        return ModalityStream(tokens, targets, stream_times, count, past_len, present, step.float())
 
     # -- imagination ---------------------------------------------------------------------------
     def _context(self, own: ModalityStream, other: ModalityStream, boundary: torch.Tensor | None):
         """Rollout context of every sample for the target modality `own` (paper Eq. 3).
 
-        With time embeddings, every context token also carries its time relative to `boundary` `(B,)`, the time of
-        the own stream's last past token (DESIGN §4.4, revised): without it cross-attention cannot tell past order.
+        With time embeddings, every context token also carries its time relative to `boundary` `(B,)`, the end of what
+        was observed (DESIGN §4.4, revised): without it cross-attention cannot tell past order.
         A sample without the own modality attends to its first slot only, so its (discarded) rows stay finite.
         """
         tag_self, tag_cross = self.tag_embedding.weight
@@ -409,38 +502,48 @@ class EmotionWorldModule(nn.Module):
         absent = F.pad(~own.present[:, None], (0, mask.shape[1] - 1))  # (B, C): True at slot 0 of absent samples
         return torch.cat([own_tokens, other_tokens], dim=1), mask | absent
 
-    def _bin_times(self, own: ModalityStream, boundary: torch.Tensor) -> torch.Tensor:
-        """`(B, Q)` seconds after `boundary` of the future bins the queries stand for.
-
-        With a future (training, rho < 1): the mean time of the future tokens pooled into each bin. Without one
-        (inference): bins spread evenly over an assumed horizon of `ewm_inference_horizon` x the observed span.
-        """
+    def query_offsets(self, device=None) -> torch.Tensor:
+        """`(Q,)` seconds after the end of the observation of the future bins the rollout queries stand for: the
+        centres of `ewm_num_future_queries` equal bins over `ewm_horizon_seconds` (DESIGN §4.4-4.5 revised). Fixed:
+        the same in training and at inference, nothing read off the real future (which would reveal the clip's
+        length)."""
         bins = self.config.ewm_num_future_queries
-        times = own.times
-        pooled = pool_future(times[..., None], own.past_len, own.future_len, bins)[..., 0]  # (B, Q)
-        real = pooled - boundary[:, None]
-        span = (boundary - times[:, 0]).clamp(min=0.0)  # observed seconds of the own stream
-        fraction = (torch.arange(bins, device=times.device, dtype=times.dtype) + 0.5) / bins
-        assumed = fraction[None] * (self.config.ewm_inference_horizon * span)[:, None]
-        return torch.where((own.future_len > 0)[:, None], real, assumed)
+        horizon = float(self.config.ewm_horizon_seconds)
+        return (torch.arange(bins, device=device, dtype=torch.float32) + 0.5) * horizon / bins
 
-    def _imagine(self, own: ModalityStream, other: ModalityStream, module: TemporalImagination, override=None):
+    def _imagine(self, own: ModalityStream, other: ModalityStream, module: TemporalImagination, boundary,
+                 override=None):  # fmt: skip
         """Run one modality's rollout on the whole batch; returns `(present (B,), imagined (B, K, Q, W))`, the rows
-        of samples without the modality finite and meaningless (the callers mask them out)."""
-        boundary = query_time = None
+        of samples without the modality finite and meaningless (the callers mask them out). `boundary` `(B,)`: the end
+        of the observation, the origin of the context's and the queries' times."""
+        query_time = None
         if self.config.ewm_time_embedding:
-            boundary = own.last_past(own.times)  # (B,)
-            query_time = self.time_embedding(self._bin_times(own, boundary))  # (B, Q, W)
+            query_time = self.time_embedding(self.query_offsets(own.tokens.device))[None]  # (1, Q, W)
+        else:
+            boundary = None
         context, context_mask = self._context(own, other, boundary)
         return own.present, module(context, context_mask, self.tag_embedding.weight[0], query_time, override)
 
-    def _imagination_terms(self, own: ModalityStream, imagined: torch.Tensor):
-        """Per-(sample, step) loss and cosine `(B, K)` against the pooled future in target space, zero for samples
-        without a future, and the batch's pairs with the `scored` mask (for diagnostics)."""
-        target = pool_future(own.targets, own.past_len, own.future_len, imagined.shape[2])  # (B, Q, W), detached
-        loss, cosine = imagination_loss_terms(imagined, target[:, None], self.config.ewm_cosine_weight)  # (B, K)
-        scored = own.present & (own.future_len > 0)
-        pairs = ImaginationPairs(imagined.detach(), target, own.last_past(own.targets), scored)
+    def _imagination_terms(self, own: ModalityStream, imagined: torch.Tensor, modality: int,
+                           future: FutureSegment | None, boundary: torch.Tensor):  # fmt: skip
+        """Per-(sample, step) loss and cosine `(B, K)` against the real future in target space, zero for samples
+        without a future, and the batch's pairs with the `scored` mask (for diagnostics).
+
+        Embedded split (`future` None): the stream's own tokens after the split, adaptively pooled into the Q bins (the
+        paper's target). Clip split: the future segment's tokens pooled into Q fixed time bins over the horizon after
+        `boundary`; a bin no token covers (past the clip's end) has no target and is left out of every term."""
+        bins = imagined.shape[2]
+        if future is None:
+            target = pool_future(own.targets, own.past_len, own.future_len, bins)  # (B, Q, W), detached
+            filled, scored = None, own.present & (own.future_len > 0)
+        else:
+            tokens = self._target_space(future.features, modality, future.valid)  # (B, F, W)
+            target, filled = bin_by_time(tokens, future.times, future.span, future.end, future.valid, boundary,
+                                         float(self.config.ewm_horizon_seconds), bins)  # fmt: skip
+            scored = own.present & (future.count > 0)
+        loss, cosine = imagination_loss_terms(imagined, target[:, None], self.config.ewm_cosine_weight,
+                                              None if filled is None else filled[:, None])  # (B, K) each  # fmt: skip
+        pairs = ImaginationPairs(imagined.detach(), target, own.last_past(own.targets), scored, filled)
         keep = scored[:, None]
         return torch.where(keep, loss, 0.0), torch.where(keep, cosine, 0.0).detach(), pairs
 
@@ -503,13 +606,17 @@ class EmotionWorldModule(nn.Module):
         emotion_labels: torch.Tensor | None = None,
         emotion_override: torch.Tensor | None = None,
         target_states: torch.Tensor | None = None,
+        future: dict[int, FutureSegment] | None = None,
+        token_seconds: dict[int, torch.Tensor] | None = None,
     ) -> EWMOutput:
         """Run the EWM on a batch.
 
         Args:
             hidden_states: `(B, L, D)` merged multimodal input embeddings.
             video_mask / audio_mask: `(B, L)` bool, positions of video / audio tokens.
-            keep_ratio: `(B,)` rho per sample, or None for rho = 1 (inference: nothing is future).
+            keep_ratio: embedded split: `(B,)` rho per sample, the first part of each stream is the past and the rest
+                the future it is scored against; None for rho = 1 (everything observed: the clip split's input, or
+                inference).
             token_times: `(B, L)` time of each token in seconds (the thinker's temporal grid); only differences
                 within a sample matter. None: each stream's token index x 0.04 s.
             plan: the batch's `StreamPlan` (shapes and branches, on the host). Given, the pass makes the host wait
@@ -517,16 +624,27 @@ class EmotionWorldModule(nn.Module):
             emotion_labels: emotion-first: `(B,)` index of each clip's label in the emotion space, -100 for none.
             emotion_override: emotion-first: `(B, K, E)` distributions that replace the predicted ones.
             target_states: `(B, L, D)` the embeddings the frozen targets are read from (default `hidden_states`):
-                with a pre-fusion module the unfused ones, which no training moves (DESIGN §4.5 revised).
+                the encoders' features before any trained module (a pre-fusion, adapters on the encoders), which no
+                training moves (DESIGN §4.5 revised).
+            future: clip split: per modality (VIDEO, AUDIO) the future segment after the cut, the imagination's
+                target (targets pooled into fixed time bins after the end of the observation). Not with keep_ratio.
+            token_seconds: per modality `(B,)` seconds one token step covers (video: the processor's
+                `video_second_per_grid`; default 40 ms): where the observation ends after its last token.
         """
+        if future is not None and keep_ratio is not None:
+            raise ValueError("the EWM takes a keep_ratio (embedded split) or a future segment (clip split), not both")
         if plan is None:
             plan = StreamPlan.read(video_mask, audio_mask, keep_ratio)
         facts = plan.streams(self.config.ewm_min_modality_tokens)
         device = hidden_states.device
+        with_targets = keep_ratio is not None or future is not None
+        patch = None if plan.video_step is None else torch.tensor(plan.video_step, device=device)
+        seconds = token_seconds or {}
         video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times, facts[VIDEO]["size"],
-                             target_states)  # fmt: skip
+                             target_states, with_targets, patch, seconds.get(VIDEO))  # fmt: skip
         audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times, facts[AUDIO]["size"],
-                             target_states)  # fmt: skip
+                             target_states, with_targets, None, seconds.get(AUDIO))  # fmt: skip
+        boundary = torch.maximum(video.observed_end, audio.observed_end)  # (B,) the end of what was observed
         config = self.config
         construction = config.ewm_belief_construction
         losses, cosines, pairs, emotion_logits = [], [], {}, {}
@@ -543,14 +661,16 @@ class EmotionWorldModule(nn.Module):
                 bank = hidden_states.new_zeros(hidden_states.shape[0], config.ewm_rollout_steps
                                                * config.ewm_num_future_queries, config.ewm_working_size)  # fmt: skip
                 if any(facts[modality]["present"]):
-                    present, imagined = self._imagine(own, other, module, emotion_override)
+                    present, imagined = self._imagine(own, other, module, boundary, emotion_override)
                     if module.last_emotion_logits is not None:
                         emotion_logits[modality] = (present, module.last_emotion_logits)
                     mean = config.ewm_aggregation == "mean"
                     bank = imagined.flatten(1, 2) if mean else self._memory(imagined, modality)
                     bank = torch.where(present[:, None, None], bank, 0.0)
+                    segment = None if future is None else future.get(modality)
                     if own.targets is not None and facts[modality]["pairs"]:  # a split was asked for, with a future
-                        loss, cosine, modality_pairs = self._imagination_terms(own, imagined)
+                        loss, cosine, modality_pairs = self._imagination_terms(own, imagined, modality, segment,
+                                                                               boundary)  # fmt: skip
                         losses.append(loss)
                         cosines.append(cosine)
                         pairs[modality] = modality_pairs
@@ -593,6 +713,7 @@ class EmotionWorldModule(nn.Module):
             batch_pairs=pairs,
             emotion_trajectory=emotion_trajectory,
             emotion_loss=emotion_loss,
+            query_times=boundary[:, None] + self.query_offsets(device)[None],
         )
 
     def _emotion_terms(self, logits: dict, labels: torch.Tensor | None, batch: torch.Tensor):
@@ -642,7 +763,7 @@ class EmotionWorldModule(nn.Module):
             copy_last = copy_last + (copied * weight).sum()
             batch_mean = batch_mean + (mean * weight).sum()
             if facts[modality]["pairs"] >= 2:
-                similarity.append(mean_pairwise_cosine(item.target, weight))
+                similarity.append(mean_pairwise_cosine(item.target, weight, item.bins))
         count = sum(facts[modality]["pairs"] for modality in pairs)
         baselines = (torch.stack([copy_last, batch_mean]) / count).detach()
         return baselines, torch.stack(similarity).mean().detach() if similarity else None
@@ -656,6 +777,7 @@ def count_parameters(module: nn.Module) -> int:
 __all__ = [
     "EWMOutput",
     "EmotionWorldModule",
+    "FutureSegment",
     "ImaginationPairs",
     "StreamPlan",
     "count_parameters",

@@ -13,8 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None) -> torch.Tensor:
-    """Past length per sample: ceil(rho * N), at least 1, at most N (DESIGN §4.3).
+def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None,
+                  step: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Past length per sample of the embedded (token-level) split (DESIGN §4.3): ceil(rho * N), at least 1, at most N.
+
+    `step` `(B,)`: tokens per temporal step (a video's merged patches per temporal patch). Given, the past is whole
+    steps: floor(rho * steps) of them (the patches ending at or before rho of the stream), at least one, so the split
+    never cuts a temporal patch (issue 21). None or 1 per token: the ceiling rule above.
 
     rho usually arrives as float32 (0.3 is stored as 0.30000001), so rho * N is allowed to overshoot an integer by
     float32's relative precision before the ceiling counts it: 0.3 * 10 gives 3, 0.7 * 10 gives 7, 0.3 * 50 gives 15.
@@ -24,16 +29,52 @@ def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None) -> torch
     exact = keep_ratio.to(torch.float64) * count.to(torch.float64)
     tolerance = 1e-6 * count.to(torch.float64).clamp(min=1)  # float32 rho is within 6e-8 relative of the intended
     past = torch.ceil(exact - tolerance).long()
+    if step is not None:
+        step = step.to(count.device).long().clamp(min=1)
+        steps = count // step
+        whole = torch.floor(keep_ratio.to(torch.float64) * steps.to(torch.float64) + tolerance).long()
+        past = torch.where(step > 1, whole.clamp(min=1) * step, past)
     return torch.minimum(past.clamp(min=1), count)
 
 
-def past_length(count: int, keep_ratio: float | None) -> int:
+def past_length(count: int, keep_ratio: float | None, step: int = 1) -> int:
     """`split_lengths` for one sample in plain Python (the host's copy of the rule, for shapes): the same float64
     arithmetic, so it agrees with the tensor version for every float32 rho."""
     if keep_ratio is None:
         return count
-    past = math.ceil(keep_ratio * count - 1e-6 * max(count, 1))
+    if step > 1:
+        past = max(math.floor(keep_ratio * (count // step) + 1e-6 * max(count, 1)), 1) * step
+    else:
+        past = math.ceil(keep_ratio * count - 1e-6 * max(count, 1))
     return min(max(past, 1), count)
+
+
+def bin_by_time(values: torch.Tensor, start: torch.Tensor, span: torch.Tensor, end: torch.Tensor, valid: torch.Tensor,
+                origin: torch.Tensor, horizon: float, bins: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Pool a future segment into `bins` fixed time bins over `[origin, origin + horizon)` (DESIGN §4.5, revised).
+
+    Token f of sample b covers `[start[b, f], min(start[b, f] + span[b], end[b]))` (a video patch covers its two
+    frames, an audio token 40 ms; nothing reaches past the segment's real end); each bin takes the mean of the tokens
+    covering it, weighted by the overlap in seconds. A bin no token covers (past the clip's end, or between two video
+    patches' bins when none is that short) has no target.
+
+    Args:
+        values: `(B, F, W)` the segment's tokens; start `(B, F)` seconds; span, end, origin `(B,)` seconds;
+            valid `(B, F)` bool, which slots hold a token.
+
+    Returns:
+        `(pooled (B, bins, W), filled (B, bins) bool)`; unfilled bins are zeros.
+    """
+    edges = origin[:, None] + horizon * torch.arange(bins + 1, device=start.device, dtype=torch.float64) / bins
+    low, high = edges[:, :-1, None], edges[:, 1:, None]  # (B, bins, 1)
+    token_low = start.to(torch.float64)[:, None, :]  # (B, 1, F)
+    token_high = torch.minimum(token_low + span.to(torch.float64)[:, None, None], end.to(torch.float64)[:, None, None])
+    overlap = (torch.minimum(high, token_high) - torch.maximum(low, token_low)).clamp(min=0)  # (B, bins, F)
+    overlap = torch.where(valid[:, None, :], overlap, 0.0)
+    total = overlap.sum(-1)  # (B, bins)
+    filled = total > 1e-4  # a tenth of a millisecond: float error, not coverage
+    weights = (overlap / total.clamp(min=1e-9)[..., None]).to(values.dtype)
+    return torch.where(filled[..., None], weights @ values, 0.0), filled
 
 
 def masked_positions(mask: torch.Tensor, size: int) -> torch.Tensor:
@@ -146,6 +187,7 @@ class CrossAttentionBlock(nn.Module):
 
 __all__ = [
     "CrossAttentionBlock",
+    "bin_by_time",
     "CrossAttentionLayer",
     "TimeEmbedding",
     "compaction",

@@ -35,8 +35,10 @@ import torchaudio.functional as AF
 __all__ = [
     "AudioClip",
     "ClipMedia",
+    "ClipSplit",
     "CorruptMediaError",
     "EmptyMediaError",
+    "FutureMedia",
     "MediaError",
     "MediaInfo",
     "MediaNotFoundError",
@@ -44,6 +46,7 @@ __all__ = [
     "SegmentError",
     "VideoClip",
     "augment_audio",
+    "clip_seconds",
     "decode_clip",
     "observed_media",
     "observed_prefix",
@@ -141,25 +144,117 @@ class ClipMedia:
     notes: list[str] = field(default_factory=list)
 
 
-def observed_prefix(frames: np.ndarray | None, wave: np.ndarray | None, ratio: float):
-    """The first `ratio` of a clip, as the paper's keep-ratio protocol observes it (Table 2): ceil(ratio x T) frames
-    (at least 2, the thinker's temporal patch) and ceil(ratio x N) audio samples (at least 1). One rule for the
-    benchmark runner's `--keep-ratios` (through the collator's `observe_ratio`) and the belief trajectory."""
-    if not 0 < ratio <= 1:
-        raise ValueError(f"the observed fraction must lie in (0, 1], got {ratio}")
-    if ratio < 1:
+TEMPORAL_PATCH = 2  # frames per video token step of the Qwen2.5-Omni vision tower (its temporal_patch_size)
+_TOLERANCE = 1e-6  # seconds x rate products within this of an integer count as that integer (0.7 x 30 is 21)
+
+
+def clip_seconds(frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int) -> float:
+    """A clip's length in seconds: the longer of its frames (`T / fps`) and its audio (`N / sample_rate`)."""
+    video = 0.0 if frames is None else len(frames) / fps
+    audio = 0.0 if wave is None else len(wave) / sample_rate
+    return max(video, audio)
+
+
+@dataclass(frozen=True)
+class ClipSplit:
+    """Where a clip is cut into the observed past and the future (DESIGN §4.3, revised 2026-12-02).
+
+    The past is what a clip cut at `seconds` (t*) shows: video in whole temporal patches ending at or before t* (at
+    least one; a last patch padded by the processor ends with its last real frame), audio samples before t*. The
+    future is what follows, up to a horizon: the frames after the past's patches and the samples from t* on.
+
+    Attributes:
+        seconds: t*, seconds from the clip's start.
+        past_frames / past_samples: frames and audio samples of the past (None: the clip has no video / audio).
+        total_frames / total_samples: the whole clip's (None likewise).
+        fps / sample_rate: the clip's frame and sample rates.
+    """
+
+    seconds: float
+    past_frames: int | None
+    past_samples: int | None
+    total_frames: int | None
+    total_samples: int | None
+    fps: float
+    sample_rate: int
+
+    @classmethod
+    def at(cls, seconds: float, frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int,
+           temporal_patch: int = TEMPORAL_PATCH) -> ClipSplit:  # fmt: skip
+        """The split of a clip at `seconds` (clamped to the clip: at or past its end nothing is cut)."""
+        if not seconds > 0:
+            raise ValueError(f"the split time must be positive, got {seconds}")
+        seconds = min(seconds, clip_seconds(frames, fps, wave, sample_rate))  # past the end: nothing is cut
+        past_frames = past_samples = None
         if frames is not None:
-            frames = frames[: max(2, math.ceil(ratio * len(frames)))]
+            total = len(frames)
+            whole = math.floor(seconds * fps + _TOLERANCE)  # frames that end at or before t*
+            patches = min(whole, total) // temporal_patch
+            past_frames = total if whole >= total else min(total, max(1, patches) * temporal_patch)
         if wave is not None:
-            wave = wave[: max(1, math.ceil(ratio * len(wave)))]
-    return frames, wave
+            past_samples = min(len(wave), max(1, math.ceil(seconds * sample_rate - _TOLERANCE)))
+        return cls(seconds, past_frames, past_samples, None if frames is None else len(frames),
+                   None if wave is None else len(wave), fps, sample_rate)  # fmt: skip
+
+    @classmethod
+    def of(cls, ratio: float, frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int,
+           temporal_patch: int = TEMPORAL_PATCH) -> ClipSplit:  # fmt: skip
+        """The split at t* = `ratio` x the clip's length (`clip_seconds`): the keep-ratio protocol."""
+        if not 0 < ratio <= 1:
+            raise ValueError(f"the observed fraction must lie in (0, 1], got {ratio}")
+        duration = clip_seconds(frames, fps, wave, sample_rate)
+        if duration <= 0:
+            raise ValueError("a clip without frames or audio samples cannot be split")
+        return cls.at(ratio * duration, frames, fps, wave, sample_rate, temporal_patch)
+
+    def past(self, frames: np.ndarray | None, wave: np.ndarray | None):
+        """`(frames, wave)` of the observed past."""
+        return (None if frames is None else frames[: self.past_frames],
+                None if wave is None else wave[: self.past_samples])  # fmt: skip
+
+    def future(self, frames: np.ndarray | None, wave: np.ndarray | None, horizon: float) -> FutureMedia:
+        """The media after the past up to t* + `horizon` seconds (the imagination target's segment)."""
+        end = self.seconds + horizon
+        video = audio = None
+        if frames is not None and self.past_frames < len(frames):
+            stop = min(len(frames), max(self.past_frames, math.ceil(end * self.fps - _TOLERANCE)))
+            video = frames[self.past_frames : stop] if stop > self.past_frames else None
+        if wave is not None and self.past_samples < len(wave):
+            stop = min(len(wave), math.ceil(end * self.sample_rate - _TOLERANCE))
+            audio = wave[self.past_samples : stop] if stop > self.past_samples else None
+        return FutureMedia(video, self.past_frames / self.fps if video is not None else None, audio,
+                           self.past_samples / self.sample_rate if audio is not None else None)  # fmt: skip
 
 
-def observed_media(media: ClipMedia, ratio: float) -> ClipMedia:
+@dataclass
+class FutureMedia:
+    """The media of a clip's future segment and where it starts (seconds from the clip's start)."""
+
+    frames: np.ndarray | None
+    video_start: float | None
+    wave: np.ndarray | None
+    audio_start: float | None
+
+
+def observed_prefix(frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int,
+                    ratio: float, temporal_patch: int = TEMPORAL_PATCH):  # fmt: skip
+    """The first `ratio` of a clip, as every observed-prefix protocol sees it: the clip cut at t* = ratio x its length
+    (`ClipSplit`): whole temporal patches ending at or before t* (at least one), audio samples before t*. One rule for
+    training's clip-level split, the benchmark runner's `--keep-ratios`, the belief trajectory and the Space."""
+    if ratio >= 1:
+        if not 0 < ratio <= 1:
+            raise ValueError(f"the observed fraction must lie in (0, 1], got {ratio}")
+        return frames, wave
+    return ClipSplit.of(ratio, frames, fps, wave, sample_rate, temporal_patch).past(frames, wave)
+
+
+def observed_media(media: ClipMedia, ratio: float, temporal_patch: int = TEMPORAL_PATCH) -> ClipMedia:
     """`media` cut to its first `ratio` (`observed_prefix`), frame times and durations following."""
+    fps = media.video.fps if media.video is not None else 1.0
+    rate = media.audio.sample_rate if media.audio is not None else 1
     frames, wave = observed_prefix(
-        None if media.video is None else media.video.frames, None if media.audio is None else media.audio.waveform,
-        ratio,
+        None if media.video is None else media.video.frames, fps,
+        None if media.audio is None else media.audio.waveform, rate, ratio, temporal_patch,
     )  # fmt: skip
     video = audio = None
     if media.video is not None:

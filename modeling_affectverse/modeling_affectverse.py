@@ -1,9 +1,11 @@
 """AffectVerse: the Qwen2.5-Omni thinker with the Emotion World Module inside `forward` / `generate`.
 
-Flow of `forward` (DESIGN.md §4): embed tokens and merge the encoder outputs (the thinker's own
-methods) -> 3D mRoPE positions on the full sequence -> EWM on the merged embeddings -> belief
-tokens scattered into the `<|belief|>` placeholder positions -> (keep ratio < 1) drop the future
-video/audio tokens, gather positions/labels, re-pad -> language model -> LM loss.
+Flow of `forward` (DESIGN.md §4), straight down: embed tokens and merge the encoder outputs (the thinker's own
+methods) -> 3D mRoPE positions -> EWM on the merged embeddings (in training, scored against the clip's future,
+which arrives as separate future inputs: the input is already the cut clip, DESIGN §4.3 revised) -> belief tokens
+scattered into the `<|belief|>` placeholder positions -> language model -> LM loss. The paper's embedded split
+(`ewm_split="embedded"`) adds one step before the language model: `_drop_future` removes the future video/audio
+tokens and positions what is left as a clip that long.
 
 This file is copied as Hub remote code by `save_pretrained`: everything needed at load time
 (auto-class registration, checkpoint-key conversion) lives here or in the files it imports
@@ -13,6 +15,7 @@ with `from .x import Y`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -28,8 +31,18 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniTh
 from transformers.utils import ModelOutput, cached_file, can_return_tuple
 
 from .configuration_affectverse import AffectVerseConfig
-from .ewm import BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
-from .ewm_layers import compaction, past_length
+from .ewm import AUDIO, VIDEO, BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
+from .ewm_layers import past_length
+from .partial_observation import (
+    FutureLayout,
+    audio_feature_length,
+    drop_positions,
+    encoder_adapters_active,
+    frozen_encoders,
+    future_segment,
+    future_token_mask,
+    to_device,
+)
 from .prefusion import ConvAttentionPrefusion, ZeroInitLinear
 from .wetr import INSTRUCTION as WETR_INSTRUCTION
 from .wetr import WETRConfig, refined_decode, refined_language_model
@@ -60,7 +73,9 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
         emotion_loss: emotion-first: cross-entropy of the last step against `emotion_labels` + beta x consistency
             (not added to `loss`: the trainer adds `emotion_loss_weight x emotion_loss`).
         kept_index: `(B, L')` index into the input sequence of each position the LLM saw (-1 for
-            padding), when future video/audio tokens were dropped; None otherwise.
+            padding), when tokens were removed (the embedded split's future, WETR); None otherwise.
+        query_times: `(B, Q)` seconds from the clip's start of the future bins the EWM's rollout imagined: the end of
+            what was observed plus fixed offsets over `ewm_horizon_seconds` (None when the EWM did not run).
     """
 
     loss: torch.FloatTensor | None = None
@@ -77,6 +92,24 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
     kept_index: torch.LongTensor | None = None
     emotion_trajectory: torch.FloatTensor | None = None
     emotion_loss: torch.FloatTensor | None = None
+    query_times: torch.FloatTensor | None = None
+
+    @staticmethod
+    def ewm_fields(ewm_out: EWMOutput | None) -> dict:
+        """The output fields an EWM pass fills (all None when it did not run)."""
+        if ewm_out is None:
+            return {}
+        return {
+            "imagination_loss": ewm_out.imagination_loss,
+            "belief_tokens": ewm_out.belief_tokens,
+            "belief_counts": ewm_out.belief_counts,
+            "imagination_cosine": ewm_out.imagination_cosine,
+            "imagination_baselines": ewm_out.imagination_baselines,
+            "imagination_target_similarity": ewm_out.target_similarity,
+            "emotion_trajectory": ewm_out.emotion_trajectory,
+            "emotion_loss": ewm_out.emotion_loss,
+            "query_times": ewm_out.query_times,
+        }
 
 
 LAYOUT_TOKENS = {"video": "<|VIDEO|>", "audio": "<|AUDIO|>", "belief": "<|belief|>", "vision_start": "<|vision_bos|>",
@@ -87,7 +120,8 @@ LAYOUT_TOKENS = {"video": "<|VIDEO|>", "audio": "<|AUDIO|>", "belief": "<|belief
 class BatchLayout:
     """What the host must know of a batch of token ids to run AffectVerse's forward without waiting for the device
     (issue 12): per sample the video, audio and `<|belief|>` token counts, the unpadded length, whether it holds a
-    plain video block and an interleaved audio-in-video block, the padding side, and rho when one is given.
+    plain video block and an interleaved audio-in-video block, the padding side, rho when one is given, and the video
+    tokens per temporal patch (for the embedded split, which keeps whole patches) when the video grid is given.
 
     The collator builds it from its CPU tensors for free (`batch["batch_layout"]`, passed through by the Trainer and
     accelerate untouched); otherwise the forward reads it once per prefill (one device-to-host copy). Decode steps
@@ -103,6 +137,7 @@ class BatchLayout:
     interleaved: tuple[bool, ...]
     left_padded: bool
     keep_ratio: tuple[float, ...] | None = None
+    video_patch: tuple[int, ...] | None = None
 
     @staticmethod
     def token_ids(source) -> dict[str, int | None]:
@@ -114,8 +149,10 @@ class BatchLayout:
 
     @classmethod
     def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_ids: dict,
-             keep_ratio: torch.Tensor | float | None = None) -> BatchLayout:  # fmt: skip
-        """The layout of `input_ids` `(B, L)`: one stacked tensor copied to the host (free for CPU tensors)."""
+             keep_ratio: torch.Tensor | float | None = None, video_grid_thw: torch.Tensor | None = None,
+             merge_size: int = 2) -> BatchLayout:  # fmt: skip
+        """The layout of `input_ids` `(B, L)`: one stacked tensor copied to the host (free for CPU tensors), and the
+        video grid's spatial sizes (one video per sample that has video tokens, in order)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         following = torch.roll(input_ids, -1, dims=1)
@@ -134,58 +171,74 @@ class BatchLayout:
             host = torch.cat([host, rho.double()[:, None]], dim=1)
         host = host.cpu().tolist()
         counts = [[int(row[i]) for row in host] for i in range(4)]
+        video_patch = None
+        if video_grid_thw is not None:
+            spatial = (video_grid_thw[:, 1] * video_grid_thw[:, 2] // merge_size**2).tolist()
+            with_video = [b for b, n in enumerate(counts[0]) if n > 0]
+            if len(spatial) != len(with_video):
+                raise ValueError(f"video_grid_thw has {len(spatial)} rows for {len(with_video)} samples with video")
+            patch = dict(zip(with_video, spatial, strict=True))
+            video_patch = tuple(int(patch.get(b, 0)) for b in range(len(counts[0])))
         return cls(
             *(tuple(c) for c in counts),
             plain_video=tuple(bool(row[4]) for row in host),
             interleaved=tuple(bool(row[5]) for row in host),
             left_padded=any(row[6] for row in host),
             keep_ratio=None if keep_ratio is None else tuple(row[7] for row in host),
+            video_patch=video_patch,
         )
 
     @property
     def batch_size(self) -> int:
         return len(self.video)
 
-    def stream_plan(self, keep_ratio: tuple[float, ...] | None) -> StreamPlan:
-        return StreamPlan(self.video, self.audio, keep_ratio)
+    def stream_plan(self, keep_ratio: tuple[float, ...] | None, future: FutureLayout | None = None) -> StreamPlan:
+        """The EWM's host plan: the embedded split's rho (whole video patches) or the clip split's future counts."""
+        return StreamPlan(self.video, self.audio, keep_ratio, self.video_patch if keep_ratio is not None else None,
+                          None if future is None else future.counts())  # fmt: skip
 
-    def dropped(self, keep_ratio: tuple[float, ...] | None, min_tokens: int) -> list[int]:
-        """Per sample, the future video + audio tokens that rho removes from the LLM input."""
-        if keep_ratio is None:
-            return [0] * self.batch_size
+    def past_tokens(self, keep_ratio: tuple[float, ...] | None, min_tokens: int) -> list[tuple[int, int]]:
+        """Embedded split: per sample the (video, audio) tokens the LLM keeps (a stream too short for the EWM is kept
+        whole), by the EWM's own rule (whole video patches)."""
+        rho = keep_ratio or (None,) * self.batch_size
+        patch = self.video_patch or (1,) * self.batch_size
         return [
-            sum(n - past_length(n, rho) for n in (video, audio) if n >= min_tokens)
-            for video, audio, rho in zip(self.video, self.audio, keep_ratio, strict=True)
+            (past_length(v, r, max(k, 1)) if v >= min_tokens else v, past_length(a, r) if a >= min_tokens else a)
+            for v, a, r, k in zip(self.video, self.audio, rho, patch, strict=True)
         ]
 
+    def dropped(self, keep_ratio: tuple[float, ...] | None, min_tokens: int) -> list[int]:
+        """Per sample, the future video + audio tokens that rho removes from the LLM input (embedded split)."""
+        if keep_ratio is None:
+            return [0] * self.batch_size
+        kept = self.past_tokens(keep_ratio, min_tokens)
+        return [v + a - kv - ka for v, a, (kv, ka) in zip(self.video, self.audio, kept, strict=True)]
 
-def count_imagination_targets(input_ids: torch.Tensor, keep_ratio: torch.Tensor | None, config,
-                              layout: BatchLayout | None = None) -> int:  # fmt: skip
-    """How many (sample, modality) pairs the imagination loss of these inputs averages over.
 
-    The same rule as the EWM (DESIGN §4.3, §4.5): a stream of at least `ewm_min_modality_tokens` tokens whose future
-    (after ceil(rho * N) past tokens) is non-empty. Known before the forward, so a trainer can normalise the loss over
-    a whole gradient-accumulation window (or all processes) instead of per micro-batch. With the collator's `layout`
-    it is computed on the host; without, from `input_ids` (one device-to-host copy).
+def count_imagination_targets(batch: dict, config) -> int:
+    """How many (sample, modality) pairs the imagination loss of a batch (the model's keyword arguments) averages over.
+
+    The same rule as the EWM (DESIGN §4.3, §4.5): a stream of at least `ewm_min_modality_tokens` tokens with a future
+    to score against: the clip split's future segment (`future_layout`), or in the embedded split the tokens after
+    the split point (`keep_ratio`). Known before the forward, so a trainer can normalise the loss over a whole
+    gradient-accumulation window (or all processes) instead of per micro-batch. With the collator's `batch_layout` it
+    is computed on the host; without, from the batch's ids and video grid (one device-to-host copy).
     """
-    if not config.imagines or keep_ratio is None or config.belief_token_id is None:
+    if not config.imagines or config.belief_token_id is None:
         return 0
-    if layout is None or layout.keep_ratio is None or layout.batch_size != input_ids.shape[0]:
-        layout = BatchLayout.read(input_ids, None, BatchLayout.token_ids(config), keep_ratio)
+    clip = config.ewm_split == "clip"
+    future, keep_ratio = batch.get("future_layout"), batch.get("keep_ratio")
+    if (future is None) if clip else (keep_ratio is None):
+        return 0
+    input_ids, layout = batch["input_ids"], batch.get("batch_layout")
+    if layout is None or layout.batch_size != input_ids.shape[0] or (not clip and layout.keep_ratio is None):
+        merge = config.vision_config.spatial_merge_size
+        layout = BatchLayout.read(input_ids, None, BatchLayout.token_ids(config), None if clip else keep_ratio,
+                                  batch.get("video_grid_thw"), merge)  # fmt: skip
     if not any(layout.belief):
         return 0
-    facts = layout.stream_plan(layout.keep_ratio).streams(config.ewm_min_modality_tokens)
-    return sum(fact["pairs"] for fact in facts)
-
-
-def future_token_mask(modality_mask: torch.Tensor, past_len: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """`(B, L)` True at the positions of one modality stream that lie past its split point.
-
-    The stream is ordered by sequence position (= time, also for audio-in-video interleaving):
-    the i-th token of the stream is future when i >= past_len (DESIGN §4.3).
-    """
-    stream_index = modality_mask.long().cumsum(1) - 1
-    return modality_mask & (stream_index >= past_len[:, None]) & present[:, None]
+    plan = layout.stream_plan(None, future) if clip else layout.stream_plan(layout.keep_ratio)
+    return sum(fact["pairs"] for fact in plan.streams(config.ewm_min_modality_tokens))
 
 
 def labels_at(labels: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
@@ -193,52 +246,7 @@ def labels_at(labels: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
     return torch.where(kept_index >= 0, labels.gather(1, kept_index.clamp(min=0)), IGNORE_INDEX)
 
 
-def drop_positions(
-    drop: torch.Tensor,
-    attention_mask: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    position_ids: torch.Tensor,
-    labels: torch.Tensor | None,
-    new_len: int | None = None,
-    left_padded: bool | None = None,
-):
-    """Remove the `drop` positions and re-pad the batch, keeping the input's padding side.
-
-    `new_len` (the longest kept sequence) and `left_padded` set shapes: given from the host (`BatchLayout`), nothing
-    is read back from the device; None reads them.
-
-    Positions are gathered from the full sequence's `position_ids` (`(R, B, L)`, R = 3 or 4),
-    never recomputed (DESIGN §4.8). Batched: one stable sort, no per-sample loop.
-
-    Returns `(inputs_embeds, attention_mask, position_ids, labels, kept_index)` of length
-    L' = max kept tokens; `kept_index` holds each position's source index, -1 on padding.
-    """
-    keep = attention_mask.bool() & ~drop
-    if new_len is None:
-        new_len = int(keep.sum(1).max())
-    if left_padded is None:
-        left_padded = bool((attention_mask[:, 0] == 0).any())
-    order, new_mask = compaction(keep, new_len, left_padded)
-
-    embeds = inputs_embeds.gather(1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1]))
-    embeds = embeds.masked_fill(~new_mask[..., None], 0.0)  # padding slots hold nothing (not a dropped future token)
-    positions = position_ids.gather(2, order[None].expand(position_ids.shape[0], -1, -1))
-    positions = positions.masked_fill(~new_mask[None], 1)  # the thinker's value for padding
-    if labels is not None:
-        labels = labels.gather(1, order).masked_fill(~new_mask, IGNORE_INDEX)
-    kept_index = order.masked_fill(~new_mask, -1)
-    return embeds, new_mask.to(attention_mask.dtype), positions, labels, kept_index
-
-
 HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
-
-
-def _to_device(values: torch.Tensor, device) -> torch.Tensor:
-    """A small CPU tensor to `device` without making the host wait (pinned memory, asynchronous copy on CUDA)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return values.pin_memory().to(device, non_blocking=True)
-    return values.to(device)
 
 
 def checkpoint_config(checkpoint: str | os.PathLike, **hub_kwargs) -> dict:
@@ -442,25 +450,41 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     "silently falls back to 1-D positions instead of 3D mRoPE"
                 )
 
-    def _layout(self, input_ids, attention_mask, past_key_values, keep_ratio, given: BatchLayout | None):
-        """The batch's `BatchLayout` at prefill (the caller's when it fits, else read once), None on decode steps."""
+    def _layout(self, input_ids, attention_mask, past_key_values, keep_ratio, given: BatchLayout | None,
+                video_grid_thw=None) -> BatchLayout | None:  # fmt: skip
+        """The batch's `BatchLayout` at prefill (the caller's when it fits, else read once), None on decode steps.
+
+        The embedded split keeps whole video patches, so it needs the layout's video patch sizes."""
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
         if input_ids is None or not prefill:
             return None
+        embedded = self.config.ewm_split == "embedded" and video_grid_thw is not None
         fits = given is not None and given.batch_size == input_ids.shape[0]
         if fits and (keep_ratio is None or given.keep_ratio is not None):
-            return given
-        return BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio)
+            if not embedded or given.video_patch is not None:
+                return given
+        merge = self.config.vision_config.spatial_merge_size
+        return BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio,
+                                video_grid_thw if embedded else None, merge)  # fmt: skip
 
     def _keep_ratio(self, keep_ratio, layout: BatchLayout, device) -> tuple[torch.Tensor | None, tuple | None]:
-        """rho per sample on the device and on the host: given by the caller (its host copy from the layout), else
-        U(rho_min, 1) drawn on the host in training (so its split is known without a read), else None (= 1)."""
+        """Embedded split: rho per sample on the device and on the host: given by the caller (its host copy from the
+        layout), else U(rho_min, 1) drawn on the host in training (so its split is known without a read), else None
+        (= 1). Clip split: the input is already the cut clip, there is nothing to split (None); rho < 1 is refused."""
+        if self.config.ewm_split == "clip":
+            if keep_ratio is not None and any(rho < 1 for rho in layout.keep_ratio):
+                raise ValueError(
+                    "keep_ratio < 1 splits the merged embeddings (ewm_split='embedded'); this model splits the clip "
+                    "before the processor (ewm_split='clip'): cut the clip (media_affectverse.observed_prefix, the "
+                    "collator's keep_ratio / training draws) and pass its future as future_* inputs"
+                )
+            return None, None
         if keep_ratio is None:
             if not self.training:
                 return None, None
             low = float(self.config.ewm_keep_ratio_min)
             drawn = low + (1.0 - low) * torch.rand(layout.batch_size)  # the CPU generator
-            return _to_device(drawn, device), tuple(drawn.tolist())
+            return to_device(drawn, device), tuple(drawn.tolist())
         host = layout.keep_ratio
         if any(not 0 < rho <= 1 for rho in host):
             raise ValueError(f"keep_ratio must lie in (0, 1], got {list(host)}")
@@ -549,11 +573,63 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             )  # fmt: skip
         return inputs_embeds, position_ids, unfused
 
-    def _run_ewm(self, input_ids, inputs_embeds, position_ids, keep_ratio, layout: BatchLayout, emotion_labels=None,
-                 target_states=None):  # fmt: skip
-        """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions.
+    def _encoders(self) -> list[nn.Module]:
+        return [self.model.audio_tower, self.model.visual]
 
-        Returns `(EWMOutput, rho on the host or None)`."""
+    def _target_states(self, input_ids, unfused: torch.Tensor, media: dict) -> torch.Tensor:
+        """The embeddings the frozen imagination targets of the observed past are read from (the copy-last baseline,
+        the embedded split's future): the merged embeddings before any trained module (`unfused`: before the
+        pre-fusion). With adapters on the encoders (a recipe's LoRA on the vision merger or the audio projection) they
+        are merged again from the base encoders, without gradient (DESIGN §4.5 revised)."""
+        if not encoder_adapters_active(self._encoders()):
+            return unfused
+        with torch.no_grad(), frozen_encoders(self._encoders()):
+            return self._merge_multimodal(input_ids, **media)
+
+    @torch.no_grad()
+    def _future_segments(self, future: dict, future_layout: FutureLayout | None, batch_size: int) -> dict | None:
+        """Clip split: the future inputs encoded by the base encoders (no gradient, adapters off) and laid out per
+        sample (`partial_observation.future_segment`): the imagination's targets. The LLM never sees them."""
+        given = {name: value for name, value in future.items() if value is not None}
+        if not given:
+            return None
+        if future_layout is None or future_layout.batch_size != batch_size:
+            raise ValueError(
+                "future inputs need the future_layout that describes them (which sample each segment belongs to, where "
+                "it starts): the collator adds it (AffectVerseCollator with the clip split)"
+            )
+        if self.config.ewm_split != "clip":
+            raise ValueError("future inputs are the clip split's (ewm_split='clip'); this model splits the embeddings")
+        segments = {}
+        with frozen_encoders(self._encoders()):
+            if given.get("pixel_values_videos") is not None:
+                if given.get("video_grid_thw") is None:
+                    raise ValueError("future_pixel_values_videos were given without future_video_grid_thw")
+                encoded = self.model.get_video_features(given["pixel_values_videos"], given["video_grid_thw"],
+                                                        return_dict=True)  # fmt: skip
+                features = torch.cat(encoded.pooler_output, dim=0)
+                segments[VIDEO] = future_segment(features, future_layout.video, batch_size)
+            if given.get("input_features") is not None:
+                features = self.model.get_audio_features(given["input_features"], given.get("feature_attention_mask"),
+                                                         return_dict=True).last_hidden_state  # fmt: skip
+                segments[AUDIO] = future_segment(features, future_layout.audio, batch_size)
+        return segments
+
+    def _token_seconds(self, layout: BatchLayout, video_second_per_grid, device) -> dict[int, torch.Tensor]:
+        """Per modality `(B,)` seconds one token step covers: a video's `video_second_per_grid` (gathered per sample on
+        the device by the layout's host index), an audio token's 1 / `position_id_per_seconds`."""
+        audio = torch.full((layout.batch_size,), 1.0 / float(self.config.position_id_per_seconds), device=device)
+        video = torch.zeros(layout.batch_size, device=device)
+        with_video = [b for b, n in enumerate(layout.video) if n > 0]
+        if with_video and video_second_per_grid is not None:
+            seconds = torch.as_tensor(video_second_per_grid, device=device).float().reshape(-1)
+            video = video.index_copy(0, to_device(torch.tensor(with_video), device), seconds[: len(with_video)])
+        return {VIDEO: video, AUDIO: audio}
+
+    def _run_ewm(self, input_ids, inputs_embeds, position_ids, rho, plan: StreamPlan, emotion_labels=None,
+                 target_states=None, future=None, token_seconds=None) -> EWMOutput:  # fmt: skip
+        """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions; scored
+        against the embedded split's held-out tokens (`rho`) or the clip split's `future` segments."""
         if self.ewm is None:
             raise ValueError(
                 "the input holds <|belief|> placeholders but this model has no Emotion World Module "
@@ -562,12 +638,99 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             )
         video_mask = input_ids == self.config.video_token_id
         audio_mask = input_ids == self.config.audio_token_id
-        rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
         # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
         times = None if position_ids is None else position_ids[-3].float() / self.config.position_id_per_seconds
-        plan = layout.stream_plan(rho_host)
-        out = self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, plan, emotion_labels, None, target_states)
+        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, plan, emotion_labels, None, target_states,
+                        future, token_seconds)  # fmt: skip
+
+    def _observe(self, input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
+                 future_layout, video_second_per_grid, emotion_labels=None) -> tuple[EWMOutput, tuple | None]:
+        """The EWM's pass on a prefill: the split's rho (embedded) or the encoded future (clip), the frozen target
+        states when there is something to score, the EWM. Returns `(EWMOutput, rho on the host or None)`."""
+        rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
+        if rho is not None:
+            layout = dataclasses.replace(layout, keep_ratio=rho_host)
+        segments = None
+        if self.config.imagines:
+            segments = self._future_segments(future, future_layout, layout.batch_size)
+        target_states = unfused
+        if self.config.imagines and (rho is not None or segments is not None):
+            target_states = self._target_states(input_ids, inputs_embeds if unfused is None else unfused, media)
+        token_seconds = self._token_seconds(layout, video_second_per_grid, input_ids.device)
+        plan = layout.stream_plan(rho_host, None if segments is None else future_layout)
+        out = self._run_ewm(input_ids, inputs_embeds, position_ids, rho, plan, emotion_labels, target_states, segments,
+                            token_seconds)  # fmt: skip
         return out, rho_host
+
+    def _drop_future(self, input_ids, inputs_embeds, attention_mask, labels, layout: BatchLayout, rho_host, ewm_out,
+                     media: dict, use_audio_in_video, video_second_per_grid):  # fmt: skip
+        """Embedded split only: remove the future video/audio tokens from the LLM input (the EWM's split: whole video
+        patches, ceil(rho N) audio tokens) and position the kept sequence as the processor positions a clip that
+        long: the thinker's 3D positions of the kept ids with the video grid cut to the kept patches and the audio
+        lengths to the kept tokens (DESIGN §4.8 revised; the paper's gathered positions left a gap after the media
+        that revealed the clip's length).
+
+        Returns `(inputs_embeds, attention_mask, position_ids, labels, kept_index)`; None when nothing is dropped."""
+        min_tokens = self.config.ewm_min_modality_tokens
+        dropped = layout.dropped(rho_host, min_tokens)
+        if not any(dropped):
+            return None
+        config = self.config
+        drop = future_token_mask(input_ids == config.video_token_id, ewm_out.video_past_len, ewm_out.video_present)
+        drop |= future_token_mask(input_ids == config.audio_token_id, ewm_out.audio_past_len, ewm_out.audio_present)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        new_len = max(length - n for length, n in zip(layout.lengths, dropped, strict=True))
+        inputs_embeds, attention_mask, _, labels, kept_index, kept_ids = drop_positions(
+            drop, attention_mask, inputs_embeds, None, labels, new_len, layout.left_padded, input_ids
+        )
+        kept = layout.past_tokens(rho_host, min_tokens)  # host: (video, audio) tokens kept per sample
+        video_grid_thw = media.get("video_grid_thw")
+        if video_grid_thw is not None:
+            patches = [v // k for (v, _), n, k in zip(kept, layout.video, layout.video_patch, strict=True) if n > 0]
+            video_grid_thw = video_grid_thw.clone()
+            video_grid_thw[:, 0] = torch.tensor(patches, dtype=video_grid_thw.dtype)
+        lengths = None
+        if media.get("input_features") is not None:
+            lengths = torch.tensor([audio_feature_length(a) for (_, a), n in zip(kept, layout.audio, strict=True)
+                                    if n > 0], device=input_ids.device)  # fmt: skip
+        position_ids = self._position_ids(
+            kept_ids, attention_mask, None, media.get("pixel_values"), media.get("image_grid_thw"), video_grid_thw,
+            use_audio_in_video, lengths, video_second_per_grid, None, layout,
+        )  # fmt: skip
+        return inputs_embeds, attention_mask, position_ids, labels, kept_index
+
+    def _language_model(self, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, labels,
+                        wetr_roles, **kwargs):  # fmt: skip
+        """The decoder layers: the thinker's language model, or with WETR on (issue 13) the refined prefill / decode.
+        Returns `(last_hidden_state, past_key_values, hidden_states, attentions, labels, kept_index)`."""
+        if self.wetr is None:
+            outputs = self.model(input_ids=None, attention_mask=attention_mask, position_ids=position_ids,
+                                 past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                                 **kwargs)  # fmt: skip
+            return (outputs.last_hidden_state, outputs.past_key_values, outputs.hidden_states, outputs.attentions,
+                    labels, None)  # fmt: skip
+        decoding = past_key_values is not None and past_key_values.get_seq_length() > 0
+        if wetr_roles is None and not decoding:
+            raise ValueError(
+                "WETR is on but no wetr_roles were given: build the prompts with processor.build_prompt(..., "
+                "wetr_queries=True) and pass wetr_roles=processor.token_roles(input_ids)"
+            )
+        text_model = self.model.language_model
+        if decoding:  # a decode step, or candidates continuing from a scored prompt
+            hidden = refined_decode(text_model, inputs_embeds, attention_mask, position_ids, past_key_values)
+            return hidden, past_key_values, None, None, labels, None
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config.get_text_config())
+        roles = wetr_roles.to(inputs_embeds.device)
+        if roles.shape[1] < inputs_embeds.shape[1]:  # uncached generation: the generated tokens are instruction
+            roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=WETR_INSTRUCTION)
+        hidden, kept_index = refined_language_model(
+            text_model, inputs_embeds, attention_mask, position_ids, roles, self.wetr, self.wetr_record,
+            past_key_values if use_cache or past_key_values is not None else None,
+        )  # fmt: skip
+        labels = None if labels is None else labels_at(labels, kept_index)
+        return hidden, past_key_values, None, None, labels, kept_index
 
     @torch.no_grad()
     def imagine(
@@ -581,17 +744,30 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         use_audio_in_video: bool | None = None,
         video_second_per_grid: torch.Tensor | None = None,
         keep_ratio: torch.Tensor | float | None = None,
+        future_pixel_values_videos: torch.Tensor | None = None,
+        future_video_grid_thw: torch.LongTensor | None = None,
+        future_input_features: torch.Tensor | None = None,
+        future_feature_attention_mask: torch.Tensor | None = None,
+        future_layout: FutureLayout | None = None,
         **kwargs,
     ) -> EWMOutput:
-        """The EWM's pass on a batch exactly as `forward` runs it, without the language model: belief tokens, and
-        with `keep_ratio < 1` the imagined tokens, their targets and the copy-last baseline (`pairs`). For
-        diagnostics (the ablation runner's held-out imagination report); extra processor outputs are ignored."""
-        layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio)
+        """The EWM's pass on a batch exactly as `forward` runs it, without the language model: belief tokens, and with
+        something to score against (the clip split's future inputs, the embedded split's keep_ratio < 1) the imagined
+        tokens, their targets and the copy-last baseline (`pairs`). For diagnostics (the ablation runner's held-out
+        imagination report); extra processor outputs are ignored."""
+        layout = self._layout(input_ids, attention_mask, None, keep_ratio, None, video_grid_thw)
+        media = {"input_features": input_features, "pixel_values": None, "pixel_values_videos": pixel_values_videos,
+                 "image_grid_thw": None, "video_grid_thw": video_grid_thw,
+                 "feature_attention_mask": feature_attention_mask, "audio_feature_lengths": None,
+                 "mm_encoder_outputs": None}  # fmt: skip
         inputs_embeds, position_ids, unfused = self._embed(
             input_ids, input_features, None, pixel_values_videos, None, video_grid_thw, attention_mask,
             feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None, layout,
         )  # fmt: skip
-        return self._run_ewm(input_ids, inputs_embeds, position_ids, keep_ratio, layout, target_states=unfused)[0]
+        future = {"pixel_values_videos": future_pixel_values_videos, "video_grid_thw": future_video_grid_thw,
+                  "input_features": future_input_features, "feature_attention_mask": future_feature_attention_mask}
+        return self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
+                             future_layout, video_second_per_grid)[0]  # fmt: skip
 
     def _placeholder_ids(self) -> set[int]:
         """Ids that stand for features only the input supplies (belief, video, audio, image): never generated."""
@@ -651,15 +827,25 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         batch_layout: BatchLayout | None = None,
         emotion_labels: torch.LongTensor | None = None,
         wetr_roles: torch.LongTensor | None = None,
+        future_pixel_values_videos: torch.Tensor | None = None,
+        future_video_grid_thw: torch.LongTensor | None = None,
+        future_input_features: torch.Tensor | None = None,
+        future_feature_attention_mask: torch.Tensor | None = None,
+        future_layout: FutureLayout | None = None,
         **kwargs,
     ) -> AffectVerseCausalLMOutputWithPast:
-        r"""The thinker's forward with the EWM (arguments as for the thinker, plus `keep_ratio`).
+        r"""The thinker's forward with the EWM (arguments as for the thinker, plus the ones below).
+
+        With the clip split (`ewm_split="clip"`, the default) the input is what was observed: in training the collator
+        has already cut each clip at t* (DESIGN §4.3 revised), and the media after it arrive as the `future_*` inputs,
+        encoded only to score the imagination (the LLM never sees them, nothing of them reaches the belief tokens).
+        Without `<|belief|>` placeholders the model is exactly the thinker.
 
         keep_ratio (`float` or `torch.Tensor` of shape `(batch_size,)`, *optional*):
-            Fraction rho of each video/audio stream kept as observed past. The rest is the
-            imagination target and is removed from the LLM input. Default: U(ewm_keep_ratio_min, 1)
-            per sample in training, 1 (nothing removed) in eval. Only acts when the input holds
-            `<|belief|>` placeholders; without them the model is exactly the thinker.
+            Embedded split only (`ewm_split="embedded"`, the paper's token-level split): fraction rho of each
+            video/audio stream kept as observed past; the rest is the imagination target and is removed from the
+            LLM input. Default: U(ewm_keep_ratio_min, 1) per sample in training, 1 in eval. Refused below 1 with the
+            clip split, where the clip is cut before the processor instead.
         batch_layout (`BatchLayout`, *optional*):
             Host-side counts of the batch (the collator's), so that the EWM, the injection and the truncation make
             the host wait for the device nowhere; read once per prefill when not given (issue 12).
@@ -669,6 +855,14 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         wetr_roles (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             With WETR enabled (`enable_wetr`): each token's role (`processor.token_roles`). The logits then cover the
             refined sequence, `kept_index` maps it back to the input.
+        future_pixel_values_videos / future_video_grid_thw (*optional*):
+            Clip split: the processed video of each sample's future segment (the frames after the observed past, up
+            to t* + `ewm_horizon_seconds`), one grid row per segment.
+        future_input_features / future_feature_attention_mask (*optional*):
+            Clip split: the processed audio of each sample's future segment (the samples from t* on, up to the
+            horizon).
+        future_layout (`FutureLayout`, *optional*):
+            Which sample each future segment belongs to, where it starts and how long it is (the collator's).
         """
         self._check_inputs(
             input_ids,
@@ -688,14 +882,16 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
                     "input_ids, with or without inputs_embeds"
                 )
-        layout = self._layout(input_ids, attention_mask, past_key_values, keep_ratio, batch_layout)
+        layout = self._layout(input_ids, attention_mask, past_key_values, keep_ratio, batch_layout, video_grid_thw)
         if use_audio_in_video is None and layout is not None and video_grid_thw is not None:
             # read it from the tokens: left out, the thinker would silently position an interleaved clip as plain video
             use_audio_in_video = any(layout.interleaved)
         belief_id = self.config.belief_token_id
-        belief_mask = None  # placeholders exist at prefill only: decode steps never generate them
-        if layout is not None and belief_id is not None and any(layout.belief):
-            belief_mask = input_ids == belief_id
+        has_beliefs = layout is not None and belief_id is not None and any(layout.belief)  # prefill only
+        media = {"input_features": input_features, "pixel_values": pixel_values,
+                 "pixel_values_videos": pixel_values_videos, "image_grid_thw": image_grid_thw,
+                 "video_grid_thw": video_grid_thw, "feature_attention_mask": feature_attention_mask,
+                 "audio_feature_lengths": audio_feature_lengths, "mm_encoder_outputs": mm_encoder_outputs}  # fmt: skip
         inputs_embeds, position_ids, unfused = self._embed(
             input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
             attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values,
@@ -703,66 +899,30 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         )  # fmt: skip
 
         ewm_out = kept_index = None
-        if belief_mask is not None:
-            ewm_out, rho_host = self._run_ewm(
-                input_ids, inputs_embeds, position_ids, keep_ratio, layout, emotion_labels, unfused
-            )
-            inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask, ewm_out, layout)
-            dropped = layout.dropped(rho_host, self.config.ewm_min_modality_tokens)
-            if any(dropped):
-                video_mask = input_ids == self.config.video_token_id
-                audio_mask = input_ids == self.config.audio_token_id
-                drop = future_token_mask(video_mask, ewm_out.video_past_len, ewm_out.video_present)
-                drop |= future_token_mask(audio_mask, ewm_out.audio_past_len, ewm_out.audio_present)
+        if has_beliefs:
+            future = {"pixel_values_videos": future_pixel_values_videos, "video_grid_thw": future_video_grid_thw,
+                      "input_features": future_input_features,
+                      "feature_attention_mask": future_feature_attention_mask}  # fmt: skip
+            ewm_out, rho_host = self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout,
+                                              media, future, future_layout, video_second_per_grid,
+                                              emotion_labels)  # fmt: skip
+            inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask=input_ids == belief_id, ewm_out=ewm_out,
+                                                 layout=layout)  # fmt: skip
+            if rho_host is not None:  # the embedded split: the LLM sees only the past tokens
                 if past_key_values is not None and past_key_values.get_seq_length() > 0:
                     raise ValueError("keep_ratio < 1 drops tokens and cannot continue from a KV cache")
-                if attention_mask is None:
-                    attention_mask = torch.ones_like(input_ids)
-                if position_ids is None:
-                    raise ValueError("dropping future tokens needs the full sequence's position_ids")
-                new_len = max(length - n for length, n in zip(layout.lengths, dropped, strict=True))
-                inputs_embeds, attention_mask, position_ids, labels, kept_index = drop_positions(
-                    drop, attention_mask, inputs_embeds, position_ids, labels, new_len, layout.left_padded
-                )
-                use_cache, past_key_values = False, None
+                if self.wetr is not None:
+                    raise ValueError("WETR refines a whole prompt: it takes no keep_ratio < 1")
+                shortened = self._drop_future(input_ids, inputs_embeds, attention_mask, labels, layout, rho_host,
+                                              ewm_out, media, use_audio_in_video, video_second_per_grid)  # fmt: skip
+                if shortened is not None:
+                    inputs_embeds, attention_mask, position_ids, labels, kept_index = shortened
+                    use_cache, past_key_values = False, None
 
-        if self.wetr is not None:  # issue 13: training-free token refinement inside the language model
-            decoding = past_key_values is not None and past_key_values.get_seq_length() > 0
-            if wetr_roles is None and not decoding:
-                raise ValueError(
-                    "WETR is on but no wetr_roles were given: build the prompts with processor.build_prompt(..., "
-                    "wetr_queries=True) and pass wetr_roles=processor.token_roles(input_ids)"
-                )
-            if kept_index is not None:
-                raise ValueError("WETR refines a whole prompt: it takes no keep_ratio < 1")
-            text_model = self.model.language_model
-            if decoding:  # a decode step, or candidates continuing from a scored prompt
-                hidden = refined_decode(text_model, inputs_embeds, attention_mask, position_ids, past_key_values)
-            else:
-                if use_cache and past_key_values is None:
-                    past_key_values = DynamicCache(config=self.config.get_text_config())
-                roles = wetr_roles.to(inputs_embeds.device)
-                if roles.shape[1] < inputs_embeds.shape[1]:  # uncached generation: the generated tokens are instruction
-                    roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=WETR_INSTRUCTION)
-                hidden, kept_index = refined_language_model(
-                    text_model, inputs_embeds, attention_mask, position_ids, roles, self.wetr, self.wetr_record,
-                    past_key_values if use_cache or past_key_values is not None else None,
-                )  # fmt: skip
-                if labels is not None:
-                    labels = labels_at(labels, kept_index)
-            outputs = ModelOutput(last_hidden_state=hidden, past_key_values=past_key_values, hidden_states=None,
-                                  attentions=None)  # fmt: skip
-        else:
-            outputs = self.model(
-                input_ids=None,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                inputs_embeds=inputs_embeds,
-                use_cache=use_cache,
-                **kwargs,
-            )
-        logits = self.lm_head(outputs.last_hidden_state)
+        hidden, past_key_values, hidden_states, attentions, labels, refined_index = self._language_model(
+            inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, labels, wetr_roles, **kwargs
+        )
+        logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = self.loss_function(
@@ -770,19 +930,12 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             )
         return AffectVerseCausalLMOutputWithPast(
             loss=loss,
-            imagination_loss=None if ewm_out is None else ewm_out.imagination_loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            belief_tokens=None if ewm_out is None else ewm_out.belief_tokens,
-            belief_counts=None if ewm_out is None else ewm_out.belief_counts,
-            imagination_cosine=None if ewm_out is None else ewm_out.imagination_cosine,
-            imagination_baselines=None if ewm_out is None else ewm_out.imagination_baselines,
-            imagination_target_similarity=None if ewm_out is None else ewm_out.target_similarity,
-            kept_index=kept_index,
-            emotion_trajectory=None if ewm_out is None else ewm_out.emotion_trajectory,
-            emotion_loss=None if ewm_out is None else ewm_out.emotion_loss,
+            past_key_values=past_key_values,
+            hidden_states=hidden_states,
+            attentions=attentions,
+            kept_index=kept_index if refined_index is None else refined_index,
+            **AffectVerseCausalLMOutputWithPast.ewm_fields(ewm_out),
         )
 
     # -- generation ---------------------------------------------------------------------------------

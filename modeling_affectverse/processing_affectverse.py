@@ -24,9 +24,11 @@ from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import (
 )
 
 from .configuration_affectverse import MER_LABELS  # MER2023 / MER2024, the prompt's order
+from .partial_observation import FutureLayout, FutureSegments
 from .wetr import QUERY_NEG_TEXT, QUERY_POS_TEXT
 
 IGNORE_INDEX = -100
+AUDIO_TOKENS_PER_SECOND = 25  # the Omni audio encoder: 100 mel frames per second, halved twice (its position clock too)
 SENTIMENT_ANSWERS = ("positive", "negative")  # what the sentiment question asks for (Appendix A)
 BELIEF_TOKEN = "<|belief|>"
 BELIEF_INJECTIONS = ("interleaved", "single", "none")  # where placeholders go: two places, one place, nowhere
@@ -176,6 +178,10 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.frame_size = frame_size
         self.belief_injection = belief_injection
         self.emotion_labels: list[str] | None = None  # set by follow_model_config for an emotion-first model
+        # how a training sample is split (the model config's; follow_model_config sets them): DESIGN §4.3 revised
+        self.ewm_split = "clip"
+        self.ewm_horizon_seconds = 2.0
+        self.imagines = True  # the model scores an imagination: the clip split's collator adds the future inputs
         self.belief_token = BELIEF_TOKEN
         self.belief_token_id = tokenizer.convert_tokens_to_ids(BELIEF_TOKEN)
         self.set_wetr_queries(wetr_query_pos, wetr_query_neg)
@@ -225,6 +231,8 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.belief_tokens_single = config.ewm_belief_tokens_single
         self.belief_injection = config.ewm_injection if config.ewm_belief_construction != "none" else "none"
         self.emotion_labels = config.emotion_labels  # emotion-first: the space the collator indexes labels in
+        self.ewm_split, self.ewm_horizon_seconds = config.ewm_split, float(config.ewm_horizon_seconds)
+        self.imagines = bool(config.imagines)
         return self
 
     # -- prompt ------------------------------------------------------------------------------------
@@ -538,6 +546,74 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             for i in range(len(processed["video_grid_thw"]))
         ]
         return processed, replacements
+
+    # -- the clip split's future segments ---------------------------------------------------------
+    def future_inputs(self, futures: list, fps: list[float] | None = None) -> dict:
+        """The clip split's future inputs for a batch (DESIGN §4.3 revised): each sample's future segment
+        (`media_affectverse.FutureMedia`, or None) processed as a clip of its own, video and audio apart, plus the
+        `FutureLayout` that says which sample each row belongs to, where it starts and how long it is.
+
+        `fps`: each sample's frame rate (default `self.fps`). A future audio shorter than one audio token has nothing
+        to score and is left out. Returns the model's `future_*` keyword arguments (empty when no sample has a
+        future)."""
+        fps = [self.fps] * len(futures) if fps is None else [float(f) for f in fps]
+        videos, audios = [], []
+        for sample, future in enumerate(futures):
+            if future is None:
+                continue
+            if future.frames is not None and len(future.frames):
+                videos.append((sample, future))
+            if future.wave is not None and len(future.wave) >= self.min_audio_samples:
+                audios.append((sample, future))
+        outputs: dict = {}
+        video = audio = FutureSegments()
+        if videos:
+            rates = [fps[sample] for sample, _ in videos]
+            text = self.build_prompt("", video=True)
+            processed = self(text=[text] * len(videos), videos=[f.frames for _, f in videos],
+                             videos_kwargs={"fps": rates}, max_length=None, belief_placeholders=False, padding=True,
+                             return_tensors="pt")  # fmt: skip
+            grid = processed["video_grid_thw"]
+            merge = self.video_processor.merge_size**2
+            patch = self.video_processor.temporal_patch_size
+            video = FutureSegments(
+                sample=tuple(sample for sample, _ in videos),
+                start=tuple(float(f.video_start) for _, f in videos),
+                seconds=tuple(len(f.frames) / rate for (_, f), rate in zip(videos, rates, strict=True)),
+                tokens=tuple(int(n) for n in (grid.prod(-1) // merge).tolist()),
+                step=tuple(patch / rate for rate in rates),
+                per_step=tuple(int(n) for n in (grid[:, 1] * grid[:, 2] // merge).tolist()),
+            )
+            outputs["future_pixel_values_videos"] = processed["pixel_values_videos"]
+            outputs["future_video_grid_thw"] = grid
+        if audios:
+            text = self.build_prompt("", audio=True)
+            processed = self(text=[text] * len(audios), audio=[f.wave for _, f in audios], max_length=None,
+                             belief_placeholders=False, padding=True, return_tensors="pt")  # fmt: skip
+            mask = processed["feature_attention_mask"]
+            rate = self.feature_extractor.sampling_rate
+            audio = FutureSegments(
+                sample=tuple(sample for sample, _ in audios),
+                start=tuple(float(f.audio_start) for _, f in audios),
+                seconds=tuple(len(f.wave) / rate for _, f in audios),
+                tokens=tuple(int(n) for n in _get_feat_extract_output_lengths(mask.sum(1)).tolist()),
+                step=(1.0 / AUDIO_TOKENS_PER_SECOND,) * len(audios),
+                per_step=(1,) * len(audios),
+            )
+            outputs["future_input_features"] = processed["input_features"]
+            outputs["future_feature_attention_mask"] = mask
+        if outputs:
+            outputs["future_layout"] = FutureLayout(len(futures), video, audio)
+        return outputs
+
+    @property
+    def min_audio_samples(self) -> int:
+        """Fewest audio samples that give one audio token (a shorter clip is zero-padded to this, with a warning)."""
+        return self._min_audio_samples()
+
+    def video_tokens(self, num_frames: int) -> int:
+        """Video tokens of `num_frames` frames at `frame_size` (the token budget's count)."""
+        return self._video_tokens(num_frames)
 
     # -- token budget ------------------------------------------------------------------------------
     def _video_tokens(self, num_frames: int) -> int:

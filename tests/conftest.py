@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse.media_affectverse import ClipSplit
 from modeling_affectverse.processing_affectverse import task_question
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_model
 from training.demo_data import generate_demo_dataset
@@ -40,17 +41,26 @@ def model(make_model):
 
 
 def build_inputs(processor, combos, seconds=(2.0,), answer=None, belief_placeholders=None, max_length=None,
-                 seeds=None) -> dict:  # fmt: skip
+                 seeds=None, keep_ratio=None) -> dict:  # fmt: skip
     """Processor outputs for a list of modality combos (one sample each), plus forward kwargs.
 
-    `belief_placeholders=None` leaves the choice to the processor (its `belief_injection`)."""
-    texts, videos, audios, audio_sources = [], [], [], []
+    `belief_placeholders=None` leaves the choice to the processor (its `belief_injection`). `keep_ratio`: the clip
+    split, as the collator makes it in training: each clip cut at rho x its length, its next `ewm_horizon_seconds`
+    added as the future inputs."""
+    texts, videos, audios, audio_sources, futures = [], [], [], [], []
     in_video = any(COMBOS[c][2] for c in combos)
     for i, combo in enumerate(combos):
         video, audio, from_video = COMBOS[combo]
         length = seconds[i % len(seconds)]
         seed = i if seeds is None else seeds[i]
         frames, wave = synthetic_clip(length, seed=seed)
+        frames, wave = frames if video else None, wave if audio else None
+        if keep_ratio is not None and (video or audio):
+            split = ClipSplit.of(keep_ratio, frames, processor.fps, wave, 16000)
+            futures.append(split.future(frames, wave, processor.ewm_horizon_seconds) if processor.imagines else None)
+            frames, wave = split.past(frames, wave)
+        elif keep_ratio is not None:
+            futures.append(None)
         texts.append(
             processor.build_prompt(
                 task_question("emotion", list(MER_LABELS)),
@@ -74,6 +84,8 @@ def build_inputs(processor, combos, seconds=(2.0,), answer=None, belief_placehol
     forward = dict(inputs)
     if in_video:
         forward["use_audio_in_video"] = True
+    if futures:
+        forward.update(processor.future_inputs(futures))
     return forward
 
 

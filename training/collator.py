@@ -5,6 +5,12 @@ runs the processor on the batch. It also draws, per sample, the keep ratio rho (
 dropout (DESIGN §4.9): from a generator seeded by (seed, epoch, sample id), so a run is reproducible, a resumed run
 draws what the uninterrupted run drew, and every data-parallel process agrees without sharing state.
 
+Partial observation (DESIGN §4.3 revised, the clip split, the default): rho becomes a split time t* = rho x the
+clip's length and the clip is cut there BEFORE the processor (`media_affectverse.ClipSplit`, the rule of every
+observed-prefix protocol), so a training sample is exactly the short clip the model would see at inference. The next
+`ewm_horizon_seconds` are processed apart as the model's `future_*` inputs, the imagination's target only. With the
+paper's embedded split the whole clip is processed and rho goes to the model (`keep_ratio`).
+
 Bad rows never stop an epoch: rows whose media cannot be decoded or whose label gives no answer are skipped with a
 warning and counted (`skipped`), or raise `DataError` in strict mode. A batch whose rows all fail becomes one
 text-only sample without labelled tokens: a step that changes nothing, counted as `empty_batch`.
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from modeling_affectverse.media_affectverse import MediaError, decode_clip, observed_prefix
+from modeling_affectverse.media_affectverse import ClipSplit, MediaError, decode_clip, observed_prefix
 from modeling_affectverse.modeling_affectverse import BatchLayout
 from modeling_affectverse.processing_affectverse import (
     ANSWER_FORMATS,
@@ -99,9 +105,10 @@ class AffectVerseCollator:
         with_answer: put the answer in the prompt and label it (training, scoring); False gives prompts that end at
             the assistant header, for generation (no labels, the rows need none).
         observe_ratio: evaluation protocol of the paper's Table 2: the model sees only the first fraction of each
-            clip's video frames and audio samples (at least one temporal patch of 2 frames).
-        keep_ratio: evaluation with a fixed training-style split: every sample gets this rho (the model drops the
-            future and reports the imagination loss on it). None: training draws rho, evaluation keeps everything.
+            clip (`media_affectverse.observed_prefix`: whole temporal patches, audio up to the same time).
+        keep_ratio: evaluation with a fixed training-style split: every sample gets this rho (the clip is cut there
+            and its future passed for the imagination loss; embedded split: the model drops the future). None:
+            training draws rho, evaluation keeps everything.
         cache_media: keep each row's decoded media in memory (a small dataset seen for many epochs, like the demo),
             so a clip is decoded once rather than once per epoch.
         answer_format: `"label"` (the answer alone) or `"reasoning"` (issue 14): the question asks for the cues in
@@ -162,6 +169,7 @@ class AffectVerseCollator:
         self._prompt_room: dict = {}  # tokens left for a subtitle, per kind of prompt (see _fit_subtitle)
         self.last_kept: list[int] = []  # indices of the last call's rows that are in its batch, in batch order
         self.last_skipped: list[tuple] = []  # (id, reason, message) of the last call's skipped rows
+        self.last_keep_ratio: list[float] | None = None  # rho of each sample of the last batch (None: whole clips)
         self.epoch = 0
         self.skipped: Counter = Counter()
         self.adjusted: Counter = Counter()  # rows used with a documented change (a subtitle cut to the budget)
@@ -211,8 +219,23 @@ class AffectVerseCollator:
         frames = None if media.video is None else media.video.frames
         fps = self.fps if media.video is None else media.video.fps
         wave = None if media.audio is None else media.audio.waveform
-        frames, wave = observed_prefix(frames, wave, self.observe_ratio)  # only the clip's beginning is observed
+        rate = self.processor.feature_extractor.sampling_rate
+        patch = self.processor.video_processor.temporal_patch_size
+        frames, wave = observed_prefix(frames, fps, wave, rate, self.observe_ratio, patch)  # the clip's beginning only
         return _Sample(row, frames, fps, wave, media.audio_from_video)
+
+    def _cut(self, sample: _Sample, rho: float):
+        """The clip split (DESIGN §4.3 revised): the sample becomes its clip cut at t* = rho x its length, processed
+        as a short clip is; returns the future segment after the cut (`FutureMedia`), or None when the model has no
+        imagination to score or nothing follows."""
+        processor = self.processor
+        rate, patch = processor.feature_extractor.sampling_rate, processor.video_processor.temporal_patch_size
+        if rho >= 1 or (sample.frames is None and sample.wave is None):
+            return None
+        split = ClipSplit.of(rho, sample.frames, sample.fps, sample.wave, rate, patch)
+        future = split.future(sample.frames, sample.wave, processor.ewm_horizon_seconds) if processor.imagines else None
+        sample.frames, sample.wave = split.past(sample.frames, sample.wave)
+        return future
 
     def _drop_modality(self, sample: _Sample, rng: np.random.Generator) -> None:
         """DESIGN §4.9: with probability p drop video or audio (half each) of a sample that has both."""
@@ -243,6 +266,10 @@ class AffectVerseCollator:
             if answer_format == "joint":  # drawn after the other draws: label and reasoning collators draw as before
                 answer_format = "reasoning" if has_reasoning(sample.row) and rng.random() < 0.5 else "label"
             formats.append(answer_format)
+        rho = keep if self.train else None if self.keep_ratio is None else [self.keep_ratio] * len(samples)
+        self.last_keep_ratio = rho
+        clip_split = self.processor.ewm_split == "clip"
+        futures = [self._cut(s, r) for s, r in zip(samples, rho, strict=True)] if clip_split and rho else []
         if not samples:
             self.skipped["empty_batch"] += 1
             warnings.warn(f"every row of a batch of {len(rows)} was skipped: an empty step is taken", stacklevel=2)
@@ -281,10 +308,10 @@ class AffectVerseCollator:
                 raise DataError(f"rows {[s.row.get('id') for s in samples]}: {err}") from err
         if in_video:
             batch["use_audio_in_video"] = True
-        if self.train:
-            batch["keep_ratio"] = torch.tensor(keep, dtype=torch.float32)
-        elif self.keep_ratio is not None:
-            batch["keep_ratio"] = torch.full((len(samples),), self.keep_ratio, dtype=torch.float32)
+        if rho is not None and not clip_split:  # the embedded split: the model drops the future tokens itself
+            batch["keep_ratio"] = torch.tensor(rho, dtype=torch.float32)
+        if any(future is not None for future in futures):
+            batch.update(processor.future_inputs(futures, [s.fps for s in samples]))
         emotions = getattr(processor, "emotion_labels", None)  # emotion-first (issue 14): the clip label's index
         if emotions and self.with_answer:
             batch["emotion_labels"] = torch.tensor(
@@ -301,8 +328,9 @@ class AffectVerseCollator:
         if self._layout_ids is None:
             self._layout_ids = BatchLayout.token_ids(processor.tokenizer)
         batch["batch_layout"] = BatchLayout.read(
-            batch["input_ids"], batch["attention_mask"], self._layout_ids, batch.get("keep_ratio")
-        )
+            batch["input_ids"], batch["attention_mask"], self._layout_ids, batch.get("keep_ratio"),
+            batch.get("video_grid_thw"), processor.video_processor.merge_size,
+        )  # fmt: skip
         return batch
 
     def _fit_subtitle(self, row: dict, question: str, has_media: bool, prompt: dict) -> str | None:
@@ -318,7 +346,7 @@ class AffectVerseCollator:
             frame = processor.build_prompt(question, subtitle="x", **prompt)  # "x": the subtitle line's frame
             reserve = processor.belief_tokens_dual if has_media else 0
             if prompt["video"]:
-                reserve += processor._video_tokens(2 * processor.video_processor.temporal_patch_size)  # fewest frames
+                reserve += processor.video_tokens(2 * processor.video_processor.temporal_patch_size)  # fewest frames
             if has_media and (prompt["audio"] or not prompt["video"]):
                 reserve += 2
             used = len(tokenizer(frame, add_special_tokens=False)["input_ids"])

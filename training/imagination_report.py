@@ -36,8 +36,9 @@ def imagination_report(
 ) -> dict | None:
     """Held-out imagination statistics of `model` (an AffectVerse model or a PEFT wrapper of one) on manifest rows.
 
-    Each row is split at every keep ratio (the training split: the first ceil(rho N) tokens of each stream are the
-    past, the rest the future the EWM is scored against). Returns None for a model that does not imagine.
+    Each row is split at every keep ratio as training splits it (the model's `ewm_split`: by default the clip cut at
+    rho x its length, scored against the next `ewm_horizon_seconds` in fixed time bins, the bins past the clip's end
+    left out of every term). Returns None for a model that does not imagine.
 
     Returns:
         {"pairs": n, "ewm_loss", "copy_last_loss", "set_mean_loss", "skill_copy_last", "skill_set_mean",
@@ -61,16 +62,18 @@ def imagination_report(
     for modality in sorted(collected):
         pairs = ImaginationPairs.cat(collected[modality])
         imagined = pairs.imagined.float()  # (P, K, Q, W)
-        pairs = ImaginationPairs(imagined, pairs.target.float(), pairs.copy_last.float())
-        ewm, cosine = imagination_loss_terms(imagined, pairs.target[:, None], weight)  # (P, K) each
+        bins = pairs.bins
+        pairs = ImaginationPairs(imagined, pairs.target.float(), pairs.copy_last.float(), None, bins)
+        ewm, cosine = imagination_loss_terms(imagined, pairs.target[:, None], weight,
+                                             None if bins is None else bins[:, None])  # (P, K) each  # fmt: skip
         copied, set_mean = pairs.baseline_losses(weight)  # (P,) each: the mean target over the whole held-out set
         totals["ewm"].append(ewm.mean(1))
         totals["copy_last"].append(copied)
         totals["set_mean"].append(set_mean)
         totals["cosine"].append(cosine)
         by_modality[MODALITY_NAMES[modality]] = _summary(
-            ewm.mean(1), copied, set_mean, cosine, mean_pairwise_cosine(pairs.target),
-            mean_pairwise_cosine(imagined[:, -1]),
+            ewm.mean(1), copied, set_mean, cosine, mean_pairwise_cosine(pairs.target, bins=bins),
+            mean_pairwise_cosine(imagined[:, -1], bins=bins),
         )  # fmt: skip
     similarities = [by_modality[MODALITY_NAMES[m]] for m in sorted(collected)]
     report = _summary(

@@ -8,9 +8,9 @@ which would skip the Emotion World Module. This trainer calls `model(**inputs)` 
 Both terms are normalised over the whole optimizer step, not per micro-batch: the LM term by the answer tokens of
 the gradient-accumulation window (the Trainer's `num_items_in_batch`), the imagination term by the (sample,
 modality) pairs it supervises in that window (`count_imagination_targets`, known before the forward because the
-collator draws the keep ratios). So 2 micro-batches of 1 give the gradients of 1 batch of 2, and N processes give
-the gradients of one process with N times the batch. LM loss, imagination loss and the per-step imagination cosine
-are logged as separate metrics.
+collator draws the keep ratios and builds the future inputs). So 2 micro-batches of 1 give the gradients of 1 batch
+of 2, and N processes give the gradients of one process with N times the batch. LM loss, imagination loss and the
+per-step imagination cosine are logged as separate metrics.
 """
 
 from __future__ import annotations
@@ -122,9 +122,7 @@ class AffectVerseSFTTrainer(SFTTrainer):
         return (model.get_base_model() if hasattr(model, "get_base_model") else model).config
 
     def _targets(self, batch: dict) -> int:
-        return count_imagination_targets(
-            batch["input_ids"], batch.get("keep_ratio"), self._config(), batch.get("batch_layout")
-        )
+        return count_imagination_targets(batch, self._config())
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """As the Trainer's, plus the imagination targets of the whole window (summed over processes)."""

@@ -44,8 +44,9 @@ def test_trajectory_ends_at_the_pipelines_probabilities(recognizer, row):
 
 @pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 1.0])
 def test_each_fraction_observes_what_the_collators_observe_ratio_observes(recognizer, row, fraction):
-    """The model inputs at fraction f equal the collator's with `observe_ratio=f` on the same clip: the same first
-    ceil(f x T) frames and ceil(f x N) audio samples, the same prompt."""
+    """The model inputs at fraction f equal the collator's with `observe_ratio=f` on the same clip: the clip cut at
+    t* = f x its length (whole 2-frame patches ending by t*, at least one; audio samples before t*), the same
+    prompt."""
     processor = recognizer.processor
     model_inputs = recognizer.preprocess({"video": row["video"], "subtitle": row["subtitle"]},
                                          label_set=row["label_set"], trajectory=[fraction])  # fmt: skip
@@ -58,10 +59,12 @@ def test_each_fraction_observes_what_the_collators_observe_ratio_observes(recogn
                 "feature_attention_mask"):  # fmt: skip
         assert torch.equal(inputs[key], expected[key]), key
     media = processor.decode(row["video"], row["audio"])
-    frames = len(media.video.frames)
-    assert step["frame_index"] == max(2, math.ceil(fraction * frames)) - 1
+    frames, rate = len(media.video.frames), media.audio.sample_rate
+    t = fraction * max(frames / media.video.fps, len(media.audio.waveform) / rate)
+    whole = frames if fraction == 1.0 else min(frames, max(2, 2 * math.floor(t * media.video.fps / 2 + 1e-9)))
+    assert step["frame_index"] == whole - 1
     samples = int(expected["feature_attention_mask"].sum()) * processor.feature_extractor.hop_length
-    assert abs(samples - math.ceil(fraction * len(media.audio.waveform))) < processor.feature_extractor.hop_length
+    assert abs(samples - min(len(media.audio.waveform), math.ceil(t * rate))) < processor.feature_extractor.hop_length
 
 
 def test_bad_trajectory_options_are_refused(recognizer, row):

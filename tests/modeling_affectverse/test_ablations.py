@@ -44,14 +44,15 @@ def test_lora_only_is_exactly_the_thinker_and_its_adapter_holds_no_ewm(tmp_path)
 def test_random_tokens_do_not_depend_on_the_input_and_do_not_imagine():
     model, processor = build_tiny_model(ewm_belief_construction="random_tokens")
     assert ewm_names(model) == {"free_beliefs", "up_proj"}
-    first = build_inputs(processor, ["video+audio", "video"], seeds=[0, 1])
-    second = build_inputs(processor, ["video+audio", "video"], seeds=[5, 6], seconds=(3.0,))
+    first = build_inputs(processor, ["video+audio", "video"], seeds=[0, 1], keep_ratio=0.5)
+    second = build_inputs(processor, ["video+audio", "video"], seeds=[5, 6], seconds=(3.0,), keep_ratio=0.5)
+    assert "future_layout" not in first  # the processor follows the model: nothing is imagined, no future to encode
     with torch.no_grad():
-        a = model(**first, keep_ratio=0.5)
-        b = model(**second, keep_ratio=0.5)
+        a = model(**first)
+        b = model(**second)
     torch.testing.assert_close(a.belief_tokens, b.belief_tokens, rtol=0, atol=0)
     assert not torch.equal(a.belief_tokens[0], a.belief_tokens[1])  # dual and single regimes have their own tokens
-    assert a.imagination_loss is None and a.kept_index is not None  # the future is still dropped for the LLM
+    assert a.imagination_loss is None and a.kept_index is None  # the input is the cut clip: nothing to drop
 
 
 def test_pooling_reads_only_the_observed_past():
@@ -83,9 +84,10 @@ def test_mean_aggregation_pools_the_imagined_tokens_without_mama():
     hidden, video, audio = batch([6], [6])
     out = ewm(hidden, video, audio)
     streams = [ewm._stream(hidden, m, i, None, None) for i, m in ((VIDEO, video), (AUDIO, audio))]
+    boundary = torch.maximum(streams[0].observed_end, streams[1].observed_end)
     imagined = [
-        ewm._imagine(streams[0], streams[1], ewm.video_imagination)[1],
-        ewm._imagine(streams[1], streams[0], ewm.audio_imagination)[1],
+        ewm._imagine(streams[0], streams[1], ewm.video_imagination, boundary)[1],
+        ewm._imagine(streams[1], streams[0], ewm.audio_imagination, boundary)[1],
     ]
     start, length = torch.zeros(1, dtype=torch.long), torch.tensor([imagined[0].shape[1] * imagined[0].shape[2]])
     pooled = [pool_future(x.flatten(1, 2), start, length, 4) for x in imagined]
@@ -125,11 +127,11 @@ def test_rollout_steps_and_belief_count_set_the_shapes():
     model, processor = build_tiny_model(ewm_rollout_steps=5, ewm_belief_tokens_dual=12, ewm_belief_tokens_single=6)
     memory_shapes = []
     model.ewm.aggregate_dual.register_forward_hook(lambda module, args, out: memory_shapes.append(args[0].shape))
-    inputs = build_inputs(processor, ["video+audio", "video"])
+    inputs = build_inputs(processor, ["video+audio", "video"], keep_ratio=0.5)
     assert (inputs["input_ids"] == processor.belief_token_id).sum(1).tolist() == [12, 6]
     with torch.no_grad():
-        out = model(**inputs, keep_ratio=0.5)
-        imagined = model.imagine(**inputs, keep_ratio=0.5).pairs[VIDEO].imagined
+        out = model(**inputs)
+        imagined = model.imagine(**inputs).pairs[VIDEO].imagined
     queries = model.config.ewm_num_future_queries
     assert imagined.shape[1:3] == (5, queries)  # (P, K, Q, W)
     assert memory_shapes[0][1] == 2 * 5 * queries  # both modalities' K x Q imagined tokens
@@ -190,7 +192,7 @@ def test_copy_last_and_batch_mean_baselines_are_the_stated_predictors():
         batch_mean.append(loss(pairs.target.mean(0, keepdim=True).expand_as(pairs.target), pairs.target))
     expected = torch.stack([torch.cat(copy_last).mean(), torch.cat(batch_mean).mean()])
     torch.testing.assert_close(out.imagination_baselines, expected)
-    stream = ewm._stream(hidden, video, VIDEO, torch.tensor([0.5, 0.4, 0.6]), None)
+    stream = ewm._stream(hidden, video, VIDEO, torch.tensor([0.5, 0.4, 0.6]), None, with_targets=True)
     torch.testing.assert_close(out.pairs[VIDEO].copy_last[0], stream.targets[0, stream.past_len[0] - 1])
 
 
@@ -201,7 +203,8 @@ def test_switches_are_validated_with_the_field_named():
         ("ewm_injection", "everywhere"),
         ("ewm_imagination_target", "ema"),
         ("ewm_time_embedding", "yes"),
-        ("ewm_inference_horizon", 0),
+        ("ewm_horizon_seconds", 0),
+        ("ewm_split", "tokens"),
     ):
         with pytest.raises(ValueError, match=field):
             AffectVerseConfig(**{field: value})

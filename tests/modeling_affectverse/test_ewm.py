@@ -92,11 +92,12 @@ def test_context_mode_controls_what_video_imagination_sees(mode, audio_matters):
     hidden, video, audio = batch([6], [6])
     video_stream = ewm._stream(hidden, video, VIDEO, None, None)
     audio_stream = ewm._stream(hidden, audio, AUDIO, None, None)
-    _, imagined = ewm._imagine(video_stream, audio_stream, ewm.video_imagination)
+    boundary = torch.maximum(video_stream.observed_end, audio_stream.observed_end)
+    _, imagined = ewm._imagine(video_stream, audio_stream, ewm.video_imagination, boundary)
     changed = hidden.clone()
     changed[audio] += 1.0
     audio_changed = ewm._stream(changed, audio, AUDIO, None, None)
-    _, imagined_changed = ewm._imagine(video_stream, audio_changed, ewm.video_imagination)
+    _, imagined_changed = ewm._imagine(video_stream, audio_changed, ewm.video_imagination, boundary)
     assert (not torch.allclose(imagined, imagined_changed)) == audio_matters
 
 

@@ -60,8 +60,9 @@ def test_ewm_runs_once_per_generate_and_belief_token_is_never_generated(model, m
     assert not (out[:, inputs["input_ids"].shape[1] :] == processor.belief_token_id).any()
 
 
-def _expected_kept(input_ids, attention_mask, config, rho):
-    """Reference: per-sample Python loop over each modality stream, independent of the model's code."""
+def _expected_kept(input_ids, attention_mask, config, rho, video_patch=4):
+    """Reference: per-sample Python loop over each modality stream, independent of the model's code (the embedded
+    split: whole video patches of `video_patch` tokens, floor(rho x patches) of them; ceil(rho x N) audio tokens)."""
     kept = []
     for b in range(input_ids.shape[0]):
         keep = []
@@ -71,7 +72,10 @@ def _expected_kept(input_ids, attention_mask, config, rho):
             if attention_mask[b, i] == 0:
                 continue
             if token in seen and totals[token] >= 2:
-                past = max(1, min(totals[token], -(-int(rho * totals[token] * 1000) // 1000)))
+                if token == config.video_token_id:
+                    past = max(1, int(rho * (totals[token] // video_patch) + 1e-6)) * video_patch
+                else:
+                    past = max(1, min(totals[token], -(-int(rho * totals[token] * 1000) // 1000)))
                 seen[token] += 1
                 if seen[token] > past:
                     continue
@@ -81,7 +85,9 @@ def _expected_kept(input_ids, attention_mask, config, rho):
 
 
 def test_training_forward_on_interleaved_sample(make_model, make_inputs, processor):
-    model = make_model()
+    """The embedded split (the paper's, for reproduction): the future tokens leave the LLM input, and what is left is
+    positioned as the processor positions the clip cut at the same point (issue 21 item 5: no gap after the media)."""
+    model = make_model(ewm_split="embedded")
     inputs = make_inputs(["audio-in-video", "audio"], seconds=(4.0, 1.6), answer="happy")
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     vid, aud = model.config.video_token_id, model.config.audio_token_id
@@ -96,15 +102,6 @@ def test_training_forward_on_interleaved_sample(make_model, make_inputs, process
 
     captured = {}
     model.model.register_forward_pre_hook(lambda m, a, kw: captured.update(kw), with_kwargs=True)
-    full_positions, _ = model.model.get_rope_index(
-        ids,
-        None,
-        inputs["video_grid_thw"],
-        mask,
-        True,
-        inputs["feature_attention_mask"].sum(1),
-        inputs["video_second_per_grid"],
-    )
     lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, modules_to_save=["ewm"]))
     lora.train()
     out = lora(**inputs, labels=labels, keep_ratio=0.5)
@@ -118,9 +115,15 @@ def test_training_forward_on_interleaved_sample(make_model, make_inputs, process
         assert int(new_mask.sum()) == len(expected[b])
         assert bool(new_mask[-1]) and not bool(new_mask[0]) or int(new_mask.sum()) == new_mask.numel()
         kept = out.kept_index[b] >= 0
-        idx = out.kept_index[b][kept]
-        # positions gathered from the full sequence's 3D positions
-        assert torch.equal(captured["position_ids"][-3:, b][:, kept], full_positions[:, b, idx])
+        # positions: those of the clip cut where the split fell (2.0 s of 4.0, 0.8 s of 1.6), processed alone
+        alone = make_inputs([["audio-in-video", "audio"][b]], seconds=((4.0, 1.6)[b],), seeds=[b], answer="happy",
+                            keep_ratio=0.5)  # fmt: skip
+        assert int(alone["attention_mask"].sum()) == int(kept.sum())
+        positions, _ = model.model.get_rope_index(
+            alone["input_ids"], None, alone.get("video_grid_thw"), alone["attention_mask"], b == 0,
+            alone["feature_attention_mask"].sum(1), alone.get("video_second_per_grid"),
+        )  # fmt: skip
+        assert torch.equal(captured["position_ids"][-3:, b][:, kept], positions[:, 0])
     # labels rebuilt: the LM loss equals cross-entropy on the gathered labels
     gathered = torch.where(out.kept_index >= 0, labels.gather(1, out.kept_index.clamp(min=0)), -100)
     reference = torch.nn.functional.cross_entropy(

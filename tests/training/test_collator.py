@@ -46,18 +46,26 @@ def test_answers_by_task():
 
 
 def test_keep_ratio_and_dropout_draws_are_seeded_per_sample_and_epoch(processor, rows):
-    first = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)(rows[:4])
-    again = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)(rows[:4])
-    for key in ("keep_ratio", "input_ids", "labels"):
+    first_collator = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    first = first_collator(rows[:4])
+    again_collator = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    again = again_collator(rows[:4])
+    assert first_collator.last_keep_ratio == again_collator.last_keep_ratio
+    for key in ("input_ids", "labels", "future_input_features"):
         torch.testing.assert_close(first[key], again[key])
-    alone = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)(rows[2:3])  # batch-independent draws
-    assert float(alone["keep_ratio"][0]) == float(first["keep_ratio"][2])
-    assert ((first["keep_ratio"] >= 0.3) & (first["keep_ratio"] <= 1.0)).all()
+    alone = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    alone(rows[2:3])  # batch-independent draws
+    assert alone.last_keep_ratio[0] == first_collator.last_keep_ratio[2]
+    assert all(0.3 <= rho <= 1.0 for rho in first_collator.last_keep_ratio)
+    assert "keep_ratio" not in first  # the clip split: the clip is already cut, the model splits nothing
     later = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
     later.epoch = 1
-    assert not torch.equal(later(rows[:4])["keep_ratio"], first["keep_ratio"])
-    evaluation = AffectVerseCollator(processor, train=False)(rows[:2])
-    assert "keep_ratio" not in evaluation  # rho = 1: nothing dropped, nothing imagined past the clip
+    later(rows[:4])
+    assert later.last_keep_ratio != first_collator.last_keep_ratio
+    evaluation = AffectVerseCollator(processor, train=False)
+    batch = evaluation(rows[:2])
+    assert evaluation.last_keep_ratio is None  # whole clips: nothing cut, nothing imagined past the clip
+    assert not any(key.startswith("future_") for key in batch)
 
 
 def test_modality_dropout_removes_one_modality_for_the_llm_too(processor, rows):

@@ -26,10 +26,10 @@ def test_evaluation_sees_whole_clips_with_every_modality(run_sft, demo_manifest)
     processor = trainer.processing_class
     train_batch = next(iter(trainer.get_train_dataloader()))
     assert placeholders(train_batch, processor) == [4, 4]  # dropout 1: one modality dropped from every sample
-    assert "keep_ratio" in train_batch
+    assert "future_layout" in train_batch  # the clips were cut: their futures are the imagination's targets
     eval_batch = next(iter(trainer.get_eval_dataloader()))
     assert placeholders(eval_batch, processor) == [8, 8]  # both modalities, nothing drawn
-    assert "keep_ratio" not in eval_batch
+    assert not any(key.startswith("future_") or key == "keep_ratio" for key in eval_batch)  # whole clips
     metrics = trainer.evaluate()
     assert "eval_loss" in metrics and "eval_imagination_loss" not in metrics  # whole clips: no future to imagine
 
@@ -38,7 +38,8 @@ def test_an_eval_keep_ratio_is_applied_to_every_eval_sample(run_sft, demo_manife
     trainer = run_sft("--max_steps", "1", "--eval_manifest", demo_manifest, "--eval_keep_ratio", "0.5",
                       "--per_device_eval_batch_size", "2")  # fmt: skip
     eval_batch = next(iter(trainer.get_eval_dataloader()))
-    assert eval_batch["keep_ratio"].tolist() == [0.5, 0.5]
+    assert trainer.eval_data_collator.last_keep_ratio == [0.5, 0.5]
+    assert eval_batch["future_layout"].batch_size == 2 and len(eval_batch["future_layout"].audio.sample) == 2
     metrics = trainer.evaluate()
     assert metrics["eval_imagination_loss"] > 0 and "eval_imagination_skill_copy_last" in metrics
 
