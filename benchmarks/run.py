@@ -41,7 +41,7 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration  # noqa: E402
 
-from benchmarks.syncs import count_ops, count_sync_ops  # noqa: E402
+from benchmarks.syncs import count_ops, count_sync_ops, future_encoder_syncs  # noqa: E402
 from modeling_affectverse import AffectVerseForConditionalGeneration  # noqa: E402
 from modeling_affectverse.count_ewm import load_preset  # noqa: E402
 from modeling_affectverse.ewm import EmotionWorldModule, count_parameters  # noqa: E402
@@ -387,19 +387,11 @@ def sync_section(repeats: int) -> dict:
     model = get_peft_model(affectverse, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
     with_beliefs, plain = inputs(True, "happy", cut=0.5), inputs(False, "happy", cut=0.5)  # the clip cut at 4 s
     config = affectverse.config
-
-    def encode_future():  # the thinker's own encoders on the future segment: their syncs are theirs
-        with torch.no_grad():
-            affectverse.model.get_video_features(with_beliefs["future_pixel_values_videos"],
-                                                 with_beliefs["future_video_grid_thw"])  # fmt: skip
-            affectverse.model.get_audio_features(with_beliefs["future_input_features"],
-                                                 with_beliefs["future_feature_attention_mask"])  # fmt: skip
-
     counts = {
         "affectverse_collator_layout": step_syncs(model, with_layout(with_beliefs, config)),
         "affectverse_no_layout": step_syncs(model, with_beliefs),
         "same_model_no_placeholders": step_syncs(model, plain),
-        "encoders_on_the_future_segment": count_sync_ops(encode_future)[0],
+        "encoders_on_the_future_segment": future_encoder_syncs(affectverse, with_beliefs),
     }
     args, kwargs = capture_ewm_call(model, with_beliefs)
     return {
@@ -650,18 +642,10 @@ def gpu_section(
     for size in train_batches:
         results[f"train_batch_{size}"] = train_pair(size)
     base = model.get_base_model()
-
-    def encode_future():  # the thinker's own encoders on the future segment: their syncs are theirs
-        with torch.no_grad():
-            base.model.get_video_features(future_one["future_pixel_values_videos"],
-                                          future_one["future_video_grid_thw"])  # fmt: skip
-            base.model.get_audio_features(future_one["future_input_features"],
-                                          future_one["future_feature_attention_mask"])  # fmt: skip
-
     results["training_step_sync_ops"] = {
         "affectverse": step_syncs(model, with_layout(one, config), **future_one),
         "no_placeholders": step_syncs(model, plain_one),
-        "encoders_on_the_future_segment": count_sync_ops(encode_future)[0],
+        "encoders_on_the_future_segment": future_encoder_syncs(base, future_one),
     }
     args, kwargs = capture_ewm_call(model, one, **future_one)
     results["ewm_alone"] = ewm_alone(model.get_base_model().ewm, args, kwargs, device, max(repeats, 20))

@@ -34,4 +34,18 @@ def count_ops(function: Callable[[], Any]) -> tuple[int, Any]:
     return len(top), result
 
 
-__all__ = ["SYNC_OPS", "count_ops", "count_sync_ops"]
+def future_encoder_syncs(model, batch: dict) -> dict[str, int]:
+    """Sync-inducing ops of the thinker's own encoders (`model.model`'s `get_video_features` /
+    `get_audio_features`, no gradient) on a batch's clip-split future inputs: what encoding the future segment costs
+    in host waits whatever the EWM does (issue 21)."""
+    import torch
+
+    def encode():
+        with torch.no_grad():
+            model.model.get_video_features(batch["future_pixel_values_videos"], batch["future_video_grid_thw"])
+            model.model.get_audio_features(batch["future_input_features"], batch["future_feature_attention_mask"])
+
+    return count_sync_ops(encode)[0]
+
+
+__all__ = ["SYNC_OPS", "count_ops", "count_sync_ops", "future_encoder_syncs"]

@@ -7,23 +7,10 @@ from __future__ import annotations
 
 import collections
 
-import torch
-
-from benchmarks.syncs import count_sync_ops
+from benchmarks.syncs import count_sync_ops, future_encoder_syncs
 from modeling_affectverse.tiny import build_tiny_processor, tiny_model
 from training.collator import AffectVerseCollator
 from training.manifest import load_manifest
-
-
-def future_encoder_syncs(model, batch) -> dict:
-    """Sync-inducing ops of the thinker's own encoders on the batch's future inputs (what any encoder call costs)."""
-
-    def encode():
-        with torch.no_grad():
-            model.model.get_video_features(batch["future_pixel_values_videos"], batch["future_video_grid_thw"])
-            model.model.get_audio_features(batch["future_input_features"], batch["future_feature_attention_mask"])
-
-    return count_sync_ops(encode)[0]
 
 
 def training_step_syncs(rows, placeholders: bool, with_layout: bool) -> tuple[dict, int]:
