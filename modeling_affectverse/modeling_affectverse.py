@@ -231,7 +231,10 @@ def count_imagination_targets(batch: dict, config) -> int:
     if (future is None) if clip else (keep_ratio is None):
         return 0
     input_ids, layout = batch["input_ids"], batch.get("batch_layout")
-    if layout is None or layout.batch_size != input_ids.shape[0] or (not clip and layout.keep_ratio is None):
+    stale = layout is None or layout.batch_size != input_ids.shape[0]
+    if not clip and not stale:  # the embedded split keeps whole video patches: it needs rho and the patch sizes
+        stale = layout.keep_ratio is None or (batch.get("video_grid_thw") is not None and layout.video_patch is None)
+    if stale:
         merge = config.vision_config.spatial_merge_size
         layout = BatchLayout.read(input_ids, None, BatchLayout.token_ids(config), None if clip else keep_ratio,
                                   batch.get("video_grid_thw"), merge)  # fmt: skip
