@@ -181,11 +181,14 @@ def state_bytes(model) -> int:
     return params + 3 * sum(p.numel() * p.element_size() for p in trainable)
 
 
+def total_loss(out) -> torch.Tensor:
+    """The training objective of a forward's output: LM loss + imagination loss when there is one (lambda = 1)."""
+    return out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss
+
+
 def optimizer_step(model, optimizer, batch: dict) -> None:
     """Forward (LM + imagination loss when there is one), backward, AdamW step."""
-    out = model(**batch)
-    loss = out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss
-    loss.backward()
+    total_loss(model(**batch)).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -211,8 +214,7 @@ def train_section(repeats: int) -> dict:
                                           repeats)  # fmt: skip
 
     def forward_backward(model, batch):
-        out = model(**batch)
-        (out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss).backward()
+        total_loss(model(**batch)).backward()
 
     memory_ours = state_bytes(ours) + saved_bytes(lambda: forward_backward(ours, worst))
     memory_base = state_bytes(base) + saved_bytes(lambda: forward_backward(base, plain))
@@ -360,9 +362,7 @@ def step_syncs(model, batch: dict, **extra) -> dict:
     """Sync-inducing ops in one forward + backward of `batch` (LM loss + imagination loss when there is one)."""
 
     def step():
-        out = model(**batch, **extra)
-        loss = out.loss if getattr(out, "imagination_loss", None) is None else out.loss + out.imagination_loss
-        loss.backward()
+        total_loss(model(**batch, **extra)).backward()
 
     counts, _ = count_sync_ops(step)
     model.zero_grad(set_to_none=True)
@@ -604,9 +604,7 @@ def gpu_section(
             torch.cuda.synchronize()
 
     def train_step(batch, extra):
-        out = model(**batch, **extra)
-        loss = out.loss if out.imagination_loss is None else out.loss + out.imagination_loss
-        loss.backward()
+        total_loss(model(**batch, **extra)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()

@@ -156,7 +156,7 @@ class StreamPlan:
     video_counts: tuple[int, ...]
     audio_counts: tuple[int, ...]
     keep_ratio: tuple[float, ...] | None  # None: rho = 1
-    video_step: tuple[int, ...] | None = None  # embedded split: video tokens per temporal patch (whole patches kept)
+    video_patch: tuple[int, ...] | None = None  # embedded split: video tokens per temporal patch (whole patches kept)
     future_counts: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # clip split: future tokens per modality
 
     @classmethod
@@ -181,8 +181,8 @@ class StreamPlan:
         result = []
         for modality, counts in enumerate((self.video_counts, self.audio_counts)):
             count = [n if n >= min_tokens else 0 for n in counts]
-            steps = self.video_step if modality == VIDEO and self.video_step is not None else (1,) * batch
-            past = [past_length(n, r, k) for n, r, k in zip(count, rho, steps, strict=True)]
+            patch = self.video_patch if modality == VIDEO and self.video_patch is not None else (1,) * batch
+            past = [past_length(n, r, k) for n, r, k in zip(count, rho, patch, strict=True)]
             if self.future_counts is None:
                 pairs = sum(n > p for n, p in zip(count, past, strict=True))
             else:
@@ -638,7 +638,7 @@ class EmotionWorldModule(nn.Module):
         facts = plan.streams(self.config.ewm_min_modality_tokens)
         device = hidden_states.device
         with_targets = keep_ratio is not None or future is not None
-        patch = None if plan.video_step is None else torch.tensor(plan.video_step, device=device)
+        patch = None if plan.video_patch is None else torch.tensor(plan.video_patch, device=device)
         seconds = token_seconds or {}
         video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times, facts[VIDEO]["size"],
                              target_states, with_targets, patch, seconds.get(VIDEO))  # fmt: skip

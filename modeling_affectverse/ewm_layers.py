@@ -14,11 +14,11 @@ from torch import nn
 
 
 def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None,
-                  step: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                  patch: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Past length per sample of the embedded (token-level) split (DESIGN §4.3): ceil(rho * N), at least 1, at most N.
 
-    `step` `(B,)`: tokens per temporal step (a video's merged patches per temporal patch). Given, the past is whole
-    steps: floor(rho * steps) of them (the patches ending at or before rho of the stream), at least one, so the split
+    `patch` `(B,)`: tokens per temporal patch (a video's merged spatial patches). Given, the past is whole patches:
+    floor(rho * patches) of them (the patches ending at or before rho of the stream), at least one, so the split
     never cuts a temporal patch (issue 21). None or 1 per token: the ceiling rule above.
 
     rho usually arrives as float32 (0.3 is stored as 0.30000001), so rho * N is allowed to overshoot an integer by
@@ -29,21 +29,21 @@ def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None,
     exact = keep_ratio.to(torch.float64) * count.to(torch.float64)
     tolerance = 1e-6 * count.to(torch.float64).clamp(min=1)  # float32 rho is within 6e-8 relative of the intended
     past = torch.ceil(exact - tolerance).long()
-    if step is not None:
-        step = step.to(count.device).long().clamp(min=1)
-        steps = count // step
-        whole = torch.floor(keep_ratio.to(torch.float64) * steps.to(torch.float64) + tolerance).long()
-        past = torch.where(step > 1, whole.clamp(min=1) * step, past)
+    if patch is not None:
+        patch = patch.to(count.device).long().clamp(min=1)
+        patches = count // patch
+        whole = torch.floor(keep_ratio.to(torch.float64) * patches.to(torch.float64) + tolerance).long()
+        past = torch.where(patch > 1, whole.clamp(min=1) * patch, past)
     return torch.minimum(past.clamp(min=1), count)
 
 
-def past_length(count: int, keep_ratio: float | None, step: int = 1) -> int:
+def past_length(count: int, keep_ratio: float | None, patch: int = 1) -> int:
     """`split_lengths` for one sample in plain Python (the host's copy of the rule, for shapes): the same float64
     arithmetic, so it agrees with the tensor version for every float32 rho."""
     if keep_ratio is None:
         return count
-    if step > 1:
-        past = max(math.floor(keep_ratio * (count // step) + 1e-6 * max(count, 1)), 1) * step
+    if patch > 1:
+        past = max(math.floor(keep_ratio * (count // patch) + 1e-6 * max(count, 1)), 1) * patch
     else:
         past = math.ceil(keep_ratio * count - 1e-6 * max(count, 1))
     return min(max(past, 1), count)

@@ -166,15 +166,12 @@ class ClipSplit:
     Attributes:
         seconds: t*, seconds from the clip's start.
         past_frames / past_samples: frames and audio samples of the past (None: the clip has no video / audio).
-        total_frames / total_samples: the whole clip's (None likewise).
         fps / sample_rate: the clip's frame and sample rates.
     """
 
     seconds: float
     past_frames: int | None
     past_samples: int | None
-    total_frames: int | None
-    total_samples: int | None
     fps: float
     sample_rate: int
 
@@ -193,8 +190,7 @@ class ClipSplit:
             past_frames = total if whole >= total else min(total, max(1, patches) * temporal_patch)
         if wave is not None:
             past_samples = min(len(wave), max(1, math.ceil(seconds * sample_rate - _TOLERANCE)))
-        return cls(seconds, past_frames, past_samples, None if frames is None else len(frames),
-                   None if wave is None else len(wave), fps, sample_rate)  # fmt: skip
+        return cls(seconds, past_frames, past_samples, fps, sample_rate)
 
     @classmethod
     def of(cls, ratio: float, frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int,
@@ -241,9 +237,7 @@ def observed_prefix(frames: np.ndarray | None, fps: float, wave: np.ndarray | No
     """The first `ratio` of a clip, as every observed-prefix protocol sees it: the clip cut at t* = ratio x its length
     (`ClipSplit`): whole temporal patches ending at or before t* (at least one), audio samples before t*. One rule for
     training's clip-level split, the benchmark runner's `--keep-ratios`, the belief trajectory and the Space."""
-    if ratio >= 1:
-        if not 0 < ratio <= 1:
-            raise ValueError(f"the observed fraction must lie in (0, 1], got {ratio}")
+    if ratio == 1:  # the whole clip (also one without media)
         return frames, wave
     return ClipSplit.of(ratio, frames, fps, wave, sample_rate, temporal_patch).past(frames, wave)
 

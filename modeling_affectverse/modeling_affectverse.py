@@ -15,7 +15,6 @@ with `from .x import Y`.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -651,8 +650,6 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         """The EWM's pass on a prefill: the split's rho (embedded) or the encoded future (clip), the frozen target
         states when there is something to score, the EWM. Returns `(EWMOutput, rho on the host or None)`."""
         rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
-        if rho is not None:
-            layout = dataclasses.replace(layout, keep_ratio=rho_host)
         segments = None
         if self.config.imagines:
             segments = self._future_segments(future, future_layout, layout.batch_size)
@@ -684,8 +681,8 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         new_len = max(length - n for length, n in zip(layout.lengths, dropped, strict=True))
-        inputs_embeds, attention_mask, _, labels, kept_index, kept_ids = drop_positions(
-            drop, attention_mask, inputs_embeds, None, labels, new_len, layout.left_padded, input_ids
+        inputs_embeds, attention_mask, labels, kept_index, kept_ids = drop_positions(
+            drop, attention_mask, inputs_embeds, labels, new_len, layout.left_padded, input_ids
         )
         kept = layout.past_tokens(rho_host, min_tokens)  # host: (video, audio) tokens kept per sample
         video_grid_thw = media.get("video_grid_thw")

@@ -128,28 +128,24 @@ def future_segment(features: torch.Tensor, segments: FutureSegments, batch_size:
             f"the future inputs give {features.shape[0]} tokens but future_layout describes {sum(segments.tokens)}"
         )
     width = max(segments.tokens, default=0)
-    slots, times = [], [0.0] * (batch_size * width)
-    span, end = [0.0] * batch_size, [0.0] * batch_size
+    slot = torch.arange(width)
+    times = torch.zeros(batch_size, width, dtype=torch.float64)
+    span, end = torch.zeros(batch_size), torch.zeros(batch_size)
+    slots = []
     for sample, start, seconds, tokens, step, per_step in zip(
         segments.sample, segments.start, segments.seconds, segments.tokens, segments.step, segments.per_step,
         strict=True,
     ):  # fmt: skip
-        for k in range(tokens):
-            slots.append(sample * width + k)
-            times[sample * width + k] = start + (k // per_step) * step
+        slots.append(sample * width + slot[:tokens])
+        times[sample, :tokens] = start + (slot[:tokens] // per_step) * step  # a video patch's tokens share its time
         span[sample], end[sample] = step, start + seconds
     device = features.device
     placed = features.new_zeros(batch_size * width, features.shape[-1])
     if slots:
-        placed = placed.index_copy(0, to_device(torch.tensor(slots), device), features)
+        placed = placed.index_copy(0, to_device(torch.cat(slots), device), features)
     count = to_device(torch.tensor(segments.counts(batch_size)), device)
-    if not width:
-        zeros = torch.zeros(batch_size, device=device)
-        return FutureSegment(placed.view(batch_size, 0, -1), zeros.view(batch_size, 0), zeros, zeros, count)
-    times_t = to_device(torch.tensor(times, dtype=torch.float32), device).view(batch_size, width)
-    span_t = to_device(torch.tensor(span, dtype=torch.float32), device)
-    end_t = to_device(torch.tensor(end, dtype=torch.float32), device)
-    return FutureSegment(placed.view(batch_size, width, -1), times_t, span_t, end_t, count)
+    return FutureSegment(placed.view(batch_size, width, features.shape[-1]), to_device(times.float(), device),
+                         to_device(span, device), to_device(end, device), count)  # fmt: skip
 
 
 # -- the embedded split (the paper's token-level split, for reproduction) -------------------------------------------
@@ -167,7 +163,6 @@ def drop_positions(
     drop: torch.Tensor,
     attention_mask: torch.Tensor,
     inputs_embeds: torch.Tensor,
-    position_ids: torch.Tensor | None,
     labels: torch.Tensor | None,
     new_len: int | None = None,
     left_padded: bool | None = None,
@@ -176,12 +171,12 @@ def drop_positions(
     """Remove the `drop` positions and re-pad the batch, keeping the input's padding side.
 
     `new_len` (the longest kept sequence) and `left_padded` set shapes: given from the host (`BatchLayout`), nothing
-    is read back from the device; None reads them. `position_ids` `(R, B, L)`, when given, are gathered with the
-    tokens (the old mechanism; the model now recomputes the kept sequence's positions instead, DESIGN §4.8 revised);
-    `input_ids`, when given, are gathered too (the kept ids, for that recomputation). Batched: one stable sort.
+    is read back from the device; None reads them. `input_ids`, when given, are gathered too: the kept ids, which the
+    model positions anew as a clip that long (DESIGN §4.8 revised; positions are never gathered from the full
+    sequence, whose gap after the media told the clip's length). Batched: one stable sort.
 
-    Returns `(inputs_embeds, attention_mask, position_ids, labels, kept_index, input_ids)` of length
-    L' = max kept tokens; `kept_index` holds each position's source index, -1 on padding.
+    Returns `(inputs_embeds, attention_mask, labels, kept_index, input_ids)` of length L' = max kept tokens;
+    `kept_index` holds each position's source index, -1 on padding.
     """
     keep = attention_mask.bool() & ~drop
     if new_len is None:
@@ -192,16 +187,12 @@ def drop_positions(
 
     embeds = inputs_embeds.gather(1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1]))
     embeds = embeds.masked_fill(~new_mask[..., None], 0.0)  # padding slots hold nothing (not a dropped future token)
-    positions = None
-    if position_ids is not None:
-        positions = position_ids.gather(2, order[None].expand(position_ids.shape[0], -1, -1))
-        positions = positions.masked_fill(~new_mask[None], 1)  # the thinker's value for padding
     if labels is not None:
         labels = labels.gather(1, order).masked_fill(~new_mask, IGNORE_INDEX)
     if input_ids is not None:
         input_ids = input_ids.gather(1, order).masked_fill(~new_mask, 0)
     kept_index = order.masked_fill(~new_mask, -1)
-    return embeds, new_mask.to(attention_mask.dtype), positions, labels, kept_index, input_ids
+    return embeds, new_mask.to(attention_mask.dtype), labels, kept_index, input_ids
 
 
 def audio_feature_length(tokens: int) -> int:

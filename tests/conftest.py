@@ -56,7 +56,7 @@ def build_inputs(processor, combos, seconds=(2.0,), answer=None, belief_placehol
         frames, wave = synthetic_clip(length, seed=seed)
         frames, wave = frames if video else None, wave if audio else None
         if keep_ratio is not None and (video or audio):
-            split = ClipSplit.of(keep_ratio, frames, processor.fps, wave, 16000)
+            split = ClipSplit.of(keep_ratio, frames, processor.fps, wave, processor.feature_extractor.sampling_rate)
             futures.append(split.future(frames, wave, processor.ewm_horizon_seconds) if processor.imagines else None)
             frames, wave = split.past(frames, wave)
         elif keep_ratio is not None:

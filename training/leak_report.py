@@ -82,8 +82,7 @@ def encoder_leak(model, processor, rows: list[dict], ratios: list[float], batch_
             for full, observed in zip(whole, cut, strict=True):
                 for modality in NAMES:
                     tokens = full[modality]
-                    step = patch if modality == VIDEO else 1
-                    split = tokens[: past_length(len(tokens), ratio, step)]
+                    split = tokens[: past_length(len(tokens), ratio, patch if modality == VIDEO else 1)]
                     count = min(len(split), len(observed[modality]))
                     a, b = split[:count].float(), observed[modality][:count].float()
                     differences[ratio][modality].append(float((a - b).norm() / b.norm().clamp(min=1e-12)))

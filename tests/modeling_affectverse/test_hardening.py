@@ -152,8 +152,7 @@ def test_padding_slots_after_dropping_hold_zeros():
     embeds = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3) + 1  # no zero anywhere
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
     drop = torch.tensor([[False, False, True, True, False], [False, False, False, False, False]])
-    positions = torch.arange(5).expand(3, 2, 5).clone()
-    out, new_mask, _, _, kept, _ = drop_positions(drop, mask, embeds, positions, None)
+    out, new_mask, _, kept, _ = drop_positions(drop, mask, embeds, None)
     assert out.shape[1] == 4
     assert torch.all(out[~new_mask.bool()] == 0)  # the left-padded slots of row 0: zeros, not dropped tokens
     assert (kept[~new_mask.bool()] == -1).all()
