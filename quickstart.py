@@ -24,7 +24,7 @@ ACCELERATE = os.path.join(VENV, "bin", "accelerate")
 # each job is a list of commands run in order; extra command-line arguments go to the last one
 JOBS = {
     "demo": [
-        [PYTHON, "-m", "training.demo_data", "--output", "data/demo"],
+        [PYTHON, "-m", "modeling_affectverse.data.demo_data", "--output", "data/demo"],
         [
             ACCELERATE,
             "launch",

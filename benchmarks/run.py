@@ -34,24 +34,22 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-import torch  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import Qwen2_5OmniThinkerForConditionalGeneration  # noqa: E402
-
-from benchmarks.syncs import count_ops, count_sync_ops, future_encoder_syncs  # noqa: E402
-from modeling_affectverse import AffectVerseForConditionalGeneration  # noqa: E402
-from modeling_affectverse.count_ewm import load_preset  # noqa: E402
-from modeling_affectverse.ewm import EmotionWorldModule, count_parameters  # noqa: E402
-from modeling_affectverse.media_affectverse import ClipSplit  # noqa: E402
-from modeling_affectverse.modeling_affectverse import BatchLayout  # noqa: E402
-from modeling_affectverse.partial_observation import FutureLayout, FutureSegments  # noqa: E402
-from modeling_affectverse.processing_affectverse import task_question  # noqa: E402
-from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config  # noqa: E402
-from modeling_affectverse.wetr import AUDIO, CONTENT, INSTRUCTION, QUERY_NEG, QUERY_POS, VISUAL, WETRConfig  # noqa: E402
-from training.adapters import LLM_ATTENTION  # noqa: E402
+from benchmarks.syncs import count_ops, count_sync_ops, future_encoder_syncs
+from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse.count_ewm import load_preset
+from modeling_affectverse.ewm import EmotionWorldModule, count_parameters
+from modeling_affectverse.media_affectverse import ClipSplit
+from modeling_affectverse.modeling_affectverse import BatchLayout
+from modeling_affectverse.partial_observation import FutureLayout, FutureSegments
+from modeling_affectverse.processing_affectverse import task_question
+from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_config
+from modeling_affectverse.wetr import AUDIO, CONTENT, INSTRUCTION, QUERY_NEG, QUERY_POS, VISUAL, WETRConfig
+from training.adapters import LLM_ATTENTION
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LLM_ATTENTION)  # the paper's LoRA, every section
@@ -433,9 +431,9 @@ def wetr_section(repeats: int) -> dict:
 def data_section() -> dict:
     from torch.utils.data import DataLoader
 
-    from training.collator import AffectVerseCollator
-    from training.demo_data import generate_demo_dataset
-    from training.manifest import load_manifest
+    from modeling_affectverse.data.collator import AffectVerseCollator
+    from modeling_affectverse.data.demo_data import generate_demo_dataset
+    from modeling_affectverse.data.manifest import load_manifest
 
     with tempfile.TemporaryDirectory() as folder:
         manifest = generate_demo_dataset(folder, num_clips=48, seed=0, progress=False)["emotion"]

@@ -22,17 +22,14 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load, metadata_save
+from transformers import AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load, metadata_save  # noqa: E402
-from transformers import AutoModel  # noqa: E402
-from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
-
-from metrics.run_benchmark import MODALITIES  # noqa: E402
-from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
-from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPipeline  # noqa: E402
-from training.adapters import hub_id  # noqa: E402
-from training.adapters import load_trained as load_trained_adapter  # noqa: E402
+from metrics.evaluation import MODALITIES
+from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor
+from modeling_affectverse.loading import hub_id, load
+from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # every score the metric modules report (metrics/*/); counts and per-wheel skips are not scores
@@ -49,7 +46,7 @@ class ExportError(ValueError):
     """The export cannot be made as asked; the message names the file or the value."""
 
 
-def load_trained(adapter: str | None, checkpoint: str | None, base: str | None):
+def merged_model(adapter: str | None, checkpoint: str | None, base: str | None):
     """(merged model, processor) from an adapter folder on its base, or from a full checkpoint folder."""
     if (adapter is None) == (checkpoint is None):
         raise ExportError("give exactly one of --adapter (a training/sft.py output) or --checkpoint (a full model)")
@@ -68,7 +65,7 @@ def load_trained(adapter: str | None, checkpoint: str | None, base: str | None):
     if recorded and base != recorded:
         raise ExportError(f"{adapter} was trained on {recorded!r}, not on the given base {base!r}")
     try:  # the base built as it was trained (ewm_config.json), the adapter put on it
-        adapted, processor = load_trained_adapter(adapter, base)
+        adapted, processor = load(adapter, base=base)
     except (RuntimeError, ValueError, KeyError) as err:  # shape or key mismatches
         raise ExportError(f"{adapter} does not fit the base {base!r}: {str(err).splitlines()[0][:300]}") from err
     return adapted.merge_and_unload(), processor
@@ -227,7 +224,7 @@ def export(
             raise ExportError(f"{results_path}: results file not found")
         results = json.load(open(results_path, encoding="utf-8"))
         eval_results(results, repo_id)  # validates every metric name before anything is written
-    model, processor = load_trained(adapter, checkpoint, base)
+    model, processor = merged_model(adapter, checkpoint, base)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(output))
     try:
@@ -261,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", help="adapter folder written by training/sft.py")
     parser.add_argument("--checkpoint", help="full AffectVerse checkpoint folder (e.g. <output>/merged)")
     parser.add_argument("--base", help="the adapter's base (default: recorded in the adapter, else tiny)")
-    parser.add_argument("--results", help="results.json of metrics/run_benchmark.py")
+    parser.add_argument("--results", help="results.json of metrics/evaluation.py")
     parser.add_argument("--repo-id", required=True, help="org/name the card's snippets load")
     parser.add_argument("--output", required=True, help="the repository folder to write")
     parser.add_argument("--max-shard-size", default="5GB")

@@ -19,16 +19,15 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from metrics.run_benchmark import add_wetr_arguments, load_model, use_wetr_queries, wetr_config  # noqa: E402
-from modeling_affectverse.media_affectverse import decode_clip  # noqa: E402
-from modeling_affectverse.tiny import MER_LABELS  # noqa: E402
-from modeling_affectverse.wetr import kept_visual_grid  # noqa: E402
-from training.collator import AffectVerseCollator  # noqa: E402
+from metrics.evaluation import add_wetr_arguments, use_wetr_queries, wetr_config
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.loading import load
+from modeling_affectverse.media_affectverse import decode_clip
+from modeling_affectverse.tiny import MER_LABELS
+from modeling_affectverse.wetr import kept_visual_grid
 
 CELL = 24  # display pixels per merged patch
 
@@ -93,7 +92,8 @@ def draw(frames: np.ndarray, rows: list[tuple[str, torch.Tensor, torch.Tensor]],
 
 
 def run(args: argparse.Namespace) -> dict:
-    model, processor = load_model(args.model)
+    model, processor = load(args.model)
+    model.eval()
     if args.frame_size:
         processor.frame_size = args.frame_size
     use_wetr_queries(processor, args)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse.data.demo_data import generate_demo_dataset
 from modeling_affectverse.media_affectverse import ClipSplit
 from modeling_affectverse.processing_affectverse import task_question
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_processor, synthetic_clip, tiny_model
-from training.demo_data import generate_demo_dataset
 
 # modality combinations of the Must-show list: (video, audio, audio from the video's own track)
 COMBOS = {

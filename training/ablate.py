@@ -6,9 +6,9 @@
 For every (variant, seed) it trains `training/sft.py` on the recipe (default: the demo recipe) with the variant's
 overrides from `configuration/ablations.yaml`, then on the recipe's held-out split:
 
-- runs the benchmark runner (`metrics/run_benchmark.py`, closed-set scoring) over the modality settings (AVT, AT,
+- runs the benchmark runner (`metrics/evaluation.py`, closed-set scoring) over the modality settings (AVT, AT,
   VT) and keep ratios (1, 0.7, 0.5, 0.3: only the first rho of each clip is observed, the paper's Table 2 protocol);
-- writes the imagination report (`training/imagination_report.py`) of the freshly initialised and of the trained
+- writes the imagination report (`metrics/imagination_report.py`) of the freshly initialised and of the trained
   model: imagination loss against the copy-last and set-mean baselines, target and prediction similarity, per-step
   cosine (the paper's Table 8).
 
@@ -29,10 +29,8 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-import yaml  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import yaml
+from tqdm.auto import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = os.path.join(ROOT, "configuration", "ablations.yaml")
@@ -67,9 +65,9 @@ def run_one(spec: dict) -> dict:
     import torch
     from trl import ModelConfig, TrlParser
 
-    from metrics.run_benchmark import run as run_benchmark
-    from training.imagination_report import imagination_report
-    from training.manifest import load_manifest
+    from metrics.evaluation import run as run_benchmark
+    from metrics.imagination_report import imagination_report
+    from modeling_affectverse.data.manifest import load_manifest
     from training.sft import ScriptArguments, main
     from training.trainer import AffectVerseSFTConfig
 

@@ -9,30 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
-from peft import LoraConfig, PeftModel
-from transformers import Qwen2_5OmniProcessor
+from peft import LoraConfig
 
-from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor
-from modeling_affectverse.modeling_affectverse import checkpoint_config
-from modeling_affectverse.tiny import build_tiny_model
+from modeling_affectverse.loading import hub_id, load
 
-# written by training/sft.py beside the adapter: the EWM config overrides the base was built with (ablation switches)
-EWM_CONFIG_FILE = "ewm_config.json"
 ADAPTER_CARD = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hub_cards", "adapter_template.md"
 )
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-
-
-def hub_id(value: str | None) -> str | None:
-    """`value` when it is a Hub repository id (`org/name`, not a local path), else None."""
-    if not value or os.path.exists(value) or not HUB_ID.match(value):
-        return None
-    return value
-
-
 # q/k/v/o of the language model's decoder layers ONLY: the audio encoder has modules of the same names (DESIGN §3)
 LLM_ATTENTION = r".*language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
 
@@ -71,58 +55,6 @@ def affectverse_lora_config(
     )
 
 
-def load_adapter(base: AffectVerseForConditionalGeneration, folder: str | os.PathLike) -> PeftModel:
-    """Put a saved adapter (LoRA + EWM + belief row) on a base model. The base must be the one trained on."""
-    return PeftModel.from_pretrained(base, os.fspath(folder))
-
-
-def load_base(name: str, ewm_config: dict | None = None, seed: int | None = None, dtype=None):
-    """(model, processor) of a base: `tiny` (the seed-0 embedded default), an AffectVerse checkpoint, or a Qwen2.5-Omni
-    checkpoint (full or thinker-only); folders or Hub ids, resolved through the Hub cache (offline mode honoured).
-
-    `ewm_config` overrides EWM config fields. A new EWM (tiny, Qwen2.5-Omni) is drawn from `seed` when given; an
-    AffectVerse checkpoint's EWM is kept. The processor places belief placeholders as the model expects, and
-    generation stops at `<|im_end|>`.
-    """
-    overrides = dict(ewm_config or {})
-    new_ewm = True
-    if name == "tiny":
-        # always seed 0: an adapter's base must be rebuilt identically. PEFT records no base name for it (a name
-        # would make PEFT look it up on the Hub when saving); a missing base name is read as tiny.
-        model, processor = build_tiny_model(seed=0, **overrides)
-    elif checkpoint_config(name).get("model_type") == "affectverse":
-        processor = AffectVerseProcessor.from_pretrained(name)
-        model = AffectVerseForConditionalGeneration.from_pretrained(name, dtype=dtype, **overrides)
-        new_ewm = False
-    else:
-        processor = AffectVerseProcessor.from_omni_processor(Qwen2_5OmniProcessor.from_pretrained(name))
-        model = AffectVerseForConditionalGeneration.from_qwen_omni(
-            name, belief_token_id=processor.belief_token_id, dtype=dtype, **overrides
-        )
-    if new_ewm and seed is not None:  # a run draws its EWM from its own seed; without one the built model is kept
-        model.init_ewm(seed)
-    processor.follow_model_config(model.config)
-    model.configure_generation(processor.tokenizer)
-    return model, processor
-
-
-def load_trained(folder: str | os.PathLike, base: str | None = None):
-    """(PeftModel, processor) of an adapter folder written by training/sft.py, on the base it was trained on.
-
-    The base is `base`, else the one `adapter_config.json` records, else `tiny`; it is built with the EWM overrides
-    recorded in `ewm_config.json` (so an ablation variant's adapter meets the architecture it was trained with). The
-    processor saved in the folder is used when there is one.
-    """
-    folder = os.fspath(folder)
-    recorded = json.load(open(os.path.join(folder, "adapter_config.json"))).get("base_model_name_or_path")
-    overrides_path = os.path.join(folder, EWM_CONFIG_FILE)
-    overrides = json.load(open(overrides_path)) if os.path.isfile(overrides_path) else {}
-    model, processor = load_base(base or recorded or "tiny", overrides)
-    if os.path.isfile(os.path.join(folder, "processor_config.json")):
-        processor = AffectVerseProcessor.from_pretrained(folder).follow_model_config(model.config)
-    return load_adapter(model, folder), processor
-
-
 def write_adapter_card(
     folder: str,
     base: str,
@@ -151,7 +83,7 @@ def write_adapter_card(
     with open(os.path.join(folder, "training_info.json"), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2, sort_keys=True)
     note = ("The base is the embedded tiny random model, built in code (`tiny`), not a Hub repository: "
-            "`AutoPeftModel` cannot rebuild it; use `load_trained`." if base == "tiny" else
+            "`AutoPeftModel` cannot rebuild it; use `modeling_affectverse.loading.load`." if base == "tiny" else
             f"The base is `{base}`.")  # fmt: skip
     card = ModelCard.from_template(
         ModelCardData(base_model=hub_id(base), library_name="peft", tags=["affectverse", "lora"]),
@@ -171,13 +103,13 @@ def export_merged(adapter_folder: str | os.PathLike, folder: str | os.PathLike, 
     """Merge a saved adapter into a fresh copy of its base and save a full AffectVerse checkpoint (EWM included) with
     its processor; generation stops at `<|im_end|>`.
 
-    Built from the adapter folder on a clean base (`load_trained`), never from a live training model: a model a
-    trainer has wrapped or patched (hooks, a rebound `forward`) would carry that into the copy. The folder loads
-    with `AffectVerseForConditionalGeneration.from_pretrained` or, with the remote code,
+    Built from the adapter folder on a clean base (`modeling_affectverse.loading.load`), never from a live training
+    model: a model a trainer has wrapped or patched (hooks, a rebound `forward`) would carry that into the copy.
+    The folder loads with `AffectVerseForConditionalGeneration.from_pretrained` or, with the remote code,
     `AutoModel.from_pretrained(folder, trust_remote_code=True)`.
     """
     folder = os.fspath(folder)
-    model, processor = load_trained(adapter_folder, base)
+    model, processor = load(adapter_folder, base=base)
     merged = model.merge_and_unload()
     merged.configure_generation(processor.tokenizer)
     merged.save_pretrained(folder)
@@ -186,13 +118,8 @@ def export_merged(adapter_folder: str | os.PathLike, folder: str | os.PathLike, 
 
 
 __all__ = [
-    "EWM_CONFIG_FILE",
     "LLM_ATTENTION",
     "affectverse_lora_config",
     "export_merged",
-    "hub_id",
-    "load_adapter",
-    "load_base",
-    "load_trained",
     "write_adapter_card",
 ]

@@ -2,10 +2,10 @@
 
 The embedded default (tiny random model, generated demo clips, CPU, a few minutes):
 
-    python -m training.demo_data --output data/demo
+    python -m modeling_affectverse.data.demo_data --output data/demo
     accelerate launch training/sft.py --config configuration/recipes/demo.yaml
 
-The paper's recipe (Qwen2.5-Omni-7B, GPUs; manifests from `python -m training.convert`):
+The paper's recipe (Qwen2.5-Omni-7B, GPUs; manifests from `python -m modeling_affectverse.data.convert`):
 
     accelerate launch --config_file configuration/accelerate/multi_gpu.yaml training/sft.py \\
         --config configuration/recipes/paper.yaml --train_manifest data/manifests/train.jsonl
@@ -28,26 +28,19 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout (DESIGN §2)
+import torch
+import yaml
+from peft import PeftModel
+from trl import ModelConfig, TrlParser
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from trl import ModelConfig, TrlParser  # noqa: E402
-
-from metrics.run_benchmark import predict_batch  # noqa: E402
-from modeling_affectverse.processing_affectverse import ANSWER_FORMATS  # noqa: E402
-from training.adapters import (  # noqa: E402
-    EWM_CONFIG_FILE,
-    affectverse_lora_config,
-    export_merged,
-    load_base,
-    write_adapter_card,
-)
-from training.collator import AffectVerseCollator, answer_text, has_reasoning, row_problem  # noqa: E402
-from training.demo_data import generate_demo_dataset  # noqa: E402
-from training.manifest import load_manifest  # noqa: E402
-from training.trainer import AffectVerseSFTConfig, AffectVerseSFTTrainer  # noqa: E402
+from metrics.evaluation import predict_batch
+from modeling_affectverse.data.collator import AffectVerseCollator, answer_text, has_reasoning, row_problem
+from modeling_affectverse.data.demo_data import generate_demo_dataset
+from modeling_affectverse.data.manifest import load_manifest
+from modeling_affectverse.loading import EWM_CONFIG_FILE, load
+from modeling_affectverse.processing_affectverse import ANSWER_FORMATS
+from training.adapters import affectverse_lora_config, export_merged, write_adapter_card
+from training.trainer import AffectVerseSFTConfig, AffectVerseSFTTrainer
 
 
 @dataclass
@@ -104,9 +97,9 @@ class ScriptArguments:
 
 def load_model_and_processor(model_args: ModelConfig, ewm_config: dict | None = None, seed: int | None = None):
     """`tiny` (the embedded random default), an AffectVerse checkpoint, or a Qwen2.5-Omni checkpoint (folders or Hub
-    ids), with EWM config overrides; a new EWM is drawn from `seed` (`training.adapters.load_base`)."""
+    ids), with EWM config overrides; a new EWM is drawn from `seed` (`modeling_affectverse.loading.load`)."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
-    return load_base(model_args.model_name_or_path or "tiny", ewm_config, seed, dtype)
+    return load(model_args.model_name_or_path or "tiny", ewm_config, seed, dtype)
 
 
 def load_rows(path: str, split: str, media_root: str | None, strict: bool):
@@ -196,7 +189,7 @@ def main(
         if len(reasoned) == 0:
             raise ValueError(
                 f"{script_args.train_manifest}: no row has a 'reasoning' text for answer_format reasoning "
-                "(demo data made before it had one? regenerate: python -m training.demo_data)"
+                "(demo data made before it had one? regenerate: python -m modeling_affectverse.data.demo_data)"
             )
         if len(reasoned) < len(train_rows):
             print(f"answer_format reasoning: {len(train_rows) - len(reasoned)} row(s) without reasoning left out")

@@ -20,17 +20,15 @@ import glob
 import html
 import io
 import os
-import sys
 import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a test or an offline laptop
 
-import gradio as gr  # noqa: E402
+import gradio as gr  # noqa: E402  (GRADIO_ANALYTICS_ENABLED must be set before gradio is imported)
 import numpy as np  # noqa: E402
 
+# the checkout this file sits in (where the quickstart demo writes outputs/ and data/); on a Space, the app's folder
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if os.path.isdir(os.path.join(ROOT, "modeling_affectverse")):  # run from a checkout: the package is importable
-    sys.path.insert(0, ROOT)
 
 # copies of the package's MER_LABELS and TASKS: a published Space loads the model as remote code and has no
 # modeling_affectverse to import them from
@@ -55,10 +53,11 @@ def load_recognizer(model: str | None):
         trained = os.path.join(ROOT, "outputs", "demo")
         model = trained if os.path.isfile(os.path.join(trained, "adapter_config.json")) else "tiny"
     if model == "tiny" or os.path.isfile(os.path.join(model, "adapter_config.json")):  # a checkout's models
-        from metrics.run_benchmark import load_model
+        from modeling_affectverse.loading import load
         from modeling_affectverse.pipeline_affectverse import AffectVerseEmotionPipeline
 
-        network, processor = load_model(model)  # the benchmark runner's loader: the same model it scores
+        network, processor = load(model)  # the loader every script uses: the same model the runner scores
+        network.eval()
         note = ("the tiny embedded model, random weights: its answers are noise (python3 quickstart.py demo trains it)"
                 if model == "tiny" else f"the adapter in {model}")  # fmt: skip
         return AffectVerseEmotionPipeline(model=network, processor=processor), note
@@ -85,7 +84,7 @@ def demo_clips(folder: str | None) -> dict[str, str]:
     paths = sorted(glob.glob(os.path.join(folder, "*.mp4")))
     if not paths:
         try:
-            from training.demo_data import generate_demo_dataset
+            from modeling_affectverse.data.demo_data import generate_demo_dataset
         except ImportError:  # a Space without the training package: uploads only
             return {}
         target = tempfile.mkdtemp(prefix="affectverse-demo-")

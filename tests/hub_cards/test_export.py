@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from peft import PeftModel
 
 import hub_cards.export as exporter
 from hub_cards.push import main as push_main
@@ -22,7 +23,6 @@ from modeling_affectverse.pipeline_affectverse import AffectVerseEmotionPipeline
 from modeling_affectverse.processing_affectverse import task_question
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_model
 from tests.training.conftest import COMMON, RECIPE, parse_recipe
-from training.adapters import load_adapter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REPO_ID = "org/affectverse-demo"
@@ -32,7 +32,7 @@ BLOCK = "import sys; sys.modules['modeling_affectverse'] = None  # the package i
 @pytest.fixture(scope="module")
 def exported(demo_manifest, tmp_path_factory):
     """A 3-step demo training run, a benchmark results.json, and the export of both."""
-    import metrics.run_benchmark as runner
+    import metrics.evaluation as runner
     from training.sft import main
 
     work = tmp_path_factory.mktemp("hub")
@@ -125,7 +125,7 @@ json.dump({{"details": result, "widget": widget, "endpoint": endpoint, "class": 
     )
     run_python(code, work)
     remote = torch.load(work / "remote.pt")
-    model = load_adapter(build_tiny_model(seed=0)[0], exported["adapter"]).eval()
+    model = PeftModel.from_pretrained(build_tiny_model(seed=0)[0], exported["adapter"]).eval()
     text = processor.build_prompt(question, subtitle="hi", video=True)
     inputs = processor(text=[text], videos=[media.video.frames], audio=[media.audio.waveform],
                        load_audio_from_video=True, audio_from_video_indices=[0],
@@ -196,7 +196,7 @@ def test_card_metadata_is_what_was_given_or_trained(exported, tmp_path):
     info = json.load(open(os.path.join(exported["adapter"], "training_info.json")))
     assert info["base"] == "tiny" and info["datasets"] == ["demo"] and info["optimizer_steps"] == 3
     adapter_card = open(os.path.join(exported["adapter"], "README.md")).read()
-    assert "load_trained" in adapter_card and "AutoPeftModel` cannot rebuild it" in adapter_card
+    assert "loading import load" in adapter_card and "AutoPeftModel` cannot rebuild it" in adapter_card
 
 
 def bash_snippet_args(snippet: str) -> list[str]:

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.pipeline_affectverse import TRAJECTORY_FRACTIONS, AffectVerseEmotionPipeline
 from modeling_affectverse.tiny import build_tiny_model
-from training.collator import AffectVerseCollator
-from training.manifest import load_manifest
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from metrics import wetr_figure
-from training.manifest import load_manifest
+from modeling_affectverse.data.manifest import load_manifest
 
 
 def test_the_figure_and_its_record(demo_manifest, tmp_path):

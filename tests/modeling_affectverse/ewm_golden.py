@@ -15,7 +15,7 @@ import torch
 
 from tests.modeling_affectverse.test_ewm import batch, make_ewm
 
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "ewm_golden.pt")
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "ewm_golden.pt")
 VARIANTS = {
     "default": {},
     "mean": {"ewm_aggregation": "mean"},

@@ -171,10 +171,10 @@ def test_inputs_embeds_without_input_ids_is_refused(model, make_inputs):
 
 # -- 5: the chat template with video paths -------------------------------------------------------------------------
 def test_chat_template_decodes_video_paths_with_the_package_decoder(tmp_path, processor):
+    from modeling_affectverse.data.collator import AffectVerseCollator
+    from modeling_affectverse.data.demo_data import write_clip
     from modeling_affectverse.processing_affectverse import SYSTEM_PROMPT, task_question
     from modeling_affectverse.tiny import MER_LABELS, synthetic_clip
-    from training.collator import AffectVerseCollator
-    from training.demo_data import write_clip
 
     frames, wave = synthetic_clip(2.0, fps=12, size=112, sampling_rate=24_000, seed=3)
     path = str(tmp_path / "clip.mp4")

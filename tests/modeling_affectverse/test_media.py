@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from modeling_affectverse.data.demo_data import generate_demo_dataset
 from modeling_affectverse.media_affectverse import (
     CorruptMediaError,
     EmptyMediaError,
@@ -21,7 +22,6 @@ from modeling_affectverse.media_affectverse import (
     probe_media,
 )
 from tests.media_fixtures import write_audio, write_constant_video, write_faststart_noise_video, write_video
-from training.demo_data import generate_demo_dataset
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from modeling_affectverse.data.collator import AffectVerseCollator
 from modeling_affectverse.scoring_affectverse import closed_set_probabilities
 from modeling_affectverse.tiny import MER_LABELS, synthetic_clip
-from training.collator import AffectVerseCollator
 
 
 def by_hand(model, processor, row: dict, answer: str) -> float:
@@ -28,7 +28,7 @@ def by_hand(model, processor, row: dict, answer: str) -> float:
 @pytest.fixture
 def clip_rows(tmp_path):
     """Two rows whose media are written as real files (the collator decodes from disk)."""
-    from training.demo_data import write_clip
+    from modeling_affectverse.data.demo_data import write_clip
 
     rows = []
     for i, seconds in enumerate((1.5, 2.5)):

@@ -63,7 +63,7 @@ def test_joint_is_unchanged_to_float_rounding():
 
     from tests.modeling_affectverse.ewm_golden import MOVED_BY_ISSUE_21, assert_matches_golden, flatten
 
-    reference = torch.load(os.path.join(os.path.dirname(__file__), "data", "ewm_joint_before_issue14.pt"))
+    reference = torch.load(os.path.join(os.path.dirname(__file__), "golden", "ewm_joint_before_issue14.pt"))
     ewm = make_ewm(seed=7)
     for name, rho in KEEP_RATIOS.items():
         hidden, video, audio, times = golden_inputs(True)

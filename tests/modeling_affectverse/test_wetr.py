@@ -374,14 +374,14 @@ def test_greedy_generate_with_the_refined_cache_equals_without_cache(make_model,
 
 
 def test_closed_set_scoring_from_the_refined_cache_equals_one_refined_forward_per_candidate(make_model, demo_manifest):
+    from modeling_affectverse.data.collator import AffectVerseCollator
+    from modeling_affectverse.data.manifest import load_manifest
     from modeling_affectverse.scoring_affectverse import (
         candidate_log_likelihoods,
         candidate_token_ids,
         closed_set_probabilities,
     )
     from modeling_affectverse.tiny import build_tiny_processor
-    from training.collator import AffectVerseCollator
-    from training.manifest import load_manifest
 
     model, processor = make_model(seed=0), build_tiny_processor()
     rows = [r for r in load_manifest(demo_manifest)][:2]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from metrics.imagination_report import imagination_report
+from modeling_affectverse.data.demo_data import generate_demo_dataset
+from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.tiny import build_tiny_model
 from tests.training.conftest import parse_recipe
-from training.demo_data import generate_demo_dataset
-from training.imagination_report import imagination_report
-from training.manifest import load_manifest
 from training.sft import held_out_accuracy, main
 
 STEPS = 150  # the quickstart trains 300
@@ -72,8 +72,8 @@ def test_training_logs_the_skill_scores(demo_run):
 def test_generated_answers_end_at_the_label(demo_run):
     """The runner's generate mode on the demo-trained model: generation stops at <|im_end|>, so no answer carries
     text after its label (issue 15.1)."""
-    from metrics.run_benchmark import predict_batch
-    from training.collator import AffectVerseCollator
+    from metrics.evaluation import predict_batch
+    from modeling_affectverse.data.collator import AffectVerseCollator
 
     trainer, rows = demo_run["trainer"], demo_run["held_out"]
     collator = AffectVerseCollator(trainer.processing_class, train=False, with_answer=False)

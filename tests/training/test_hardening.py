@@ -13,20 +13,21 @@ import torch
 from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.convert import main as convert_main
+from modeling_affectverse.data.manifest import ManifestError, iter_manifest, load_manifest, write_manifest
+from modeling_affectverse.loading import load
 from modeling_affectverse.processing_affectverse import CHAT_TEMPLATE
 from modeling_affectverse.tiny import build_tiny_model, build_tiny_processor, build_tiny_tokenizer
 from tests.modeling_affectverse.test_hardening import force_end_of_turn, greedy
-from training.adapters import export_merged, load_trained
-from training.collator import AffectVerseCollator
-from training.convert import main as convert_main
-from training.manifest import ManifestError, iter_manifest, load_manifest, write_manifest
+from training.adapters import export_merged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # -- 7: no run dies of one bad row ---------------------------------------------------------------------------------
 def test_runner_records_an_unreadable_clip_as_skipped_and_goes_on(demo_manifest, tmp_path):
-    import metrics.run_benchmark as runner
+    import metrics.evaluation as runner
 
     rows = list(iter_manifest(demo_manifest))
     folder = os.path.dirname(demo_manifest)
@@ -115,9 +116,9 @@ def offline_cache(tmp_path_factory):
 
 def test_hub_ids_resolve_through_an_offline_cache(offline_cache, demo_manifest, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": offline_cache, "HF_HOME": str(tmp_path / "home")}
-    code = ("from training.adapters import load_base\n"
+    code = ("from modeling_affectverse.loading import load\n"
             "for name in ('Qwen/Qwen2.5-Omni-7B', 'org/affectverse-tiny'):\n"
-            "    model, processor = load_base(name, seed=0)\n"
+            "    model, processor = load(name, seed=0)\n"
             "    same = model.config.belief_token_id == processor.belief_token_id\n"
             "    print(name, type(model).__name__, same)\n")  # fmt: skip
     result = subprocess.run(
@@ -149,7 +150,7 @@ def test_saved_adapters_and_merged_exports_stop_generating(run_sft, demo_manifes
     output = str(tmp_path / "out")
     trainer = run_sft("--max_steps", "2", "--merge", "true", output_dir=output)
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path / "cache"))
-    adapter, processor = load_trained(output)
+    adapter, processor = load(output)
     assert processor.chat_template == CHAT_TEMPLATE  # the processor saved by training keeps the prompt format
     prompt = AffectVerseCollator(processor, train=False, with_answer=False)([rows[0]])
     merged = AffectVerseForConditionalGeneration.from_pretrained(os.path.join(output, "merged")).eval()

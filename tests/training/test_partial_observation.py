@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from modeling_affectverse.data import collator as collator_module
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.ewm import AUDIO, VIDEO
 from modeling_affectverse.media_affectverse import AudioClip, ClipMedia, VideoClip, observed_prefix
 from modeling_affectverse.tiny import MER_LABELS, build_tiny_model, synthetic_clip
-from training import collator as collator_module
-from training.collator import AffectVerseCollator
-from training.manifest import load_manifest
 
 RATE, FPS = 16000, 3.0
 SETTINGS = {"audio-in-video": ("clip", "clip"), "video": ("clip", None), "audio": (None, "clip")}
@@ -280,10 +280,10 @@ def test_lora_cut_trains_on_cut_clips_and_its_adapter_holds_no_ewm(run_sft, demo
 
 
 def test_the_leak_report_finds_the_audio_leak_and_no_video_leak(demo_manifest):
-    """`training.leak_report` on demo clips with random encoders: the embedded split's past video tokens (whole
+    """`metrics.leak_report` on demo clips with random encoders: the embedded split's past video tokens (whole
     patches) equal the cut clip's, its past audio tokens do not (the audio encoder attends across the split); the
     start expression is read back from the reasoning text."""
-    from training.leak_report import encoder_leak, start_expression
+    from metrics.leak_report import encoder_leak, start_expression
 
     model, processor = build_tiny_model()
     rows = list(load_manifest(demo_manifest))

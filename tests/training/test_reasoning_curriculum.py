@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import metrics.run_benchmark as runner
+import metrics.evaluation as runner
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.processing_affectverse import extract_answer
 from modeling_affectverse.tiny import build_tiny_processor
-from training.collator import AffectVerseCollator
-from training.manifest import load_manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CURRICULUM = os.path.join(ROOT, "configuration", "recipes", "curriculum.yaml")

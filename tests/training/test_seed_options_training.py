@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
+from modeling_affectverse.loading import load
 from tests.training.test_sft import logged
-from training.adapters import load_trained
 
 OPTIONS = '{"ewm_factorization": "emotion_first", "ewm_prefusion": "conv_attention"}'
 
@@ -42,7 +42,7 @@ def test_the_prefusion_trains_and_is_saved_and_reloaded_with_the_adapter(trained
     key = ".prefusion.modules_to_save.default."
     trained = {n.split(key)[1]: p.detach() for n, p in trainer.model.named_parameters() if key in n}
     assert trained and trained["up.weight"].abs().sum() > 0  # it left its zero start
-    reloaded, _ = load_trained(output)
+    reloaded, _ = load(output)
     assert reloaded.config.ewm_factorization == "emotion_first" and reloaded.config.ewm_prefusion == "conv_attention"
     wrapper = getattr(reloaded.prefusion, "modules_to_save", None)  # a PEFT model keeps the trained copy there
     module = wrapper["default"] if wrapper is not None else reloaded.prefusion

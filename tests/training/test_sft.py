@@ -10,16 +10,15 @@ import sys
 
 import pytest
 import torch
-from peft import get_peft_model
+from peft import PeftModel, get_peft_model
 from safetensors import safe_open
 from transformers import set_seed
 
 from modeling_affectverse import AffectVerseForConditionalGeneration
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.manifest import load_manifest, write_manifest
 from modeling_affectverse.tiny import build_tiny_model
 from tests.training.conftest import COMMON, RECIPE
-from training.adapters import load_adapter
-from training.collator import AffectVerseCollator
-from training.manifest import load_manifest, write_manifest
 
 
 def logged(trainer, key: str) -> list[float]:
@@ -97,7 +96,7 @@ def test_adapter_folder_reloads_and_merged_export_matches(trained, demo_manifest
     with torch.no_grad():
         expected = model(**batch).logits
         base, _ = build_tiny_model(seed=0)
-        reloaded = load_adapter(base, output_dir).eval()
+        reloaded = PeftModel.from_pretrained(base, output_dir).eval()
         torch.testing.assert_close(reloaded(**batch).logits, expected, rtol=1e-5, atol=1e-5)
         merged = AffectVerseForConditionalGeneration.from_pretrained(os.path.join(output_dir, "merged")).eval()
         torch.testing.assert_close(merged(**batch).logits, expected, rtol=1e-4, atol=1e-4)
@@ -170,7 +169,7 @@ def test_two_process_cpu_run_matches_one_process_with_the_same_global_batch(run_
     assert ddp_losses == pytest.approx(logged(single, "loss"), rel=2e-3)  # logs print 4 significant digits
     with safe_open(str(output_dir / "adapter_model.safetensors"), "pt") as handle:
         saved = {k: handle.get_tensor(k) for k in handle.keys()}
-    reference = load_adapter(build_tiny_model(seed=0)[0], str(output_dir))
+    reference = PeftModel.from_pretrained(build_tiny_model(seed=0)[0], str(output_dir))
     expected = dict(single.model.named_parameters())
     compared = 0
     for name, param in reference.named_parameters():  # loaded for inference: nothing requires grad here

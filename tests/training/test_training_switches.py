@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.manifest import load_manifest
+from modeling_affectverse.loading import EWM_CONFIG_FILE, load
 from tests.training.test_sft import SGD, logged
-from training.adapters import EWM_CONFIG_FILE, load_trained
-from training.collator import AffectVerseCollator
-from training.manifest import load_manifest
 from training.sft import ScriptArguments
 
 
@@ -65,7 +65,7 @@ def test_ewm_config_override_trains_saves_and_reloads_the_variant(run_sft, demo_
     assert json.load(open(os.path.join(output, EWM_CONFIG_FILE))) == {"ewm_belief_construction": "none"}
     with safe_open(os.path.join(output, "adapter_model.safetensors"), "pt") as handle:
         assert not any(".ewm." in key or "token_adapter" in key for key in handle.keys())
-    model, processor = load_trained(output)
+    model, processor = load(output)
     assert model.get_base_model().ewm is None and processor.belief_injection == "none"
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path / "cache"))
     batch = AffectVerseCollator(processor, train=False)([rows[0], rows[5]])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.collator import AffectVerseCollator, DataError, answer_text
-from training.manifest import load_manifest
+from modeling_affectverse.data.collator import AffectVerseCollator, DataError, answer_text
+from modeling_affectverse.data.manifest import load_manifest
 
 
 @pytest.fixture(scope="module")

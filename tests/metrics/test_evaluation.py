@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-import metrics.run_benchmark as runner
+import metrics.evaluation as runner
 
 ARGS = ["--model", "tiny", "--modalities", "AVT", "AT", "--keep-ratios", "1.0", "0.5", "--batch-size", "1"]
 

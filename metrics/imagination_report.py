@@ -11,7 +11,7 @@ Skill = EWM loss / baseline loss: below 1 beats that baseline. Target similarity
 targets of different clips (near 1: the targets have collapsed); prediction similarity is the same for the EWM's last
 rollout step (near 1: it answers the same for every clip). Per-step cosine is the paper's Table 8.
 
-    from training.imagination_report import imagination_report
+    from metrics.imagination_report import imagination_report
     report = imagination_report(model, processor, rows, keep_ratios=(0.3, 0.5, 0.7))
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from modeling_affectverse.data.collator import AffectVerseCollator
 from modeling_affectverse.ewm import ImaginationPairs, imagination_loss_terms, mean_pairwise_cosine
-from training.collator import AffectVerseCollator
 
 MODALITY_NAMES = {0: "video", 1: "audio"}
 

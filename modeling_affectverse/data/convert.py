@@ -1,7 +1,8 @@
 """Convert a benchmark's own download into a manifest.
 
-    python -m training.convert meld --root /data/MELD.Raw --output data/manifests/meld.jsonl
-    python -m training.convert iemocap --root /data/IEMOCAP_full_release --output data/manifests/iemocap.jsonl --probe
+    python -m modeling_affectverse.data.convert meld --root /data/MELD.Raw --output data/manifests/meld.jsonl
+    python -m modeling_affectverse.data.convert iemocap --root /data/IEMOCAP_full_release \\
+        --output data/manifests/iemocap.jsonl --probe
 
 Writes the manifest (media paths relative to its folder), `<output>.summary.json` beside it, and prints the
 summary: rows per split, and skipped rows per reason with the first offenders.
@@ -15,8 +16,8 @@ import json
 import os
 import sys
 
-from training.converters import CONVERTERS
-from training.manifest import write_manifest
+from modeling_affectverse.data.converters import CONVERTERS
+from modeling_affectverse.data.manifest import write_manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, summary = convert(args.root, **kwargs)
     if not rows:  # a wrong --root (or layout) reads as an empty dataset: never a silent empty manifest
         print(summary, file=sys.stderr)
-        print(f"error: no usable rows under {args.root} for {args.dataset}; is --root the dataset's top folder? "
-              "(the expected layout is in training/converters.py and docs/data.md)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: no usable rows under {args.root} for {args.dataset}; is --root the dataset's top folder? "
+            "(the expected layout is in modeling_affectverse/data/converters.py and docs/data.md)",
+            file=sys.stderr,
+        )
         return 1
     count = write_manifest(rows, args.output, relative=not args.absolute)
     with open(f"{args.output}.summary.json", "w", encoding="utf-8") as handle:

@@ -8,7 +8,7 @@ latest, so the first 20% shows only the start expression (which is never the lab
 from the last quarter. The subtitle is drawn from a pool of neutral sentences, independent of the label: what the
 clip ends as has to be read from how it evolves, which is what the Emotion World Module is for.
 
-    python -m training.demo_data --output data/demo            # 480 clips of 1-3 s, seed 0 (about 35 s)
+    python -m modeling_affectverse.data.demo_data --output data/demo  # 480 clips of 1-3 s, seed 0 (about 35 s)
 
 writes `data/demo/clips/demo_XXXX.mp4`, `data/demo/emotion.jsonl` (label: the final expression; `reasoning`: the
 change of face and voice in words, the target of the reasoning answer format) and
@@ -27,8 +27,8 @@ import av
 import numpy as np
 from tqdm.auto import tqdm
 
-from training.converters import MER_LABELS
-from training.manifest import write_manifest
+from modeling_affectverse.data.converters import MER_LABELS
+from modeling_affectverse.data.manifest import write_manifest
 
 # face: mouth curve (+ smile / - frown), mouth opening, brow tilt (+ inner ends down / - inner ends up),
 # brow height, eye openness, skin tint (RGB gain: a flush, pallor, ...); voice: pitch (Hz), pitch slope over the

@@ -20,7 +20,7 @@ from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.count_ewm import load_preset
 from modeling_affectverse.wetr import AUDIO, CONTENT, QUERY_NEG, QUERY_POS, VISUAL
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configuration", "tiny.json")
 
 

@@ -1,6 +1,6 @@
 """Benchmark runner: a model on manifests, under the paper's modality settings and keep-ratio protocol.
 
-    python -m metrics.run_benchmark --model outputs/demo --manifest data/demo/emotion.jsonl --output outputs/bench \\
+    python -m metrics.evaluation --model outputs/demo --manifest data/demo/emotion.jsonl --output outputs/bench \\
         --modalities AVT AT VT --keep-ratios 1.0 0.7 0.5 0.3 0.1
 
 `--model` is `tiny` (the embedded random model), an adapter folder from `training/sft.py` (its base is read from
@@ -25,37 +25,21 @@ import sys
 import warnings
 from collections import defaultdict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import evaluate
+import torch
+from tqdm.auto import tqdm
 
-import evaluate  # noqa: E402
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from modeling_affectverse import AffectVerseForConditionalGeneration, AffectVerseProcessor  # noqa: E402
-from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS, extract_answer  # noqa: E402
-from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids  # noqa: E402
-from modeling_affectverse.tiny import build_tiny_model  # noqa: E402
-from modeling_affectverse.wetr import PROXIES, WETRConfig  # noqa: E402
-from training.adapters import load_trained  # noqa: E402
-from training.collator import AffectVerseCollator  # noqa: E402
-from training.manifest import load_manifest  # noqa: E402
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.manifest import load_manifest
+from modeling_affectverse.loading import load
+from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS, extract_answer
+from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
+from modeling_affectverse.wetr import PROXIES, WETRConfig
 
 METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
 MODALITIES = {"AVT": "A+V+T", "AT": "A+T", "VT": "V+T"}
 # the score each table shows per task, under its metric module's own name
 PRIMARY = {"emotion": "weighted_f1", "sentiment": "non0_f1", "open_vocabulary": "f_score"}
-
-
-def load_model(name: str):
-    """(model, processor) for `tiny`, an adapter folder, or an AffectVerse checkpoint folder / hub id (eval mode)."""
-    if name == "tiny":
-        model, processor = build_tiny_model(seed=0)
-        return model.eval(), processor
-    if os.path.isfile(os.path.join(name, "adapter_config.json")):
-        model, processor = load_trained(name)
-        return model.eval(), processor
-    model = AffectVerseForConditionalGeneration.from_pretrained(name, trust_remote_code=True)
-    return model.eval(), AffectVerseProcessor.from_pretrained(name, trust_remote_code=True)
 
 
 def with_modalities(row: dict, setting: str) -> dict:
@@ -138,7 +122,8 @@ def run(args) -> dict:
     os.makedirs(args.output, exist_ok=True)
     predictions_path = os.path.join(args.output, "predictions.jsonl")
     done = {_key(r) for r in read_predictions(predictions_path)}
-    model, processor = load_model(args.model)
+    model, processor = load(args.model)
+    model.eval()
     wetr = getattr(args, "wetr", False)
     if wetr:  # issue 13: the same protocol with WETR's token refinement inside the language model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model

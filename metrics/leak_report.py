@@ -1,6 +1,6 @@
 """How much of the future a partial observation shows (issue 21): the paper's embedded split against the clip split.
 
-    python -m training.leak_report --manifest data/demo/emotion.jsonl --output outputs/leak \\
+    python -m metrics.leak_report --manifest data/demo/emotion.jsonl --output outputs/leak \\
         [--model outputs/demo-embedded --model outputs/demo]
 
 1. Encoders (the tiny random model, untrained, unless `--encoders` names an adapter folder): for each clip (its own
@@ -26,17 +26,16 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from modeling_affectverse.ewm import AUDIO, VIDEO  # noqa: E402
-from modeling_affectverse.ewm_layers import past_length  # noqa: E402
-from modeling_affectverse.scoring_affectverse import closed_set_probabilities  # noqa: E402
-from training.collator import AffectVerseCollator  # noqa: E402
-from training.demo_data import CUES  # noqa: E402
-from training.manifest import load_manifest  # noqa: E402
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.demo_data import CUES
+from modeling_affectverse.data.manifest import load_manifest
+from modeling_affectverse.ewm import AUDIO, VIDEO
+from modeling_affectverse.ewm_layers import past_length
+from modeling_affectverse.loading import load
+from modeling_affectverse.scoring_affectverse import closed_set_probabilities
 
 NAMES = {VIDEO: "video", AUDIO: "audio"}
 
@@ -107,9 +106,10 @@ def encoder_leak(model, processor, rows: list[dict], ratios: list[float], batch_
 def model_accuracy(folder: str, rows: list[dict], ratios: list[float], batch_size: int = 8) -> dict:
     """Part 3: closed-set accuracy of a trained adapter under the embedded split and on cut clips, per rho, and how
     often it names the clip's start expression."""
-    from metrics.run_benchmark import load_model, predict_batch
+    from metrics.evaluation import predict_batch
 
-    model, processor = load_model(folder)
+    model, processor = load(folder)
+    model.eval()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     candidates = rows[0]["label_set"]
     report = {"ewm_split": base.config.ewm_split}
@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoders", default="tiny", help="model whose encoders parts 1-2 use (default: tiny, random)")
     parser.add_argument("--model", action="append", default=[], help="adapter folder(s) to score (part 3)")
     args = parser.parse_args(argv)
-    from metrics.run_benchmark import load_model
 
     rows = list(load_manifest(args.manifest))
-    model, processor = load_model(args.encoders)
+    model, processor = load(args.encoders)
+    model.eval()
     report = {"manifest": args.manifest, "encoders": args.encoders, "clips": len(rows),
               "encoder_leak": encoder_leak(model, processor, rows, args.ratios)}  # fmt: skip
     held_out = [row for row in rows if row["split"] == "test"]

@@ -7,9 +7,8 @@ import os
 
 import pytest
 
-from tests.media_fixtures import write_constant_video
-from training.convert import main as convert_main
-from training.converters import (
+from modeling_affectverse.data.convert import main as convert_main
+from modeling_affectverse.data.converters import (
     IEMOCAP_LABELS,
     MELD_LABELS,
     MER_LABELS,
@@ -22,7 +21,8 @@ from training.converters import (
     convert_ovmerd_plus,
     parse_openset,
 )
-from training.manifest import iter_manifest, load_manifest, write_manifest
+from modeling_affectverse.data.manifest import iter_manifest, load_manifest, write_manifest
+from tests.media_fixtures import write_constant_video
 
 
 def write(path, text: str, encoding: str = "utf-8") -> None:

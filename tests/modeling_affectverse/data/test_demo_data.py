@@ -6,11 +6,11 @@ import av
 import numpy as np
 import pytest
 
+from modeling_affectverse.data.converters import MER_LABELS
+from modeling_affectverse.data.demo_data import EXPRESSIONS, VALENCE, generate_demo_dataset, make_clip
+from modeling_affectverse.data.demo_data import main as demo_main
+from modeling_affectverse.data.manifest import iter_manifest, load_manifest
 from modeling_affectverse.media_affectverse import decode_audio, decode_video
-from training.converters import MER_LABELS
-from training.demo_data import EXPRESSIONS, VALENCE, generate_demo_dataset, make_clip
-from training.demo_data import main as demo_main
-from training.manifest import iter_manifest, load_manifest
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import collections
 
 from benchmarks.syncs import count_sync_ops, future_encoder_syncs
+from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.tiny import build_tiny_processor, tiny_model
-from training.collator import AffectVerseCollator
-from training.manifest import load_manifest
 
 
 def training_step_syncs(rows, placeholders: bool, with_layout: bool) -> tuple[dict, int]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.manifest import ManifestError, iter_manifest, load_manifest, write_manifest
+from modeling_affectverse.data.manifest import ManifestError, iter_manifest, load_manifest, write_manifest
 
 ROW = {
     "id": "s1",

@@ -1,4 +1,4 @@
-"""Converters from the nine MER-UniBench benchmarks' own downloads to the manifest schema (`training/manifest.py`).
+"""Converters from the nine MER-UniBench benchmarks' own downloads to the manifest schema (`manifest.py`).
 
 Each converter takes the dataset root as distributed (annotation files plus media folders), returns the manifest
 rows and a `ConversionSummary`, and never crashes on a bad row: rows whose media are missing or unreadable, whose
@@ -7,7 +7,7 @@ offenders). Media paths in the rows are absolute; `write_manifest` makes them re
 Annotation files are read as UTF-8; a file that is not valid UTF-8 is decoded as Windows-1252 (the encoding of
 older CSV exports) and noted in the summary; if that fails too, `AnnotationError` names the file.
 
-The CLI is `python -m training.convert` (one command for all nine).
+The CLI is `python -m modeling_affectverse.data.convert` (one command for all nine).
 """
 
 from __future__ import annotations

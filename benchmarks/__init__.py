@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks, measured side by side in one run (`python -m benchmarks.run`)."""
