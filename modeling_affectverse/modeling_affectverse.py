@@ -1,15 +1,17 @@
 """AffectVerse: the Qwen2.5-Omni thinker with the Emotion World Module inside `forward` / `generate`.
 
-Flow of `forward` (DESIGN.md §4), straight down: embed tokens and merge the encoder outputs (the thinker's own
-methods) -> 3D mRoPE positions -> EWM on the merged embeddings (in training, scored against the clip's future,
-which arrives as separate future inputs: the input is already the cut clip, DESIGN §4.3 revised) -> belief tokens
-scattered into the `<|belief|>` placeholder positions -> language model -> LM loss. The paper's embedded split
-(`ewm_split="embedded"`) adds one step before the language model: `_drop_future` removes the future video/audio
-tokens and positions what is left as a clip that long.
+Three classes, split the way transformers splits its multimodal models (docs/architecture.md §2, "The model"):
 
-This file is copied as Hub remote code by `save_pretrained`: everything needed at load time
-(auto-class registration, checkpoint-key conversion) lives here or in the files it imports
-with `from .x import Y`.
+- `AffectVersePreTrainedModel`: the weights (the thinker's, `ewm.*`, `prefusion.*`), their initialisation, loading
+  from Qwen2.5-Omni checkpoints, and the thinker's own input mechanics (merging encoder outputs, 3D positions);
+- `AffectVerseModel`: `forward` reads straight down, merge -> EWM -> inject -> language model, and returns the last
+  hidden states (docs/architecture.md §4). In training the input is already the cut clip and the media after the
+  cut arrive as separate `future_*` inputs, encoded only to score the imagination (§4.3). The paper's embedded split
+  (`ewm_split="embedded"`) adds one step before the language model: `_drop_future`;
+- `AffectVerseForConditionalGeneration`: the LM head, the loss and `generate`.
+
+This file is copied as Hub remote code by `save_pretrained`: everything needed at load time (auto-class
+registration, checkpoint-key conversion) lives here or in the files it imports with `from .x import Y`.
 """
 
 from __future__ import annotations
@@ -21,17 +23,17 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from transformers import GenerationMixin
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.utils import ModelOutput, cached_file, can_return_tuple
 
+from .batch_layout import BatchLayout, count_imagination_targets, labels_at
 from .configuration_affectverse import AffectVerseConfig
 from .ewm import AUDIO, VIDEO, BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
-from .ewm_layers import past_length
 from .partial_observation import (
     FutureLayout,
     audio_feature_length,
@@ -43,10 +45,31 @@ from .partial_observation import (
     to_device,
 )
 from .prefusion import ConvAttentionPrefusion, ZeroInitLinear
-from .wetr import INSTRUCTION as WETR_INSTRUCTION
-from .wetr import WETRConfig, refined_decode, refined_language_model
+from .wetr import WETRConfig, wetr_language_model
 
-IGNORE_INDEX = -100
+
+@dataclass
+class AffectVerseModelOutputWithPast(ModelOutput):
+    """Output of [`AffectVerseModel.forward`].
+
+    Attributes:
+        last_hidden_state: `(B, L', D)` the language model's last hidden states; L' is shorter than the input when
+            tokens were removed (the embedded split's future, WETR).
+        past_key_values / hidden_states / attentions: as for the thinker.
+        labels: the labels aligned with `last_hidden_state` (shortened with it), None when none were given.
+        kept_index: `(B, L')` index into the input of each position the LLM saw (-1 on padding) when tokens were
+            removed; None otherwise.
+        ewm: what the Emotion World Module produced ([`EWMOutput`]), None when it did not run (no `<|belief|>`
+            placeholders in the input: decode steps, plain-thinker use).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    labels: torch.LongTensor | None = None
+    kept_index: torch.LongTensor | None = None
+    ewm: EWMOutput | None = None
 
 
 @dataclass
@@ -111,141 +134,55 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
         }
 
 
-LAYOUT_TOKENS = {"video": "<|VIDEO|>", "audio": "<|AUDIO|>", "belief": "<|belief|>", "vision_start": "<|vision_bos|>",
-                 "audio_start": "<|audio_bos|>"}  # fmt: skip
+INPUTS_DOCSTRING = r"""
+        Arguments as for the thinker, plus the ones below. With the clip split (`ewm_split="clip"`, the default) the
+        input is what was observed: in training the collator has already cut each clip at t* (docs/architecture.md
+        §4.3), and the media after it arrive as the `future_*` inputs, encoded only to score the imagination (the LLM
+        never sees them, nothing of them reaches the belief tokens). Without `<|belief|>` placeholders the model is
+        exactly the thinker.
+
+        keep_ratio (`float` or `torch.Tensor` of shape `(batch_size,)`, *optional*):
+            Embedded split only (`ewm_split="embedded"`, the paper's token-level split): fraction rho of each
+            video/audio stream kept as observed past; the rest is the imagination target and is removed from the
+            LLM input. Default: U(ewm_keep_ratio_min, 1) per sample in training, 1 in eval. Refused below 1 with the
+            clip split, where the clip is cut before the processor instead.
+        batch_layout (`BatchLayout`, *optional*):
+            Host-side counts of the batch (the collator's), so that the EWM, the injection and the truncation make
+            the host wait for the device nowhere; read once per prefill when not given.
+        emotion_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Emotion-first factorization: each clip's label as an index into `config.emotion_labels` (-100: none),
+            the target of `emotion_loss` (the collator adds it).
+        wetr_roles (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            With WETR enabled (`enable_wetr`): each token's role (`processor.token_roles`). The logits then cover the
+            refined sequence, `kept_index` maps it back to the input.
+        future_pixel_values_videos / future_video_grid_thw (*optional*):
+            Clip split: the processed video of each sample's future segment (the frames after the observed past, up
+            to t* + `ewm_horizon_seconds`), one grid row per segment.
+        future_input_features / future_feature_attention_mask (*optional*):
+            Clip split: the processed audio of each sample's future segment (the samples from t* on, up to the
+            horizon).
+        future_layout (`FutureLayout`, *optional*):
+            Which sample each future segment belongs to, where it starts and how long it is (the collator's).
+"""
 
 
-@dataclass(frozen=True)
-class BatchLayout:
-    """What the host must know of a batch of token ids to run AffectVerse's forward without waiting for the device
-    (issue 12): per sample the video, audio and `<|belief|>` token counts, the unpadded length, whether it holds a
-    plain video block and an interleaved audio-in-video block, the padding side, rho when one is given, and the video
-    tokens per temporal patch (for the embedded split, which keeps whole patches) when the video grid is given.
-
-    The collator builds it from its CPU tensors for free (`batch["batch_layout"]`, passed through by the Trainer and
-    accelerate untouched); otherwise the forward reads it once per prefill (one device-to-host copy). Decode steps
-    need none. It must describe the batch it travels with: a batch size that differs (candidates expanded for
-    scoring, beams) makes the forward read its own.
-    """
-
-    video: tuple[int, ...]
-    audio: tuple[int, ...]
-    belief: tuple[int, ...]
-    lengths: tuple[int, ...]
-    plain_video: tuple[bool, ...]
-    interleaved: tuple[bool, ...]
-    left_padded: bool
-    keep_ratio: tuple[float, ...] | None = None
-    video_patch: tuple[int, ...] | None = None
-
-    @staticmethod
-    def token_ids(source) -> dict[str, int | None]:
-        """The ids the layout counts, from a config (its `*_token_id` fields) or a tokenizer (the token strings)."""
-        if hasattr(source, "convert_tokens_to_ids"):
-            ids = {name: source.convert_tokens_to_ids(token) for name, token in LAYOUT_TOKENS.items()}
-            return {name: None if i == source.unk_token_id and i is not None else i for name, i in ids.items()}
-        return {name: getattr(source, f"{name}_token_id", None) for name in LAYOUT_TOKENS}
-
-    @classmethod
-    def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_ids: dict,
-             keep_ratio: torch.Tensor | float | None = None, video_grid_thw: torch.Tensor | None = None,
-             merge_size: int = 2) -> BatchLayout:  # fmt: skip
-        """The layout of `input_ids` `(B, L)`: one stacked tensor copied to the host (free for CPU tensors), and the
-        video grid's spatial sizes (one video per sample that has video tokens, in order)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        following = torch.roll(input_ids, -1, dims=1)
-        starts = input_ids == token_ids["vision_start"]
-        columns = [(input_ids == token_ids[name]).sum(1) if token_ids[name] is not None
-                   else torch.zeros_like(input_ids[:, 0]) for name in ("video", "audio", "belief")]  # fmt: skip
-        columns += [
-            attention_mask.sum(1),
-            (starts & (following == token_ids["video"])).any(1),
-            (starts & (following == token_ids["audio_start"])).any(1),
-            attention_mask[:, 0] == 0,
-        ]
-        host = torch.stack([c.double() for c in columns], dim=1)
-        if keep_ratio is not None:  # float32 rho, exactly representable in float64
-            rho = torch.as_tensor(keep_ratio, dtype=torch.float32, device=input_ids.device).expand(input_ids.shape[0])
-            host = torch.cat([host, rho.double()[:, None]], dim=1)
-        host = host.cpu().tolist()
-        counts = [[int(row[i]) for row in host] for i in range(4)]
-        video_patch = None
-        if video_grid_thw is not None:
-            spatial = (video_grid_thw[:, 1] * video_grid_thw[:, 2] // merge_size**2).tolist()
-            with_video = [b for b, n in enumerate(counts[0]) if n > 0]
-            if len(spatial) != len(with_video):
-                raise ValueError(f"video_grid_thw has {len(spatial)} rows for {len(with_video)} samples with video")
-            patch = dict(zip(with_video, spatial, strict=True))
-            video_patch = tuple(int(patch.get(b, 0)) for b in range(len(counts[0])))
-        return cls(
-            *(tuple(c) for c in counts),
-            plain_video=tuple(bool(row[4]) for row in host),
-            interleaved=tuple(bool(row[5]) for row in host),
-            left_padded=any(row[6] for row in host),
-            keep_ratio=None if keep_ratio is None else tuple(row[7] for row in host),
-            video_patch=video_patch,
-        )
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.video)
-
-    def stream_plan(self, keep_ratio: tuple[float, ...] | None, future: FutureLayout | None = None) -> StreamPlan:
-        """The EWM's host plan: the embedded split's rho (whole video patches) or the clip split's future counts."""
-        return StreamPlan(self.video, self.audio, keep_ratio, self.video_patch if keep_ratio is not None else None,
-                          None if future is None else future.counts())  # fmt: skip
-
-    def past_tokens(self, keep_ratio: tuple[float, ...] | None, min_tokens: int) -> list[tuple[int, int]]:
-        """Embedded split: per sample the (video, audio) tokens the LLM keeps (a stream too short for the EWM is kept
-        whole), by the EWM's own rule (whole video patches)."""
-        rho = keep_ratio or (None,) * self.batch_size
-        patch = self.video_patch or (1,) * self.batch_size
-        return [
-            (past_length(v, r, max(k, 1)) if v >= min_tokens else v, past_length(a, r) if a >= min_tokens else a)
-            for v, a, r, k in zip(self.video, self.audio, rho, patch, strict=True)
-        ]
-
-    def dropped(self, keep_ratio: tuple[float, ...] | None, min_tokens: int) -> list[int]:
-        """Per sample, the future video + audio tokens that rho removes from the LLM input (embedded split)."""
-        if keep_ratio is None:
-            return [0] * self.batch_size
-        kept = self.past_tokens(keep_ratio, min_tokens)
-        return [v + a - kv - ka for v, a, (kv, ka) in zip(self.video, self.audio, kept, strict=True)]
+def add_inputs_docstring(forward):
+    """Append the description of AffectVerse's own forward arguments to a `forward`'s docstring."""
+    forward.__doc__ = (forward.__doc__ or "") + "\n" + INPUTS_DOCSTRING
+    return forward
 
 
-def count_imagination_targets(batch: dict, config) -> int:
-    """How many (sample, modality) pairs the imagination loss of a batch (the model's keyword arguments) averages over.
-
-    The same rule as the EWM (DESIGN §4.3, §4.5): a stream of at least `ewm_min_modality_tokens` tokens with a future
-    to score against: the clip split's future segment (`future_layout`), or in the embedded split the tokens after
-    the split point (`keep_ratio`). Known before the forward, so a trainer can normalise the loss over a whole
-    gradient-accumulation window (or all processes) instead of per micro-batch. With the collator's `batch_layout` it
-    is computed on the host; without, from the batch's ids and video grid (one device-to-host copy).
-    """
-    if not config.imagines or config.belief_token_id is None:
-        return 0
-    clip = config.ewm_split == "clip"
-    future, keep_ratio = batch.get("future_layout"), batch.get("keep_ratio")
-    if (future is None) if clip else (keep_ratio is None):
-        return 0
-    input_ids, layout = batch["input_ids"], batch.get("batch_layout")
-    stale = layout is None or layout.batch_size != input_ids.shape[0]
-    if not clip and not stale:  # the embedded split keeps whole video patches: it needs rho and the patch sizes
-        stale = layout.keep_ratio is None or (batch.get("video_grid_thw") is not None and layout.video_patch is None)
-    if stale:
-        merge = config.vision_config.spatial_merge_size
-        layout = BatchLayout.read(input_ids, None, BatchLayout.token_ids(config), None if clip else keep_ratio,
-                                  batch.get("video_grid_thw"), merge)  # fmt: skip
-    if not any(layout.belief):
-        return 0
-    plan = layout.stream_plan(None, future) if clip else layout.stream_plan(layout.keep_ratio)
-    return sum(fact["pairs"] for fact in plan.streams(config.ewm_min_modality_tokens))
+def media_inputs(input_features=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None,
+                 video_grid_thw=None, feature_attention_mask=None, audio_feature_lengths=None,
+                 mm_encoder_outputs=None) -> dict:  # fmt: skip
+    """The observed media arguments of `forward`, by the names the thinker's merge takes them under."""
+    return dict(locals())
 
 
-def labels_at(labels: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
-    """The labels of the positions a shortened sequence holds (`kept_index` `(B, L')`, -1 on padding)."""
-    return torch.where(kept_index >= 0, labels.gather(1, kept_index.clamp(min=0)), IGNORE_INDEX)
+def future_inputs(pixel_values_videos=None, video_grid_thw=None, input_features=None,
+                  feature_attention_mask=None) -> dict:  # fmt: skip
+    """The clip split's `future_*` arguments of `forward`, by the names of the media they are (no `future_`)."""
+    return dict(locals())
 
 
 HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
@@ -258,8 +195,10 @@ def checkpoint_config(checkpoint: str | os.PathLike, **hub_kwargs) -> dict:
         return json.load(handle)
 
 
-class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneration):
-    """Qwen2.5-Omni thinker + Emotion World Module (`self.ewm`). Every EWM weight is under `ewm.`.
+
+class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
+    """Qwen2.5-Omni thinker + Emotion World Module (`self.ewm`) + the optional pre-fusion (`self.prefusion`): the
+    weights, their initialisation and loading, and the thinker's input mechanics. Every EWM weight is under `ewm.`.
 
     With `ewm_belief_construction="none"` there is no EWM (`self.ewm` is None): the model is the thinker.
     """
@@ -299,7 +238,6 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 hidden = module.target_projection.shape[-1]
                 init.normal_(module.target_projection, mean=0.0, std=1.0 / math.sqrt(hidden))
 
-    # -- construction from Qwen2.5-Omni checkpoints ------------------------------------------------
     @classmethod
     def from_qwen_omni(
         cls, checkpoint: str | os.PathLike, belief_token_id: int | None = None, **kwargs
@@ -358,21 +296,6 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                     del tensor._is_hf_initialized  # the init functions skip flagged tensors
             self._init_weights(module)
 
-    def configure_generation(self, tokenizer) -> None:
-        """Write the stop and padding ids into `generation_config`, so every checkpoint saved from this model stops
-        generating at the end of its answer (`<|im_end|>`, the chat template's end of turn) and pads with the
-        tokenizer's pad token; the placeholder ids are suppressed (see `generate`)."""
-        end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        eos = end_of_turn if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id else None
-        eos = eos if eos is not None else tokenizer.eos_token_id
-        if eos is None:
-            raise ValueError("the tokenizer has neither <|im_end|> nor an eos token: generation could never stop")
-        generation_config = self.generation_config
-        generation_config.eos_token_id = eos
-        generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        suppress = set(generation_config.suppress_tokens or []) | self._placeholder_ids()
-        generation_config.suppress_tokens = sorted(suppress)
-
     def set_belief_token_id(self, belief_token_id: int) -> None:
         """Record the `<|belief|>` id, growing the input/output embeddings if it lies past the vocabulary."""
         vocab_size = self.config.get_text_config().vocab_size
@@ -380,7 +303,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             self.resize_token_embeddings(belief_token_id + 1)
         self.config.belief_token_id = int(belief_token_id)
 
-    # -- forward -----------------------------------------------------------------------------------
+    def _encoders(self) -> list[nn.Module]:
+        return [self.model.audio_tower, self.model.visual]
+
     def _merge_multimodal(
         self,
         input_ids,
@@ -425,76 +350,9 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             inputs_embeds = inputs_embeds.masked_scatter(masks[index], features)
         return inputs_embeds
 
-    def _check_inputs(
-        self,
-        input_ids,
-        pixel_values,
-        pixel_values_videos,
-        image_grid_thw,
-        video_grid_thw,
-        attention_mask,
-        position_ids,
-        past_key_values,
-    ) -> None:
-        """Clear errors for inputs that the thinker would otherwise mis-handle silently or cryptically."""
-        if pixel_values_videos is not None and video_grid_thw is None:
-            raise ValueError("pixel_values_videos were given without video_grid_thw: the video token grid is unknown")
-        if pixel_values is not None and image_grid_thw is None:
-            raise ValueError("pixel_values were given without image_grid_thw: the image token grid is unknown")
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        if attention_mask is None and position_ids is None and prefill and input_ids is not None:
-            cfg = self.config
-            multimodal = (input_ids == cfg.video_token_id) | (input_ids == cfg.audio_token_id)
-            multimodal |= input_ids == cfg.image_token_id
-            if multimodal.any():
-                raise ValueError(
-                    "attention_mask is required for inputs with video/audio/image tokens: without it the thinker "
-                    "silently falls back to 1-D positions instead of 3D mRoPE"
-                )
-
-    def _layout(self, input_ids, attention_mask, past_key_values, keep_ratio, given: BatchLayout | None,
-                video_grid_thw=None) -> BatchLayout | None:  # fmt: skip
-        """The batch's `BatchLayout` at prefill (the caller's when it fits, else read once), None on decode steps.
-
-        The embedded split keeps whole video patches, so it needs the layout's video patch sizes."""
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        if input_ids is None or not prefill:
-            return None
-        embedded = self.config.ewm_split == "embedded" and video_grid_thw is not None
-        fits = given is not None and given.batch_size == input_ids.shape[0]
-        if fits and (keep_ratio is None or given.keep_ratio is not None):
-            if not embedded or given.video_patch is not None:
-                return given
-        merge = self.config.vision_config.spatial_merge_size
-        return BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio,
-                                video_grid_thw if embedded else None, merge)  # fmt: skip
-
-    def _keep_ratio(self, keep_ratio, layout: BatchLayout, device) -> tuple[torch.Tensor | None, tuple | None]:
-        """Embedded split: rho per sample on the device and on the host: given by the caller (its host copy from the
-        layout), else U(rho_min, 1) drawn on the host in training (so its split is known without a read), else None
-        (= 1). Clip split: the input is already the cut clip, there is nothing to split (None); rho < 1 is refused."""
-        if self.config.ewm_split == "clip":
-            if keep_ratio is not None and any(rho < 1 for rho in layout.keep_ratio):
-                raise ValueError(
-                    "keep_ratio < 1 splits the merged embeddings (ewm_split='embedded'); this model splits the clip "
-                    "before the processor (ewm_split='clip'): cut the clip (media_affectverse.observed_prefix, the "
-                    "collator's keep_ratio / training draws) and pass its future as future_* inputs"
-                )
-            return None, None
-        if keep_ratio is None:
-            if not self.training:
-                return None, None
-            low = float(self.config.ewm_keep_ratio_min)
-            drawn = low + (1.0 - low) * torch.rand(layout.batch_size)  # the CPU generator
-            return to_device(drawn, device), tuple(drawn.tolist())
-        host = layout.keep_ratio
-        if any(not 0 < rho <= 1 for rho in host):
-            raise ValueError(f"keep_ratio must lie in (0, 1], got {list(host)}")
-        return torch.as_tensor(keep_ratio, dtype=torch.float32, device=device).expand(layout.batch_size), host
-
     def _position_ids(
         self, input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
-        use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values, layout=None,
+        use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values, layout=None, prefill=True,
     ) -> torch.Tensor | None:  # fmt: skip
         """3D positions: the thinker's, except for a batch mixing interleaved audio-in-video samples with plain
         (silent) video samples.
@@ -508,7 +366,7 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             and input_ids is not None
             and attention_mask is not None
             and video_grid_thw is not None
-            and (past_key_values is None or past_key_values.get_seq_length() == 0)
+            and prefill
         )
         config = self.config
         if mixed:
@@ -549,44 +407,212 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         self.model.rope_deltas = torch.cat(deltas).to(input_ids.device)  # what decode steps continue from
         return torch.cat(positions, dim=1)
 
-    def _embed(
-        self, input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
-        attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values, inputs_embeds,
-        use_audio_in_video, video_second_per_grid, mm_encoder_outputs, layout=None, **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    def enable_wetr(self, config: WETRConfig | None = None, record: bool = False) -> None:
+        """Turn on WETR (training-free token refinement, seed 003) for forward passes: at the trigger layers the
+        tokens that carry no emotion evidence leave the sequence and the kept ones are reweighted. `record=True`
+        keeps, per forward, the kept positions and gamma of every trigger layer in `wetr_record`. `generate`
+        refines the prompt once and decodes from the refined cache."""
+        config = config or WETRConfig()
+        config.check(len(self.model.language_model.layers))
+        self.wetr = config
+        self.wetr_record = [] if record else None
+
+    def disable_wetr(self) -> None:
+        self.wetr, self.wetr_record = None, None
+
+    def compile_ewm(self, **compile_kwargs) -> int:
+        """`torch.compile` the EWM's numeric cores (`EmotionWorldModule.compile_cores`), also inside a PEFT wrapper
+        (every EWM copy: `modules_to_save` keeps one per adapter). Off by default; returns how many EWMs were
+        compiled."""
+        ewms = [m for m in self.modules() if isinstance(m, EmotionWorldModule)]
+        for ewm in ewms:
+            ewm.compile_cores(**compile_kwargs)
+        return len(ewms)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`save_pretrained` that also lists the extra auto classes in `config.auto_map` (DESIGN §7)."""
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        auto_map.setdefault("AutoConfig", "configuration_affectverse.AffectVerseConfig")
+        for auto_class in ("AutoModel", "AutoModelForCausalLM"):
+            auto_map[auto_class] = "modeling_affectverse.AffectVerseForConditionalGeneration"
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class AffectVerseModel(AffectVersePreTrainedModel):
+    """The thinker with the EWM in its forward: merge -> EWM -> inject -> language model, returning the last hidden
+    states (no LM head: `AffectVerseForConditionalGeneration` adds it and the loss)."""
+
+    @can_return_tuple
+    @add_inputs_docstring
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        audio_feature_lengths: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        use_audio_in_video: bool | None = None,
+        video_second_per_grid: torch.LongTensor | None = None,
+        mm_encoder_outputs: dict | None = None,
+        keep_ratio: torch.Tensor | float | None = None,
+        batch_layout: BatchLayout | None = None,
+        emotion_labels: torch.LongTensor | None = None,
+        wetr_roles: torch.LongTensor | None = None,
+        future_pixel_values_videos: torch.Tensor | None = None,
+        future_video_grid_thw: torch.LongTensor | None = None,
+        future_input_features: torch.Tensor | None = None,
+        future_feature_attention_mask: torch.Tensor | None = None,
+        future_layout: FutureLayout | None = None,
+        **kwargs,
+    ) -> AffectVerseModelOutputWithPast:
+        """Merge -> EWM -> inject -> language model: the last hidden states, with what the EWM produced."""
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0  # decided here, once
+        media = media_inputs(input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
+                             feature_attention_mask, audio_feature_lengths, mm_encoder_outputs)  # fmt: skip
+        self._check_inputs(input_ids, inputs_embeds, media, attention_mask, position_ids, prefill)
+        layout = self._layout(input_ids, attention_mask, prefill, keep_ratio, batch_layout, video_grid_thw)
+        if use_audio_in_video is None and layout is not None and video_grid_thw is not None:
+            # read it from the tokens: left out, the thinker would silently position an interleaved clip as plain video
+            use_audio_in_video = any(layout.interleaved)
+        inputs_embeds, position_ids, unfused = self._embed(
+            input_ids, media, attention_mask, position_ids, past_key_values, prefill, inputs_embeds,
+            use_audio_in_video, video_second_per_grid, layout, **kwargs,
+        )  # fmt: skip
+        ewm_out = kept_index = None
+        if layout is not None and self.config.belief_token_id is not None and any(layout.belief):
+            future = future_inputs(future_pixel_values_videos, future_video_grid_thw, future_input_features,
+                                   future_feature_attention_mask)  # fmt: skip
+            ewm_out, rho_host = self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout,
+                                              media, future, future_layout, video_second_per_grid,
+                                              emotion_labels)  # fmt: skip
+            inputs_embeds = self._inject_beliefs(inputs_embeds, input_ids == self.config.belief_token_id, ewm_out,
+                                                 layout)  # fmt: skip
+            if rho_host is not None:  # the embedded split: the LLM sees only the past tokens
+                shortened = self._drop_future(input_ids, inputs_embeds, attention_mask, labels, layout, rho_host,
+                                              ewm_out, media, use_audio_in_video, video_second_per_grid)  # fmt: skip
+                if shortened is not None:
+                    inputs_embeds, attention_mask, position_ids, labels, kept_index = shortened
+                    use_cache, past_key_values = False, None
+        hidden, past_key_values, hidden_states, attentions, refined_index = self._language_model(
+            inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, prefill, wetr_roles, **kwargs
+        )
+        if refined_index is not None:  # WETR: the labels of the refined sequence's positions
+            kept_index, labels = refined_index, None if labels is None else labels_at(labels, refined_index)
+        return AffectVerseModelOutputWithPast(
+            last_hidden_state=hidden, past_key_values=past_key_values, hidden_states=hidden_states,
+            attentions=attentions, labels=labels, kept_index=kept_index, ewm=ewm_out,
+        )  # fmt: skip
+
+    def _check_inputs(self, input_ids, inputs_embeds, media: dict, attention_mask, position_ids, prefill: bool) -> None:
+        """Clear errors for inputs that the thinker would otherwise mis-handle silently or cryptically."""
+        if media["pixel_values_videos"] is not None and media["video_grid_thw"] is None:
+            raise ValueError("pixel_values_videos were given without video_grid_thw: the video token grid is unknown")
+        if media["pixel_values"] is not None and media["image_grid_thw"] is None:
+            raise ValueError("pixel_values were given without image_grid_thw: the image token grid is unknown")
+        if input_ids is None and inputs_embeds is not None and self.ewm is not None and prefill:
+            raise ValueError(
+                "AffectVerse needs input_ids at prefill: the <|belief|>, video and audio positions the Emotion "
+                "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
+                "input_ids, with or without inputs_embeds"
+            )
+        if attention_mask is None and position_ids is None and prefill and input_ids is not None:
+            cfg = self.config
+            multimodal = (input_ids == cfg.video_token_id) | (input_ids == cfg.audio_token_id)
+            multimodal |= input_ids == cfg.image_token_id
+            if multimodal.any():
+                raise ValueError(
+                    "attention_mask is required for inputs with video/audio/image tokens: without it the thinker "
+                    "silently falls back to 1-D positions instead of 3D mRoPE"
+                )
+
+    def _layout(self, input_ids, attention_mask, prefill: bool, keep_ratio, given: BatchLayout | None,
+                video_grid_thw=None) -> BatchLayout | None:  # fmt: skip
+        """The batch's `BatchLayout` at prefill (the caller's when it fits, else read once), None on decode steps.
+
+        The embedded split keeps whole video patches, so it needs the layout's video patch sizes."""
+        if input_ids is None or not prefill:
+            return None
+        embedded = self.config.ewm_split == "embedded" and video_grid_thw is not None
+        fits = given is not None and given.batch_size == input_ids.shape[0]
+        if fits and (keep_ratio is None or given.keep_ratio is not None):
+            if not embedded or given.video_patch is not None:
+                return given
+        merge = self.config.vision_config.spatial_merge_size
+        return BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio,
+                                video_grid_thw if embedded else None, merge)  # fmt: skip
+
+    def _keep_ratio(self, keep_ratio, layout: BatchLayout, device) -> tuple[torch.Tensor | None, tuple | None]:
+        """Embedded split: rho per sample on the device and on the host: given by the caller (its host copy from the
+        layout), else U(rho_min, 1) drawn on the host in training (so its split is known without a read), else None
+        (= 1). Clip split: the input is already the cut clip, there is nothing to split (None); rho < 1 is refused."""
+        if self.config.ewm_split == "clip":
+            if keep_ratio is not None and any(rho < 1 for rho in layout.keep_ratio):
+                raise ValueError(
+                    "keep_ratio < 1 splits the merged embeddings (ewm_split='embedded'); this model splits the clip "
+                    "before the processor (ewm_split='clip'): cut the clip (media_affectverse.observed_prefix, the "
+                    "collator's keep_ratio / training draws) and pass its future as future_* inputs"
+                )
+            return None, None
+        if keep_ratio is None:
+            if not self.training:
+                return None, None
+            low = float(self.config.ewm_keep_ratio_min)
+            drawn = low + (1.0 - low) * torch.rand(layout.batch_size)  # the CPU generator
+            return to_device(drawn, device), tuple(drawn.tolist())
+        host = layout.keep_ratio
+        if any(not 0 < rho <= 1 for rho in host):
+            raise ValueError(f"keep_ratio must lie in (0, 1], got {list(host)}")
+        return torch.as_tensor(keep_ratio, dtype=torch.float32, device=device).expand(layout.batch_size), host
+
+    def _embed(self, input_ids, media: dict, attention_mask, position_ids, past_key_values, prefill: bool,
+               inputs_embeds, use_audio_in_video, video_second_per_grid, layout=None,
+               **kwargs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
         """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods), and the
         embeddings before the pre-fusion when it ran (None otherwise): the EWM's frozen targets are read there."""
         unfused = None
         if inputs_embeds is None:
-            inputs_embeds = self._merge_multimodal(
-                input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
-                feature_attention_mask, audio_feature_lengths, mm_encoder_outputs, **kwargs,
-            )  # fmt: skip
+            inputs_embeds = self._merge_multimodal(input_ids, **media, **kwargs)
             if self.prefusion is not None and layout is not None and (any(layout.video) or any(layout.audio)):
                 masks = [input_ids == self.config.video_token_id, input_ids == self.config.audio_token_id]
                 unfused = inputs_embeds
                 inputs_embeds = self.prefusion(inputs_embeds, masks, [max(layout.video), max(layout.audio)])
         if position_ids is None:
-            if feature_attention_mask is not None:
-                audio_feature_lengths = feature_attention_mask.sum(1)
+            lengths = media["audio_feature_lengths"]
+            if media["feature_attention_mask"] is not None:
+                lengths = media["feature_attention_mask"].sum(1)
             position_ids = self._position_ids(
-                input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
-                use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values, layout,
+                input_ids, attention_mask, inputs_embeds, media["pixel_values"], media["image_grid_thw"],
+                media["video_grid_thw"], use_audio_in_video, lengths, video_second_per_grid, past_key_values, layout,
+                prefill,
             )  # fmt: skip
         return inputs_embeds, position_ids, unfused
 
-    def _encoders(self) -> list[nn.Module]:
-        return [self.model.audio_tower, self.model.visual]
-
-    def _target_states(self, input_ids, unfused: torch.Tensor, media: dict) -> torch.Tensor:
-        """The embeddings the frozen imagination targets of the observed past are read from (the copy-last baseline,
-        the embedded split's future): the merged embeddings before any trained module (`unfused`: before the
-        pre-fusion). With adapters on the encoders (a recipe's LoRA on the vision merger or the audio projection) they
-        are merged again from the base encoders, without gradient (DESIGN §4.5 revised)."""
-        if not encoder_adapters_active(self._encoders()):
-            return unfused
-        with torch.no_grad(), frozen_encoders(self._encoders()):
-            return self._merge_multimodal(input_ids, **media)
+    def _observe(self, input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
+                 future_layout, video_second_per_grid, emotion_labels=None) -> tuple[EWMOutput, tuple | None]:
+        """The EWM's pass on a prefill: the split's rho (embedded) or the encoded future (clip), the frozen target
+        states when there is something to score, the EWM. Returns `(EWMOutput, rho on the host or None)`."""
+        rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
+        segments = None
+        if self.config.imagines:
+            segments = self._future_segments(future, future_layout, layout.batch_size)
+        target_states = unfused
+        if self.config.imagines and (rho is not None or segments is not None):
+            target_states = self._target_states(input_ids, inputs_embeds if unfused is None else unfused, media)
+        token_seconds = self._token_seconds(layout, video_second_per_grid, input_ids.device)
+        plan = layout.stream_plan(rho_host, None if segments is None else future_layout)
+        out = self._run_ewm(input_ids, inputs_embeds, position_ids, rho, plan, emotion_labels, target_states, segments,
+                            token_seconds)  # fmt: skip
+        return out, rho_host
 
     @torch.no_grad()
     def _future_segments(self, future: dict, future_layout: FutureLayout | None, batch_size: int) -> dict | None:
@@ -617,6 +643,16 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
                 segments[AUDIO] = future_segment(features, future_layout.audio, batch_size)
         return segments
 
+    def _target_states(self, input_ids, unfused: torch.Tensor, media: dict) -> torch.Tensor:
+        """The embeddings the frozen imagination targets of the observed past are read from (the copy-last baseline,
+        the embedded split's future): the merged embeddings before any trained module (`unfused`: before the
+        pre-fusion). With adapters on the encoders (a recipe's LoRA on the vision merger or the audio projection) they
+        are merged again from the base encoders, without gradient (DESIGN §4.5 revised)."""
+        if not encoder_adapters_active(self._encoders()):
+            return unfused
+        with torch.no_grad(), frozen_encoders(self._encoders()):
+            return self._merge_multimodal(input_ids, **media)
+
     def _token_seconds(self, layout: BatchLayout, video_second_per_grid, device) -> dict[int, torch.Tensor]:
         """Per modality `(B,)` seconds one token step covers: a video's `video_second_per_grid` (gathered per sample on
         the device by the layout's host index), an audio token's 1 / `position_id_per_seconds`."""
@@ -644,136 +680,6 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         times = None if position_ids is None else position_ids[-3].float() / self.config.position_id_per_seconds
         return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, plan, emotion_labels, None, target_states,
                         future, token_seconds)  # fmt: skip
-
-    def _observe(self, input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
-                 future_layout, video_second_per_grid, emotion_labels=None) -> tuple[EWMOutput, tuple | None]:
-        """The EWM's pass on a prefill: the split's rho (embedded) or the encoded future (clip), the frozen target
-        states when there is something to score, the EWM. Returns `(EWMOutput, rho on the host or None)`."""
-        rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
-        segments = None
-        if self.config.imagines:
-            segments = self._future_segments(future, future_layout, layout.batch_size)
-        target_states = unfused
-        if self.config.imagines and (rho is not None or segments is not None):
-            target_states = self._target_states(input_ids, inputs_embeds if unfused is None else unfused, media)
-        token_seconds = self._token_seconds(layout, video_second_per_grid, input_ids.device)
-        plan = layout.stream_plan(rho_host, None if segments is None else future_layout)
-        out = self._run_ewm(input_ids, inputs_embeds, position_ids, rho, plan, emotion_labels, target_states, segments,
-                            token_seconds)  # fmt: skip
-        return out, rho_host
-
-    def _drop_future(self, input_ids, inputs_embeds, attention_mask, labels, layout: BatchLayout, rho_host, ewm_out,
-                     media: dict, use_audio_in_video, video_second_per_grid):  # fmt: skip
-        """Embedded split only: remove the future video/audio tokens from the LLM input (the EWM's split: whole video
-        patches, ceil(rho N) audio tokens) and position the kept sequence as the processor positions a clip that
-        long: the thinker's 3D positions of the kept ids with the video grid cut to the kept patches and the audio
-        lengths to the kept tokens (DESIGN §4.8 revised; the paper's gathered positions left a gap after the media
-        that revealed the clip's length).
-
-        Returns `(inputs_embeds, attention_mask, position_ids, labels, kept_index)`; None when nothing is dropped."""
-        min_tokens = self.config.ewm_min_modality_tokens
-        dropped = layout.dropped(rho_host, min_tokens)
-        if not any(dropped):
-            return None
-        config = self.config
-        drop = future_token_mask(input_ids == config.video_token_id, ewm_out.video_past_len, ewm_out.video_present)
-        drop |= future_token_mask(input_ids == config.audio_token_id, ewm_out.audio_past_len, ewm_out.audio_present)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        new_len = max(length - n for length, n in zip(layout.lengths, dropped, strict=True))
-        inputs_embeds, attention_mask, labels, kept_index, kept_ids = drop_positions(
-            drop, attention_mask, inputs_embeds, labels, new_len, layout.left_padded, input_ids
-        )
-        kept = layout.past_tokens(rho_host, min_tokens)  # host: (video, audio) tokens kept per sample
-        video_grid_thw = media.get("video_grid_thw")
-        if video_grid_thw is not None:
-            patches = [v // k for (v, _), n, k in zip(kept, layout.video, layout.video_patch, strict=True) if n > 0]
-            video_grid_thw = video_grid_thw.clone()
-            video_grid_thw[:, 0] = torch.tensor(patches, dtype=video_grid_thw.dtype)
-        lengths = None
-        if media.get("input_features") is not None:
-            lengths = torch.tensor([audio_feature_length(a) for (_, a), n in zip(kept, layout.audio, strict=True)
-                                    if n > 0], device=input_ids.device)  # fmt: skip
-        position_ids = self._position_ids(
-            kept_ids, attention_mask, None, media.get("pixel_values"), media.get("image_grid_thw"), video_grid_thw,
-            use_audio_in_video, lengths, video_second_per_grid, None, layout,
-        )  # fmt: skip
-        return inputs_embeds, attention_mask, position_ids, labels, kept_index
-
-    def _language_model(self, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, labels,
-                        wetr_roles, **kwargs):  # fmt: skip
-        """The decoder layers: the thinker's language model, or with WETR on (issue 13) the refined prefill / decode.
-        Returns `(last_hidden_state, past_key_values, hidden_states, attentions, labels, kept_index)`."""
-        if self.wetr is None:
-            outputs = self.model(input_ids=None, attention_mask=attention_mask, position_ids=position_ids,
-                                 past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-                                 **kwargs)  # fmt: skip
-            return (outputs.last_hidden_state, outputs.past_key_values, outputs.hidden_states, outputs.attentions,
-                    labels, None)  # fmt: skip
-        decoding = past_key_values is not None and past_key_values.get_seq_length() > 0
-        if wetr_roles is None and not decoding:
-            raise ValueError(
-                "WETR is on but no wetr_roles were given: build the prompts with processor.build_prompt(..., "
-                "wetr_queries=True) and pass wetr_roles=processor.token_roles(input_ids)"
-            )
-        text_model = self.model.language_model
-        if decoding:  # a decode step, or candidates continuing from a scored prompt
-            hidden = refined_decode(text_model, inputs_embeds, attention_mask, position_ids, past_key_values)
-            return hidden, past_key_values, None, None, labels, None
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config.get_text_config())
-        roles = wetr_roles.to(inputs_embeds.device)
-        if roles.shape[1] < inputs_embeds.shape[1]:  # uncached generation: the generated tokens are instruction
-            roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=WETR_INSTRUCTION)
-        hidden, kept_index = refined_language_model(
-            text_model, inputs_embeds, attention_mask, position_ids, roles, self.wetr, self.wetr_record,
-            past_key_values if use_cache or past_key_values is not None else None,
-        )  # fmt: skip
-        labels = None if labels is None else labels_at(labels, kept_index)
-        return hidden, past_key_values, None, None, labels, kept_index
-
-    @torch.no_grad()
-    def imagine(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor,
-        input_features: torch.Tensor | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        video_grid_thw: torch.LongTensor | None = None,
-        feature_attention_mask: torch.Tensor | None = None,
-        use_audio_in_video: bool | None = None,
-        video_second_per_grid: torch.Tensor | None = None,
-        keep_ratio: torch.Tensor | float | None = None,
-        future_pixel_values_videos: torch.Tensor | None = None,
-        future_video_grid_thw: torch.LongTensor | None = None,
-        future_input_features: torch.Tensor | None = None,
-        future_feature_attention_mask: torch.Tensor | None = None,
-        future_layout: FutureLayout | None = None,
-        **kwargs,
-    ) -> EWMOutput:
-        """The EWM's pass on a batch exactly as `forward` runs it, without the language model: belief tokens, and with
-        something to score against (the clip split's future inputs, the embedded split's keep_ratio < 1) the imagined
-        tokens, their targets and the copy-last baseline (`pairs`). For diagnostics (the ablation runner's held-out
-        imagination report); extra processor outputs are ignored."""
-        layout = self._layout(input_ids, attention_mask, None, keep_ratio, None, video_grid_thw)
-        media = {"input_features": input_features, "pixel_values": None, "pixel_values_videos": pixel_values_videos,
-                 "image_grid_thw": None, "video_grid_thw": video_grid_thw,
-                 "feature_attention_mask": feature_attention_mask, "audio_feature_lengths": None,
-                 "mm_encoder_outputs": None}  # fmt: skip
-        inputs_embeds, position_ids, unfused = self._embed(
-            input_ids, input_features, None, pixel_values_videos, None, video_grid_thw, attention_mask,
-            feature_attention_mask, None, None, None, None, use_audio_in_video, video_second_per_grid, None, layout,
-        )  # fmt: skip
-        future = {"pixel_values_videos": future_pixel_values_videos, "video_grid_thw": future_video_grid_thw,
-                  "input_features": future_input_features, "feature_attention_mask": future_feature_attention_mask}
-        return self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
-                             future_layout, video_second_per_grid)[0]  # fmt: skip
-
-    def _placeholder_ids(self) -> set[int]:
-        """Ids that stand for features only the input supplies (belief, video, audio, image): never generated."""
-        config = self.config
-        return {i for i in (config.belief_token_id, config.video_token_id, config.audio_token_id,
-                            config.image_token_id) if i is not None}  # fmt: skip
 
     def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput, layout: BatchLayout) -> torch.Tensor:
         """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer.
@@ -803,7 +709,101 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         gathered = beliefs.gather(1, rank[..., None].expand(-1, -1, beliefs.shape[-1]))  # (B, L, D)
         return torch.where(belief_mask[..., None], gathered, inputs_embeds)
 
+    def _drop_future(self, input_ids, inputs_embeds, attention_mask, labels, layout: BatchLayout, rho_host, ewm_out,
+                     media: dict, use_audio_in_video, video_second_per_grid):  # fmt: skip
+        """Embedded split only: remove the future video/audio tokens from the LLM input (the EWM's split: whole video
+        patches, ceil(rho N) audio tokens) and position the kept sequence as the processor positions a clip that
+        long: the thinker's 3D positions of the kept ids with the video grid cut to the kept patches and the audio
+        lengths to the kept tokens (DESIGN §4.8 revised; the paper's gathered positions left a gap after the media
+        that revealed the clip's length).
+
+        Returns `(inputs_embeds, attention_mask, position_ids, labels, kept_index)`; None when nothing is dropped."""
+        if self.wetr is not None:
+            raise ValueError("WETR refines a whole prompt: it takes no keep_ratio < 1")
+        min_tokens = self.config.ewm_min_modality_tokens
+        dropped = layout.dropped(rho_host, min_tokens)
+        if not any(dropped):
+            return None
+        config = self.config
+        drop = future_token_mask(input_ids == config.video_token_id, ewm_out.video_past_len, ewm_out.video_present)
+        drop |= future_token_mask(input_ids == config.audio_token_id, ewm_out.audio_past_len, ewm_out.audio_present)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        new_len = max(length - n for length, n in zip(layout.lengths, dropped, strict=True))
+        inputs_embeds, attention_mask, labels, kept_index, kept_ids = drop_positions(
+            drop, attention_mask, inputs_embeds, labels, new_len, layout.left_padded, input_ids
+        )
+        kept = layout.past_tokens(rho_host, min_tokens)  # host: (video, audio) tokens kept per sample
+        video_grid_thw = media.get("video_grid_thw")
+        if video_grid_thw is not None:
+            patches = [v // k for (v, _), n, k in zip(kept, layout.video, layout.video_patch, strict=True) if n > 0]
+            video_grid_thw = video_grid_thw.clone()
+            video_grid_thw[:, 0] = torch.tensor(patches, dtype=video_grid_thw.dtype)
+        lengths = None
+        if media.get("input_features") is not None:
+            lengths = torch.tensor([audio_feature_length(a) for (_, a), n in zip(kept, layout.audio, strict=True)
+                                    if n > 0], device=input_ids.device)  # fmt: skip
+        position_ids = self._position_ids(
+            kept_ids, attention_mask, None, media.get("pixel_values"), media.get("image_grid_thw"), video_grid_thw,
+            use_audio_in_video, lengths, video_second_per_grid, None, layout, True,
+        )  # fmt: skip
+        return inputs_embeds, attention_mask, position_ids, labels, kept_index
+
+    def _language_model(self, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, prefill: bool,
+                        wetr_roles, **kwargs) -> tuple:  # fmt: skip
+        """The decoder layers: the thinker's language model, or with WETR on the refined prefill / decode
+        (`wetr.wetr_language_model`). Returns `(last_hidden_state, past_key_values, hidden_states, attentions,
+        kept_index)`; `kept_index` maps WETR's refined sequence back to the input (None without WETR)."""
+        if self.wetr is not None:
+            hidden, past_key_values, kept_index = wetr_language_model(
+                self.model.language_model, self.wetr, self.wetr_record, inputs_embeds, attention_mask, position_ids,
+                past_key_values, use_cache, prefill, wetr_roles, self.config.get_text_config(),
+            )  # fmt: skip
+            return hidden, past_key_values, None, None, kept_index
+        outputs = self.model(input_ids=None, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                             **kwargs)  # fmt: skip
+        return outputs.last_hidden_state, outputs.past_key_values, outputs.hidden_states, outputs.attentions, None
+
+    @torch.no_grad()
+    def imagine(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        use_audio_in_video: bool | None = None,
+        video_second_per_grid: torch.Tensor | None = None,
+        keep_ratio: torch.Tensor | float | None = None,
+        future_pixel_values_videos: torch.Tensor | None = None,
+        future_video_grid_thw: torch.LongTensor | None = None,
+        future_input_features: torch.Tensor | None = None,
+        future_feature_attention_mask: torch.Tensor | None = None,
+        future_layout: FutureLayout | None = None,
+        **kwargs,
+    ) -> EWMOutput:
+        """The EWM's pass on a batch exactly as `forward` runs it, without the language model: belief tokens, and with
+        something to score against (the clip split's future inputs, the embedded split's keep_ratio < 1) the imagined
+        tokens, their targets and the copy-last baseline (`pairs`). For diagnostics (the ablation runner's held-out
+        imagination report); extra processor outputs are ignored."""
+        layout = self._layout(input_ids, attention_mask, True, keep_ratio, None, video_grid_thw)
+        media = media_inputs(input_features=input_features, pixel_values_videos=pixel_values_videos,
+                             video_grid_thw=video_grid_thw, feature_attention_mask=feature_attention_mask)
+        inputs_embeds, position_ids, unfused = self._embed(input_ids, media, attention_mask, None, None, True, None,
+                                                           use_audio_in_video, video_second_per_grid, layout)
+        future = future_inputs(future_pixel_values_videos, future_video_grid_thw, future_input_features,
+                               future_feature_attention_mask)
+        return self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
+                             future_layout, video_second_per_grid)[0]  # fmt: skip
+
+
+class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
+    """AffectVerse with the LM head: logits, the LM loss and `generate` (the Hub's `AutoModel` class)."""
+
     @can_return_tuple
+    @add_inputs_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -834,111 +834,31 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         future_layout: FutureLayout | None = None,
         **kwargs,
     ) -> AffectVerseCausalLMOutputWithPast:
-        r"""The thinker's forward with the EWM (arguments as for the thinker, plus the ones below).
-
-        With the clip split (`ewm_split="clip"`, the default) the input is what was observed: in training the collator
-        has already cut each clip at t* (DESIGN §4.3 revised), and the media after it arrive as the `future_*` inputs,
-        encoded only to score the imagination (the LLM never sees them, nothing of them reaches the belief tokens).
-        Without `<|belief|>` placeholders the model is exactly the thinker.
-
-        keep_ratio (`float` or `torch.Tensor` of shape `(batch_size,)`, *optional*):
-            Embedded split only (`ewm_split="embedded"`, the paper's token-level split): fraction rho of each
-            video/audio stream kept as observed past; the rest is the imagination target and is removed from the
-            LLM input. Default: U(ewm_keep_ratio_min, 1) per sample in training, 1 in eval. Refused below 1 with the
-            clip split, where the clip is cut before the processor instead.
-        batch_layout (`BatchLayout`, *optional*):
-            Host-side counts of the batch (the collator's), so that the EWM, the injection and the truncation make
-            the host wait for the device nowhere; read once per prefill when not given (issue 12).
-        emotion_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            Emotion-first factorization: each clip's label as an index into `config.emotion_labels` (-100: none),
-            the target of `emotion_loss` (the collator adds it).
-        wetr_roles (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            With WETR enabled (`enable_wetr`): each token's role (`processor.token_roles`). The logits then cover the
-            refined sequence, `kept_index` maps it back to the input.
-        future_pixel_values_videos / future_video_grid_thw (*optional*):
-            Clip split: the processed video of each sample's future segment (the frames after the observed past, up
-            to t* + `ewm_horizon_seconds`), one grid row per segment.
-        future_input_features / future_feature_attention_mask (*optional*):
-            Clip split: the processed audio of each sample's future segment (the samples from t* on, up to the
-            horizon).
-        future_layout (`FutureLayout`, *optional*):
-            Which sample each future segment belongs to, where it starts and how long it is (the collator's).
-        """
-        self._check_inputs(
-            input_ids,
-            pixel_values,
-            pixel_values_videos,
-            image_grid_thw,
-            video_grid_thw,
-            attention_mask,
-            position_ids,
-            past_key_values,
-        )
-        if input_ids is None and inputs_embeds is not None and self.ewm is not None:
-            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-            if prefill:
-                raise ValueError(
-                    "AffectVerse needs input_ids at prefill: the <|belief|>, video and audio positions the Emotion "
-                    "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
-                    "input_ids, with or without inputs_embeds"
-                )
-        layout = self._layout(input_ids, attention_mask, past_key_values, keep_ratio, batch_layout, video_grid_thw)
-        if use_audio_in_video is None and layout is not None and video_grid_thw is not None:
-            # read it from the tokens: left out, the thinker would silently position an interleaved clip as plain video
-            use_audio_in_video = any(layout.interleaved)
-        belief_id = self.config.belief_token_id
-        has_beliefs = layout is not None and belief_id is not None and any(layout.belief)  # prefill only
-        media = {"input_features": input_features, "pixel_values": pixel_values,
-                 "pixel_values_videos": pixel_values_videos, "image_grid_thw": image_grid_thw,
-                 "video_grid_thw": video_grid_thw, "feature_attention_mask": feature_attention_mask,
-                 "audio_feature_lengths": audio_feature_lengths, "mm_encoder_outputs": mm_encoder_outputs}  # fmt: skip
-        inputs_embeds, position_ids, unfused = self._embed(
-            input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
-            attention_mask, feature_attention_mask, audio_feature_lengths, position_ids, past_key_values,
-            inputs_embeds, use_audio_in_video, video_second_per_grid, mm_encoder_outputs, layout, **kwargs,
+        """`AffectVerseModel.forward`, then the LM head and the LM loss (the imagination loss is reported apart)."""
+        outputs = super().forward(
+            input_ids=input_ids, input_features=input_features, pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            attention_mask=attention_mask, feature_attention_mask=feature_attention_mask,
+            audio_feature_lengths=audio_feature_lengths, position_ids=position_ids, past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, use_audio_in_video=use_audio_in_video,
+            video_second_per_grid=video_second_per_grid, mm_encoder_outputs=mm_encoder_outputs,
+            keep_ratio=keep_ratio, batch_layout=batch_layout, emotion_labels=emotion_labels, wetr_roles=wetr_roles,
+            future_pixel_values_videos=future_pixel_values_videos, future_video_grid_thw=future_video_grid_thw,
+            future_input_features=future_input_features, future_feature_attention_mask=future_feature_attention_mask,
+            future_layout=future_layout, return_dict=True, **kwargs,
         )  # fmt: skip
-
-        ewm_out = kept_index = None
-        if has_beliefs:
-            future = {"pixel_values_videos": future_pixel_values_videos, "video_grid_thw": future_video_grid_thw,
-                      "input_features": future_input_features,
-                      "feature_attention_mask": future_feature_attention_mask}  # fmt: skip
-            ewm_out, rho_host = self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout,
-                                              media, future, future_layout, video_second_per_grid,
-                                              emotion_labels)  # fmt: skip
-            inputs_embeds = self._inject_beliefs(inputs_embeds, belief_mask=input_ids == belief_id, ewm_out=ewm_out,
-                                                 layout=layout)  # fmt: skip
-            if rho_host is not None:  # the embedded split: the LLM sees only the past tokens
-                if past_key_values is not None and past_key_values.get_seq_length() > 0:
-                    raise ValueError("keep_ratio < 1 drops tokens and cannot continue from a KV cache")
-                if self.wetr is not None:
-                    raise ValueError("WETR refines a whole prompt: it takes no keep_ratio < 1")
-                shortened = self._drop_future(input_ids, inputs_embeds, attention_mask, labels, layout, rho_host,
-                                              ewm_out, media, use_audio_in_video, video_second_per_grid)  # fmt: skip
-                if shortened is not None:
-                    inputs_embeds, attention_mask, position_ids, labels, kept_index = shortened
-                    use_cache, past_key_values = False, None
-
-        hidden, past_key_values, hidden_states, attentions, labels, refined_index = self._language_model(
-            inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, labels, wetr_roles, **kwargs
-        )
-        logits = self.lm_head(hidden)
+        logits = self.lm_head(outputs.last_hidden_state)
         loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.get_text_config().vocab_size, **kwargs
-            )
+        if outputs.labels is not None:
+            vocab_size = self.config.get_text_config().vocab_size
+            loss = self.loss_function(logits=logits, labels=outputs.labels, vocab_size=vocab_size, **kwargs)
         return AffectVerseCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=past_key_values,
-            hidden_states=hidden_states,
-            attentions=attentions,
-            kept_index=kept_index if refined_index is None else refined_index,
-            **AffectVerseCausalLMOutputWithPast.ewm_fields(ewm_out),
+            **{name: getattr(outputs, name) for name in ("past_key_values", "hidden_states", "attentions", "kept_index")},
+            **AffectVerseCausalLMOutputWithPast.ewm_fields(outputs.ewm),
         )
 
-    # -- generation ---------------------------------------------------------------------------------
     def generate(self, *args, **kwargs):
         """The thinker's `generate`, with the placeholder ids suppressed so they are never produced.
 
@@ -964,27 +884,26 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
             kwargs["suppress_tokens"] = sorted(set(suppress) | placeholders)
         return super().generate(*args, **kwargs)
 
-    def enable_wetr(self, config: WETRConfig | None = None, record: bool = False) -> None:
-        """Turn on WETR (training-free token refinement, seed 003) for forward passes: at the trigger layers the
-        tokens that carry no emotion evidence leave the sequence and the kept ones are reweighted. `record=True`
-        keeps, per forward, the kept positions and gamma of every trigger layer in `wetr_record`. `generate`
-        refines the prompt once and decodes from the refined cache."""
-        config = config or WETRConfig()
-        config.check(len(self.model.language_model.layers))
-        self.wetr = config
-        self.wetr_record = [] if record else None
+    def configure_generation(self, tokenizer) -> None:
+        """Write the stop and padding ids into `generation_config`, so every checkpoint saved from this model stops
+        generating at the end of its answer (`<|im_end|>`, the chat template's end of turn) and pads with the
+        tokenizer's pad token; the placeholder ids are suppressed (see `generate`)."""
+        end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        eos = end_of_turn if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id else None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("the tokenizer has neither <|im_end|> nor an eos token: generation could never stop")
+        generation_config = self.generation_config
+        generation_config.eos_token_id = eos
+        generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        suppress = set(generation_config.suppress_tokens or []) | self._placeholder_ids()
+        generation_config.suppress_tokens = sorted(suppress)
 
-    def disable_wetr(self) -> None:
-        self.wetr, self.wetr_record = None, None
-
-    def compile_ewm(self, **compile_kwargs) -> int:
-        """`torch.compile` the EWM's numeric cores (`EmotionWorldModule.compile_cores`), also inside a PEFT wrapper
-        (every EWM copy: `modules_to_save` keeps one per adapter). Off by default; returns how many EWMs were
-        compiled."""
-        ewms = [m for m in self.modules() if isinstance(m, EmotionWorldModule)]
-        for ewm in ewms:
-            ewm.compile_cores(**compile_kwargs)
-        return len(ewms)
+    def _placeholder_ids(self) -> set[int]:
+        """Ids that stand for features only the input supplies (belief, video, audio, image): never generated."""
+        config = self.config
+        return {i for i in (config.belief_token_id, config.video_token_id, config.audio_token_id,
+                            config.image_token_id) if i is not None}  # fmt: skip
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
         """The thinker's prefill positions for `generate`, except for a batch mixing interleaved audio-in-video
@@ -1011,29 +930,21 @@ class AffectVerseForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGenera
         )  # fmt: skip
         return torch.cat([position_ids[:1], vision.to(position_ids.dtype)], dim=0)
 
-    # -- saving -------------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`save_pretrained` that also lists the extra auto classes in `config.auto_map` (DESIGN §7)."""
-        auto_map = dict(getattr(self.config, "auto_map", None) or {})
-        auto_map.setdefault("AutoConfig", "configuration_affectverse.AffectVerseConfig")
-        for auto_class in ("AutoModel", "AutoModelForCausalLM"):
-            auto_map[auto_class] = "modeling_affectverse.AffectVerseForConditionalGeneration"
-        self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
 
 # Registration that must also happen when this file is loaded as remote code.
 AffectVerseConfig.register_for_auto_class()
 AffectVerseForConditionalGeneration.register_for_auto_class("AutoModel")
-register_checkpoint_conversion_mapping(
-    "AffectVerseForConditionalGeneration",
-    get_checkpoint_conversion_mapping("Qwen2_5OmniThinkerForConditionalGeneration"),
-    overwrite=True,
-)
+for _name in ("AffectVersePreTrainedModel", "AffectVerseModel", "AffectVerseForConditionalGeneration"):
+    register_checkpoint_conversion_mapping(
+        _name, get_checkpoint_conversion_mapping("Qwen2_5OmniThinkerForConditionalGeneration"), overwrite=True
+    )
 
 __all__ = [
     "AffectVerseCausalLMOutputWithPast",
     "AffectVerseForConditionalGeneration",
+    "AffectVerseModel",
+    "AffectVerseModelOutputWithPast",
+    "AffectVersePreTrainedModel",
     "BatchLayout",
     "checkpoint_config",
     "count_imagination_targets",

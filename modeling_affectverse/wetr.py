@@ -27,6 +27,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache
 
 from .ewm_layers import compaction, masked_positions
 
@@ -392,6 +394,33 @@ def refined_decode(text_model, inputs_embeds: torch.Tensor, attention_mask: torc
     return text_model.norm(hidden)
 
 
+def wetr_language_model(text_model, config: WETRConfig, record: list | None, inputs_embeds: torch.Tensor,
+                        attention_mask: torch.Tensor | None, position_ids: torch.Tensor, past_key_values,
+                        use_cache: bool | None, prefill: bool, roles: torch.Tensor | None,
+                        text_config) -> tuple[torch.Tensor, object, torch.Tensor | None]:  # fmt: skip
+    """The thinker's language model with WETR on: a prefill refined at the trigger layers
+    (`refined_language_model`), or a decode step (also candidates continuing from a scored prompt) on the refined
+    cache (`refined_decode`). Returns `(last_hidden_state, past_key_values, kept_index)`; `kept_index` is None on
+    decode steps."""
+    if not prefill:
+        hidden = refined_decode(text_model, inputs_embeds, attention_mask, position_ids, past_key_values)
+        return hidden, past_key_values, None
+    if roles is None:
+        raise ValueError(
+            "WETR is on but no wetr_roles were given: build the prompts with processor.build_prompt(..., "
+            "wetr_queries=True) and pass wetr_roles=processor.token_roles(input_ids)"
+        )
+    if use_cache and past_key_values is None:
+        past_key_values = DynamicCache(config=text_config)
+    roles = roles.to(inputs_embeds.device)
+    if roles.shape[1] < inputs_embeds.shape[1]:  # uncached generation: the generated tokens are instruction
+        roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=INSTRUCTION)
+    cache = past_key_values if use_cache or past_key_values is not None else None
+    hidden, kept_index = refined_language_model(text_model, inputs_embeds, attention_mask, position_ids, roles, config,
+                                                record, cache)  # fmt: skip
+    return hidden, past_key_values, kept_index
+
+
 __all__ = [
     "AUDIO",
     "refined_decode",
@@ -416,4 +445,5 @@ __all__ = [
     "selection_scores",
     "span_attention",
     "top_fraction",
+    "wetr_language_model",
 ]
