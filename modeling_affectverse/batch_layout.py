@@ -153,5 +153,4 @@ def labels_at(labels: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
     return torch.where(kept_index >= 0, labels.gather(1, kept_index.clamp(min=0)), IGNORE_INDEX)
 
 
-
 __all__ = ["IGNORE_INDEX", "LAYOUT_TOKENS", "BatchLayout", "count_imagination_targets", "labels_at"]

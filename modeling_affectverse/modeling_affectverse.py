@@ -166,6 +166,10 @@ INPUTS_DOCSTRING = r"""
 """
 
 
+# the fields of the model's output the head passes on unchanged
+PASSED_THROUGH = ("past_key_values", "hidden_states", "attentions", "kept_index")
+
+
 def add_inputs_docstring(forward):
     """Append the description of AffectVerse's own forward arguments to a `forward`'s docstring."""
     forward.__doc__ = (forward.__doc__ or "") + "\n" + INPUTS_DOCSTRING
@@ -193,7 +197,6 @@ def checkpoint_config(checkpoint: str | os.PathLike, **hub_kwargs) -> dict:
     path = cached_file(os.fspath(checkpoint), "config.json", **hub_kwargs)
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
 
 
 class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
@@ -597,8 +600,20 @@ class AffectVerseModel(AffectVersePreTrainedModel):
             )  # fmt: skip
         return inputs_embeds, position_ids, unfused
 
-    def _observe(self, input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
-                 future_layout, video_second_per_grid, emotion_labels=None) -> tuple[EWMOutput, tuple | None]:
+    def _observe(
+        self,
+        input_ids,
+        inputs_embeds,
+        position_ids,
+        unfused,
+        keep_ratio,
+        layout,
+        media,
+        future,
+        future_layout,
+        video_second_per_grid,
+        emotion_labels=None,
+    ) -> tuple[EWMOutput, tuple | None]:
         """The EWM's pass on a prefill: the split's rho (embedded) or the encoded future (clip), the frozen target
         states when there is something to score, the EWM. Returns `(EWMOutput, rho on the host or None)`."""
         rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
@@ -789,12 +804,18 @@ class AffectVerseModel(AffectVersePreTrainedModel):
         tokens, their targets and the copy-last baseline (`pairs`). For diagnostics (the ablation runner's held-out
         imagination report); extra processor outputs are ignored."""
         layout = self._layout(input_ids, attention_mask, True, keep_ratio, None, video_grid_thw)
-        media = media_inputs(input_features=input_features, pixel_values_videos=pixel_values_videos,
-                             video_grid_thw=video_grid_thw, feature_attention_mask=feature_attention_mask)
-        inputs_embeds, position_ids, unfused = self._embed(input_ids, media, attention_mask, None, None, True, None,
-                                                           use_audio_in_video, video_second_per_grid, layout)
-        future = future_inputs(future_pixel_values_videos, future_video_grid_thw, future_input_features,
-                               future_feature_attention_mask)
+        media = media_inputs(
+            input_features=input_features,
+            pixel_values_videos=pixel_values_videos,
+            video_grid_thw=video_grid_thw,
+            feature_attention_mask=feature_attention_mask,
+        )
+        inputs_embeds, position_ids, unfused = self._embed(
+            input_ids, media, attention_mask, None, None, True, None, use_audio_in_video, video_second_per_grid, layout
+        )
+        future = future_inputs(
+            future_pixel_values_videos, future_video_grid_thw, future_input_features, future_feature_attention_mask
+        )
         return self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
                              future_layout, video_second_per_grid)[0]  # fmt: skip
 
@@ -855,7 +876,7 @@ class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
         return AffectVerseCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            **{name: getattr(outputs, name) for name in ("past_key_values", "hidden_states", "attentions", "kept_index")},
+            **{name: getattr(outputs, name) for name in PASSED_THROUGH},
             **AffectVerseCausalLMOutputWithPast.ewm_fields(outputs.ewm),
         )
 
