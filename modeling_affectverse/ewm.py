@@ -1,4 +1,4 @@
-"""The Emotion World Module (paper §3.2, Appendix D; DESIGN.md §4): pure torch.
+"""The Emotion World Module (paper §3.2, Appendix D; docs/architecture.md §4): pure torch.
 
 Reads the merged multimodal input embeddings of the thinker, imagines each modality's future
 from the observed past (cross-modal temporal imagination, K-step rollout), aggregates the
@@ -9,7 +9,7 @@ takes a config object with the `ewm_*` fields and `ewm_hidden_size`, and tensors
 The paper's ablations are config switches (README, "Ablations"): how belief tokens are built
 (`ewm_belief_construction`: imagination, pooled past, free learned tokens), how imagined tokens
 are aggregated (`ewm_aggregation`: MAMA or mean pooling), the boundary residual, the context mode,
-and the two revisions of 2026-11-23 (DESIGN §4.4-4.5): time embeddings and targets from a frozen
+and the two revisions of 2026-11-23 (docs/architecture.md §4.4-4.5): time embeddings and targets from a frozen
 projection. Only the modules a setting uses are built, so an adapter holds nothing unused.
 
 Shapes: B batch, L sequence, D LLM width, W working width, N tokens of one modality stream,
@@ -73,16 +73,18 @@ class ImaginationPairs:
         tensors = (torch.cat([getattr(p, name) for p in parts]) for name in ("imagined", "target", "copy_last"))
         bins = None
         if any(p.bins is not None for p in parts):
-            bins = torch.cat([p.target.new_ones(p.target.shape[:2], dtype=torch.bool) if p.bins is None else p.bins
-                              for p in parts])  # fmt: skip
+            bins = torch.cat(
+                [p.target.new_ones(p.target.shape[:2], dtype=torch.bool) if p.bins is None else p.bins for p in parts]
+            )
         return cls(*tensors, None, bins)
 
     def baseline_losses(self, cosine_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row loss `(P,)` of two predictors that know nothing of dynamics: copying the last observed token, and
         predicting the mean target of the supervised rows (the batch's in training, the held-out set's in the report),
         bin by bin over the rows that have the bin. Rows outside `scored` get a loss too; the caller weighs them out."""
-        copied = imagination_loss_terms(self.copy_last[:, None].expand_as(self.target), self.target, cosine_weight,
-                                        self.bins)  # fmt: skip
+        copied = imagination_loss_terms(
+            self.copy_last[:, None].expand_as(self.target), self.target, cosine_weight, self.bins
+        )
         weight = self.target.new_ones(self.target.shape[0])
         if self.scored is not None:
             weight = self.scored.to(self.target.dtype)
@@ -175,7 +177,7 @@ class StreamPlan:
     def streams(self, min_tokens: int) -> list[dict]:
         """Per modality (VIDEO, AUDIO): `present` (list of bool), `size` (longest present stream) and `pairs`
         (samples whose stream has a future: past tokens held out by rho in the embedded split, a future segment in
-        the clip split), by the device's rules (DESIGN §4.3) in plain Python."""
+        the clip split), by the device's rules (docs/architecture.md §4.3) in plain Python."""
         batch = len(self.video_counts)
         rho = self.keep_ratio or (None,) * batch
         result = []
@@ -193,7 +195,7 @@ class StreamPlan:
 
 @dataclass
 class FutureSegment:
-    """One modality's future segment per sample (clip split, DESIGN §4.3 revised): the media after the cut, encoded
+    """One modality's future segment per sample (clip split, docs/architecture.md §4.3: the media after the cut, encoded
     apart from the input (no gradient, no adapter) only to score the imagination against.
 
     Attributes:
@@ -249,6 +251,22 @@ class ModalityStream:
         return last * self.present.view(-1, *([1] * (last.dim() - 1))).to(last.dtype)
 
 
+@dataclass
+class RolloutTerms:
+    """What one pass's rollouts scored, per modality with a future: loss and cosine `(B, K)`, the pairs (for
+    diagnostics), and emotion-first's step logits."""
+
+    losses: list = field(default_factory=list)
+    cosines: list = field(default_factory=list)
+    pairs: dict = field(default_factory=dict)
+    emotion_logits: dict = field(default_factory=dict)
+
+    def add(self, modality: int, loss: torch.Tensor, cosine: torch.Tensor, pairs: ImaginationPairs) -> None:
+        self.losses.append(loss)
+        self.cosines.append(cosine)
+        self.pairs[modality] = pairs
+
+
 class TemporalImagination(nn.Module):
     """K-step rollout for one target modality (paper Eq. 4, D.2): blocks shared across steps.
 
@@ -257,8 +275,16 @@ class TemporalImagination(nn.Module):
     and its embedding is added to the step's future queries, so the step's imagined state is conditioned on it.
     """
 
-    def __init__(self, width: int, num_heads: int, ffn_ratio: int, num_layers: int, num_queries: int, steps: int,
-                 num_emotions: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        ffn_ratio: int,
+        num_layers: int,
+        num_queries: int,
+        steps: int,
+        num_emotions: int = 0,
+    ):
         super().__init__()
         self.future_queries = nn.Parameter(torch.randn(num_queries, width) * 0.02)  # (Q, W), shared by all steps
         self.step_embedding = nn.Embedding(steps, width)
@@ -267,6 +293,7 @@ class TemporalImagination(nn.Module):
             self.emotion_query = nn.Parameter(torch.randn(1, width) * 0.02)
             self.emotion_head = nn.Linear(width, num_emotions)
             self.emotion_embedding = nn.Linear(num_emotions, width, bias=False)
+        self.emotion_first = bool(num_emotions)
         self.last_emotion_logits: torch.Tensor | None = None  # (B, K, E) of the latest forward (emotion-first)
 
     def forward(
@@ -293,13 +320,12 @@ class TemporalImagination(nn.Module):
         projected = [layer.project_context(context) for layer in layers]  # per layer: (B, H, C, W/H) keys, values
         outputs = []
         ones = context_mask.new_ones(context.shape[0], self.future_queries.shape[0])
-        emotion_first = hasattr(self, "emotion_head")
         logits = []
         for step in range(self.step_embedding.num_embeddings):
             imagined = (self.future_queries + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
             if query_time is not None:
                 imagined = imagined + query_time
-            if emotion_first:  # p(E_k | context) first, then the step's queries conditioned on it
+            if self.emotion_first:  # p(E_k | context) first, then the step's queries conditioned on it
                 emotion = (self.emotion_query + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
                 for layer, (keys, values) in zip(layers, projected, strict=True):
                     emotion = layer.attend(emotion, keys, values, context_mask)  # (B, 1, W)
@@ -311,8 +337,10 @@ class TemporalImagination(nn.Module):
             outputs.append(imagined)
             joining = imagined + tag_self if query_time is None else imagined + tag_self + query_time
             grown = [layer.project_context(joining) for layer in layers]  # the rollout extends its context
-            projected = [(torch.cat([k, gk], dim=2), torch.cat([v, gv], dim=2))
-                         for (k, v), (gk, gv) in zip(projected, grown, strict=True)]  # fmt: skip
+            projected = [
+                (torch.cat([k, gk], dim=2), torch.cat([v, gv], dim=2))
+                for (k, v), (gk, gv) in zip(projected, grown, strict=True)
+            ]
             context_mask = torch.cat([context_mask, ones], dim=1)
         self.last_emotion_logits = torch.stack(logits, dim=1) if logits else None
         return torch.stack(outputs, dim=1)
@@ -332,8 +360,9 @@ class BeliefAggregator(nn.Module):
         return self.block(queries, memory, None)
 
 
-def imagination_loss_terms(predicted: torch.Tensor, target: torch.Tensor, cosine_weight: float,
-                           bins: torch.Tensor | None = None):  # fmt: skip
+def imagination_loss_terms(
+    predicted: torch.Tensor, target: torch.Tensor, cosine_weight: float, bins: torch.Tensor | None = None
+):
     """MSE + w * (1 - cos) between `predicted (…, Q, W)` and `target (…, Q, W)`, averaged over Q: `(loss, cosine)`.
 
     `bins` `(…, Q)` bool (broadcast like the inputs): only these bins count (a bin without a target is left out of
@@ -350,8 +379,9 @@ def imagination_loss_terms(predicted: torch.Tensor, target: torch.Tensor, cosine
     return mse + cosine_weight * (1.0 - cosine), cosine
 
 
-def mean_pairwise_cosine(vectors: torch.Tensor, weight: torch.Tensor | None = None,
-                         bins: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
+def mean_pairwise_cosine(
+    vectors: torch.Tensor, weight: torch.Tensor | None = None, bins: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """Mean cosine between different rows of `vectors (P, …)` (flattened); None with fewer than 2 rows.
 
     `weight` `(P,)` of 0/1 selects the rows without indexing (the caller knows there are at least 2). `bins` `(P, Q)`
@@ -373,68 +403,126 @@ class EmotionWorldModule(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        hidden, width = config.ewm_hidden_size, config.ewm_working_size
-        heads, ratio = config.ewm_num_heads, config.ewm_ffn_ratio
-        steps, queries = config.ewm_rollout_steps, config.ewm_num_future_queries
-        n_dual, n_single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
         self.config = config
+        width, hidden = config.ewm_working_size, config.ewm_hidden_size
         construction = config.ewm_belief_construction
+        # Every option is resolved here, once: into the parts built (only those a setting uses, so an adapter holds
+        # nothing unused) and the methods that run; `forward` checks no option.
+        self.make_beliefs = {
+            "ewm": self._imagined_beliefs,
+            "pooling": self._pooled_past_beliefs,
+            "random_tokens": self._free_beliefs,
+        }[construction]
+        self.imagines = construction == "ewm"
+        self.cores: tuple[str, ...] = ()  # the numeric cores `compile_cores` compiles
+        self.own_inits: tuple[tuple[str, str], ...] = ()  # (tensor, how) the model's `_init_weights` initialises
         if construction == "random_tokens":  # Table 4: free learned tokens, the same for every input
-            self.free_beliefs = nn.Parameter(torch.randn(n_dual + n_single, width) * 0.02)  # dual rows, then single
+            n_tokens = config.ewm_belief_tokens_dual + config.ewm_belief_tokens_single  # dual rows, then single
+            self.free_beliefs = nn.Parameter(torch.randn(n_tokens, width) * 0.02)
+            self.own_inits += (("free_beliefs", "normal"),)
+            self.down = None
         else:
             self.video_down = nn.Linear(hidden, width)
             self.audio_down = nn.Linear(hidden, width)
-        if construction == "ewm":
-            self.tag_embedding = nn.Embedding(2, width)  # row 0: self, row 1: cross
-            emotions = len(config.emotion_labels or [])  # 0 for the joint factorization
-            imagination = (width, heads, ratio, config.ewm_imagination_layers, queries, steps, emotions)
-            self.video_imagination = TemporalImagination(*imagination)
-            self.audio_imagination = TemporalImagination(*imagination)
-            if config.ewm_time_embedding:
-                self.time_embedding = TimeEmbedding(width)
-            if config.ewm_imagination_target == "frozen":
-                # a fixed random projection D -> W per modality, never trained (DESIGN §4.5, revised)
-                self.register_buffer("target_projection", torch.randn(2, width, hidden) / math.sqrt(hidden))
-            if config.ewm_aggregation == "mama":
-                self.type_embedding = nn.Embedding(config.ewm_num_type_embeddings, width)
-                self.memory_step_embedding = nn.Embedding(steps, width)
-                layers = config.ewm_aggregation_layers
-                self.aggregate_dual = BeliefAggregator(width, heads, ratio, layers, n_dual)
-                self.aggregate_single = BeliefAggregator(width, heads, ratio, layers, n_single)
-            if config.ewm_boundary_residual:
-                self.boundary_proj = nn.Linear(width, width)
-                self.residual_scale = nn.Parameter(torch.tensor(float(config.ewm_residual_scale_init)))
+            self.down = (self.video_down, self.audio_down)
+        if self.imagines:
+            self._build_imagination(config)
         self.up_proj = nn.Linear(width, hidden)
+
+    def _build_imagination(self, config) -> None:
+        """The imagination's parts and the choices among them: context mode, time embedding, target, aggregation,
+        boundary residual (the paper's ablations, README "Ablations")."""
+        width, hidden = config.ewm_working_size, config.ewm_hidden_size
+        heads, ratio, steps = config.ewm_num_heads, config.ewm_ffn_ratio, config.ewm_rollout_steps
+        n_dual, n_single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
+        self.tag_embedding = nn.Embedding(2, width)  # row 0: self, row 1: cross
+        emotions = len(config.emotion_labels or [])  # 0 for the joint factorization
+        imagination = (
+            width,
+            heads,
+            ratio,
+            config.ewm_imagination_layers,
+            config.ewm_num_future_queries,
+            steps,
+            emotions,
+        )
+        self.video_imagination = TemporalImagination(*imagination)
+        self.audio_imagination = TemporalImagination(*imagination)
+        self.cores = ("video_imagination", "audio_imagination")
+        self.context_masks = {"full": self._full_context, "self": self._self_context, "cross": self._cross_context}[
+            config.ewm_context_mode
+        ]
+        self.time_embedding = TimeEmbedding(width) if config.ewm_time_embedding else None
+        if config.ewm_imagination_target == "frozen":
+            # a fixed random projection D -> W per modality, never trained (docs/architecture.md §4.5)
+            self.register_buffer("target_projection", torch.randn(2, width, hidden) / math.sqrt(hidden))
+            self.own_inits += (("target_projection", "projection"),)
+            self.target_space, self.stream_targets = self._frozen_target_space, self._frozen_stream_targets
+        else:
+            self.target_space, self.stream_targets = self._online_target_space, self._online_stream_targets
+        if config.ewm_aggregation == "mama":
+            self.type_embedding = nn.Embedding(config.ewm_num_type_embeddings, width)
+            self.memory_step_embedding = nn.Embedding(steps, width)
+            layers = config.ewm_aggregation_layers
+            self.aggregate_dual = BeliefAggregator(width, heads, ratio, layers, n_dual)
+            self.aggregate_single = BeliefAggregator(width, heads, ratio, layers, n_single)
+            self.cores += ("aggregate_dual", "aggregate_single")
+            self.memory, self.aggregate = self._memory, self._mama_beliefs
+        else:  # Table 3 rows (b)-(c): the imagined tokens mean-pooled into belief tokens
+            self.memory, self.aggregate = self._flat_memory, self._mean_beliefs
+        self.boundary_residual = None
+        if config.ewm_boundary_residual:
+            self.boundary_proj = nn.Linear(width, width)
+            self.residual_scale = nn.Parameter(torch.tensor(float(config.ewm_residual_scale_init)))
+            self.own_inits += (("residual_scale", "residual"),)
+            self.boundary_residual = self._boundary_residual
 
     def compile_cores(self, **compile_kwargs) -> list[str]:
         """`torch.compile` the numeric cores in place (the rollouts and the MAMA aggregators: tensors in, tensors out,
         shapes dynamic), leaving the host-side logic eager. Weights and state-dict keys are unchanged. Fewer, fused
-        kernels for a module that is launch-bound on a GPU (issue 12); off unless asked for: it costs compile time.
+        kernels for a module that is launch-bound on a GPU; off unless asked for: it costs compile time.
         Returns the names of the compiled submodules."""
         compile_kwargs.setdefault("dynamic", True)
-        names = [n for n in ("video_imagination", "audio_imagination", "aggregate_dual", "aggregate_single")
-                 if hasattr(self, n)]  # fmt: skip
-        for name in names:
+        for name in self.cores:
             getattr(self, name).compile(**compile_kwargs)
-        return names
+        return list(self.cores)
 
     # -- preparation -------------------------------------------------------------------------
-    def _target_space(self, states: torch.Tensor, modality: int, valid: torch.Tensor) -> torch.Tensor:
+    def _frozen_target_space(self, states: torch.Tensor, modality: int, valid: torch.Tensor) -> torch.Tensor:
         """Tokens `(B, N, D)` in the imagination's target space `(B, N, W)`, detached: the frozen random projection and
-        a LayerNorm (DESIGN §4.5 revised), or `"online"`'s trained down-projection (the original design, collapses)."""
-        states = states.detach()
-        if self.config.ewm_imagination_target == "online":
-            projected = (self.video_down, self.audio_down)[modality](states).detach()
-        else:
-            projected = states @ self.target_projection[modality].to(states.dtype).T
-            projected = F.layer_norm(projected, (self.config.ewm_working_size,))  # unit scale: no |h| dependence
+        a LayerNorm (docs/architecture.md §4.5)."""
+        projected = states.detach() @ self.target_projection[modality].to(states.dtype).T
+        projected = F.layer_norm(projected, (self.config.ewm_working_size,))  # unit scale: no |h| dependence
         return torch.where(valid[..., None], projected, 0.0)
 
+    def _online_target_space(self, states: torch.Tensor, modality: int, valid: torch.Tensor) -> torch.Tensor:
+        """`"online"` targets: the trained down-projection, detached (the original design; it collapses)."""
+        projected = self.down[modality](states.detach()).detach()
+        return torch.where(valid[..., None], projected, 0.0)
+
+    def _frozen_stream_targets(self, tokens, selected, target_states, order, modality: int, valid) -> torch.Tensor:
+        """The observed stream in target space: read from `target_states` (the frozen features) when given."""
+        if target_states is not None:
+            selected = target_states.gather(1, order[..., None].expand(-1, -1, target_states.shape[-1]))
+        return self._frozen_target_space(selected, modality, valid)
+
+    def _online_stream_targets(self, tokens, selected, target_states, order, modality: int, valid) -> torch.Tensor:
+        """`"online"`: the stream's own down-projected tokens, detached."""
+        return tokens.detach()
+
     def _stream(
-        self, hidden: torch.Tensor, mask: torch.Tensor, modality: int, keep_ratio, times, size: int | None = None,
-        target_states: torch.Tensor | None = None, with_targets: bool = False, patch: torch.Tensor | None = None,
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor,
+        modality: int,
+        keep_ratio,
+        times,
+        size: int | None = None,
+        target_states: torch.Tensor | None = None,
+        with_targets: bool = False,
+        patch: torch.Tensor | None = None,
         step: torch.Tensor | None = None,
-    ) -> ModalityStream:  # fmt: skip
+    ) -> ModalityStream:
         """Gather one modality's tokens in sequence order, project them D -> W, split them.
 
         `target_states`: where the frozen imagination targets are read (default `hidden`): the encoders' features
@@ -447,25 +535,19 @@ class EmotionWorldModule(nn.Module):
         """
         count = mask.sum(1)  # (B,)
         present = count >= self.config.ewm_min_modality_tokens
-        count = count * present  # a stream too short for past + future is absent (DESIGN §4.3)
+        count = count * present  # a stream too short for past + future is absent (docs/architecture.md §4.3)
         mask = mask & present[:, None]
         n_max = (int(count.max()) if count.numel() else 0) if size is None else size
         valid = torch.arange(n_max, device=hidden.device) < count[:, None]  # (B, N_max)
         order = masked_positions(mask, n_max)  # (B, N_max) positions
         width = self.config.ewm_working_size
         tokens = hidden.new_zeros(hidden.shape[0], n_max, width)
-        down = None if self.config.ewm_belief_construction == "random_tokens" else (self.video_down, self.audio_down)
         targets = None
-        if n_max and down is not None:
+        if n_max and self.down is not None:
             selected = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N_max, D)
-            tokens = torch.where(valid[..., None], down[modality](selected), 0.0)
-            if self.config.ewm_belief_construction == "ewm" and with_targets:  # else nothing to score against
-                if self.config.ewm_imagination_target == "online":  # the trained down-projection of the input itself
-                    targets = tokens.detach()
-                else:
-                    if target_states is not None:
-                        selected = target_states.gather(1, order[..., None].expand(-1, -1, target_states.shape[-1]))
-                    targets = self._target_space(selected, modality, valid)
+            tokens = torch.where(valid[..., None], self.down[modality](selected), 0.0)
+            if self.imagines and with_targets:  # else nothing to score against
+                targets = self.stream_targets(tokens, selected, target_states, order, modality, valid)
         stream_times = hidden.new_zeros(hidden.shape[0], n_max, dtype=torch.float32)
         if n_max:
             if times is None:  # no clock given: the stream's token index at the audio token rate
@@ -484,16 +566,11 @@ class EmotionWorldModule(nn.Module):
         """Rollout context of every sample for the target modality `own` (paper Eq. 3).
 
         With time embeddings, every context token also carries its time relative to `boundary` `(B,)`, the end of what
-        was observed (DESIGN §4.4, revised): without it cross-attention cannot tell past order.
+        was observed (docs/architecture.md §4.4: without it cross-attention cannot tell past order.
         A sample without the own modality attends to its first slot only, so its (discarded) rows stay finite.
         """
         tag_self, tag_cross = self.tag_embedding.weight
-        own_mask, other_mask = own.past_mask, other.past_mask & other.present[:, None]
-        mode = self.config.ewm_context_mode
-        if mode == "self":
-            other_mask = torch.zeros_like(other_mask)
-        elif mode == "cross":  # own past only where the other modality is absent
-            own_mask = own_mask & ~other.present[:, None]
+        own_mask, other_mask = self.context_masks(own, other)
         own_tokens, other_tokens = own.tokens + tag_self, other.tokens + tag_cross
         if boundary is not None:
             own_tokens = own_tokens + self.time_embedding(own.times - boundary[:, None])
@@ -502,30 +579,52 @@ class EmotionWorldModule(nn.Module):
         absent = F.pad(~own.present[:, None], (0, mask.shape[1] - 1))  # (B, C): True at slot 0 of absent samples
         return torch.cat([own_tokens, other_tokens], dim=1), mask | absent
 
+    @staticmethod
+    def _full_context(own: ModalityStream, other: ModalityStream) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context of `"full"` (the paper's): the own past and the other modality's."""
+        return own.past_mask, other.past_mask & other.present[:, None]
+
+    @staticmethod
+    def _self_context(own: ModalityStream, other: ModalityStream) -> tuple[torch.Tensor, torch.Tensor]:
+        """`"self"`: the own past only."""
+        return own.past_mask, torch.zeros_like(other.past_mask)
+
+    @staticmethod
+    def _cross_context(own: ModalityStream, other: ModalityStream) -> tuple[torch.Tensor, torch.Tensor]:
+        """`"cross"`: the other modality's past, the own past only where the other modality is absent."""
+        return own.past_mask & ~other.present[:, None], other.past_mask & other.present[:, None]
+
     def query_offsets(self, device=None) -> torch.Tensor:
         """`(Q,)` seconds after the end of the observation of the future bins the rollout queries stand for: the
-        centres of `ewm_num_future_queries` equal bins over `ewm_horizon_seconds` (DESIGN §4.4-4.5 revised). Fixed:
+        centres of `ewm_num_future_queries` equal bins over `ewm_horizon_seconds` (docs/architecture.md §4.4-4.5. Fixed:
         the same in training and at inference, nothing read off the real future (which would reveal the clip's
         length)."""
         bins = self.config.ewm_num_future_queries
         horizon = float(self.config.ewm_horizon_seconds)
         return (torch.arange(bins, device=device, dtype=torch.float32) + 0.5) * horizon / bins
 
-    def _imagine(self, own: ModalityStream, other: ModalityStream, module: TemporalImagination, boundary,
-                 override=None):  # fmt: skip
+    def _imagine(
+        self, own: ModalityStream, other: ModalityStream, module: TemporalImagination, boundary, override=None
+    ):
         """Run one modality's rollout on the whole batch; returns `(present (B,), imagined (B, K, Q, W))`, the rows
         of samples without the modality finite and meaningless (the callers mask them out). `boundary` `(B,)`: the end
         of the observation, the origin of the context's and the queries' times."""
         query_time = None
-        if self.config.ewm_time_embedding:
+        if self.time_embedding is not None:
             query_time = self.time_embedding(self.query_offsets(own.tokens.device))[None]  # (1, Q, W)
         else:
             boundary = None
         context, context_mask = self._context(own, other, boundary)
         return own.present, module(context, context_mask, self.tag_embedding.weight[0], query_time, override)
 
-    def _imagination_terms(self, own: ModalityStream, imagined: torch.Tensor, modality: int,
-                           future: FutureSegment | None, boundary: torch.Tensor):  # fmt: skip
+    def _imagination_terms(
+        self,
+        own: ModalityStream,
+        imagined: torch.Tensor,
+        modality: int,
+        future: FutureSegment | None,
+        boundary: torch.Tensor,
+    ):
         """Per-(sample, step) loss and cosine `(B, K)` against the real future in target space, zero for samples
         without a future, and the batch's pairs with the `scored` mask (for diagnostics).
 
@@ -537,21 +636,46 @@ class EmotionWorldModule(nn.Module):
             target = pool_future(own.targets, own.past_len, own.future_len, bins)  # (B, Q, W), detached
             filled, scored = None, own.present & (own.future_len > 0)
         else:
-            tokens = self._target_space(future.features, modality, future.valid)  # (B, F, W)
-            target, filled = bin_by_time(tokens, future.times, future.span, future.end, future.valid, boundary,
-                                         float(self.config.ewm_horizon_seconds), bins)  # fmt: skip
+            tokens = self.target_space(future.features, modality, future.valid)  # (B, F, W)
+            target, filled = bin_by_time(
+                tokens,
+                future.times,
+                future.span,
+                future.end,
+                future.valid,
+                boundary,
+                float(self.config.ewm_horizon_seconds),
+                bins,
+            )
             scored = own.present & (future.count > 0)
-        loss, cosine = imagination_loss_terms(imagined, target[:, None], self.config.ewm_cosine_weight,
-                                              None if filled is None else filled[:, None])  # (B, K) each  # fmt: skip
+        loss, cosine = imagination_loss_terms(
+            imagined, target[:, None], self.config.ewm_cosine_weight, None if filled is None else filled[:, None]
+        )  # (B, K) each
         pairs = ImaginationPairs(imagined.detach(), target, own.last_past(own.targets), scored, filled)
         keep = scored[:, None]
         return torch.where(keep, loss, 0.0), torch.where(keep, cosine, 0.0).detach(), pairs
 
-    # -- belief construction ------------------------------------------------------------------------
+    # -- aggregation: `memory` and `aggregate` are chosen at build -------------------------------------------------
     def _memory(self, imagined: torch.Tensor, modality: int) -> torch.Tensor:
         """Imagined tokens + type + step embeddings, flattened to a memory bank `(B', K*Q, W)`."""
         steps = self.memory_step_embedding.weight[:, None, :]  # (K, 1, W)
         return (imagined + self.type_embedding.weight[modality] + steps).flatten(1, 2)
+
+    @staticmethod
+    def _flat_memory(imagined: torch.Tensor, modality: int) -> torch.Tensor:
+        """Mean aggregation's bank: the imagined tokens as they are, `(B', K*Q, W)`."""
+        return imagined.flatten(1, 2)
+
+    def _mama_beliefs(self, video: ModalityStream, audio: ModalityStream, memories, facts) -> torch.Tensor:
+        """MAMA over the two banks, each aggregator run when some sample of the batch is in its regime."""
+        present = [(v, a) for v, a in zip(facts[VIDEO]["present"], facts[AUDIO]["present"], strict=True)]
+        regimes = (any(v and a for v, a in present), any(v != a for v, a in present))
+        return self._mama(video, audio, *memories, regimes)
+
+    def _mean_beliefs(self, video: ModalityStream, audio: ModalityStream, memories, facts) -> torch.Tensor:
+        """Table 3 rows (b)-(c): the imagined tokens mean-pooled into belief tokens."""
+        full = torch.full_like(video.count, memories[0].shape[1])
+        return self._pooled_beliefs(video, audio, memories, (full * video.present, full * audio.present))
 
     def _pooled_beliefs(self, video: ModalityStream, audio: ModalityStream, banks, lengths) -> torch.Tensor:
         """Belief tokens `(B, n_dual, W)` as adaptive means of per-modality banks `(B, M, W)` (first `lengths` rows):
@@ -564,14 +688,6 @@ class EmotionWorldModule(nn.Module):
         single = torch.where(video.present[:, None, None], single[VIDEO], single[AUDIO])  # (B, n_single, W)
         single = F.pad(single, (0, 0, 0, n_dual - n_single))
         return torch.where((video.present & audio.present)[:, None, None], dual, single)
-
-    def _free_beliefs(self, video: ModalityStream, audio: ModalityStream) -> torch.Tensor:
-        """Table 4's "random tokens": learned free tokens `(B, n_dual, W)`, the same for every input of a regime."""
-        n_dual, n_single = self.config.ewm_belief_tokens_dual, self.config.ewm_belief_tokens_single
-        dual = self.free_beliefs[:n_dual]
-        single = F.pad(self.free_beliefs[n_dual:], (0, 0, 0, n_dual - n_single))
-        both = (video.present & audio.present)[:, None, None]
-        return torch.where(both, dual, single)
 
     def _mama(self, video: ModalityStream, audio: ModalityStream, video_memory, audio_memory, regimes) -> torch.Tensor:
         """MAMA per regime, selected per sample (paper Eq. 7). Each aggregator runs on the whole batch (when some
@@ -625,7 +741,7 @@ class EmotionWorldModule(nn.Module):
             emotion_override: emotion-first: `(B, K, E)` distributions that replace the predicted ones.
             target_states: `(B, L, D)` the embeddings the frozen targets are read from (default `hidden_states`):
                 the encoders' features before any trained module (a pre-fusion, adapters on the encoders), which no
-                training moves (DESIGN §4.5 revised).
+                training moves (docs/architecture.md §4.5.
             future: clip split: per modality (VIDEO, AUDIO) the future segment after the cut, the imagination's
                 target (targets pooled into fixed time bins after the end of the observation). Not with keep_ratio.
             token_seconds: per modality `(B,)` seconds one token step covers (video: the processor's
@@ -636,66 +752,130 @@ class EmotionWorldModule(nn.Module):
         if plan is None:
             plan = StreamPlan.read(video_mask, audio_mask, keep_ratio)
         facts = plan.streams(self.config.ewm_min_modality_tokens)
-        device = hidden_states.device
-        with_targets = keep_ratio is not None or future is not None
-        patch = None if plan.video_patch is None else torch.tensor(plan.video_patch, device=device)
-        seconds = token_seconds or {}
-        video = self._stream(hidden_states, video_mask, VIDEO, keep_ratio, token_times, facts[VIDEO]["size"],
-                             target_states, with_targets, patch, seconds.get(VIDEO))  # fmt: skip
-        audio = self._stream(hidden_states, audio_mask, AUDIO, keep_ratio, token_times, facts[AUDIO]["size"],
-                             target_states, with_targets, None, seconds.get(AUDIO))  # fmt: skip
+        video, audio = self._streams(
+            hidden_states,
+            video_mask,
+            audio_mask,
+            keep_ratio,
+            token_times,
+            plan,
+            facts,
+            target_states,
+            keep_ratio is not None or future is not None,
+            token_seconds,
+        )
         boundary = torch.maximum(video.observed_end, audio.observed_end)  # (B,) the end of what was observed
-        config = self.config
-        construction = config.ewm_belief_construction
-        losses, cosines, pairs, emotion_logits = [], [], {}, {}
-        if construction == "random_tokens":
-            beliefs = self._free_beliefs(video, audio)
-        elif construction == "pooling":  # Table 4: the mean-pooled observed past, no imagination
-            beliefs = self._pooled_beliefs(video, audio, (video.tokens, audio.tokens), (video.past_len, audio.past_len))
-        else:
-            memories = []
-            for modality, own, other, module in (
-                (VIDEO, video, audio, self.video_imagination),
-                (AUDIO, audio, video, self.audio_imagination),
-            ):
-                bank = hidden_states.new_zeros(hidden_states.shape[0], config.ewm_rollout_steps
-                                               * config.ewm_num_future_queries, config.ewm_working_size)  # fmt: skip
-                if any(facts[modality]["present"]):
-                    present, imagined = self._imagine(own, other, module, boundary, emotion_override)
-                    if module.last_emotion_logits is not None:
-                        emotion_logits[modality] = (present, module.last_emotion_logits)
-                    mean = config.ewm_aggregation == "mean"
-                    bank = imagined.flatten(1, 2) if mean else self._memory(imagined, modality)
-                    bank = torch.where(present[:, None, None], bank, 0.0)
+        terms = RolloutTerms()
+        beliefs = self.make_beliefs(hidden_states, video, audio, facts, boundary, future, emotion_override, terms)
+        return self._output(beliefs, terms, video, audio, facts, boundary, emotion_labels)
+
+    def _streams(
+        self,
+        hidden_states,
+        video_mask,
+        audio_mask,
+        keep_ratio,
+        token_times,
+        plan: StreamPlan,
+        facts,
+        target_states,
+        with_targets: bool,
+        token_seconds,
+    ) -> tuple[ModalityStream, ModalityStream]:
+        """Both modalities' streams (`_stream`), sized by the plan."""
+        patch = None if plan.video_patch is None else torch.tensor(plan.video_patch, device=hidden_states.device)
+        seconds = token_seconds or {}
+        video = self._stream(
+            hidden_states,
+            video_mask,
+            VIDEO,
+            keep_ratio,
+            token_times,
+            facts[VIDEO]["size"],
+            target_states,
+            with_targets,
+            patch,
+            seconds.get(VIDEO),
+        )
+        audio = self._stream(
+            hidden_states,
+            audio_mask,
+            AUDIO,
+            keep_ratio,
+            token_times,
+            facts[AUDIO]["size"],
+            target_states,
+            with_targets,
+            None,
+            seconds.get(AUDIO),
+        )
+        return video, audio
+
+    # -- belief construction: one of these is `make_beliefs` ------------------------------------------------------
+    def _free_beliefs(self, hidden_states, video, audio, facts, boundary, future, emotion_override, terms):
+        """Table 4's "random tokens": learned free tokens `(B, n_dual, W)`, the same for every input of a regime."""
+        n_dual, n_single = self.config.ewm_belief_tokens_dual, self.config.ewm_belief_tokens_single
+        dual = self.free_beliefs[:n_dual]
+        single = F.pad(self.free_beliefs[n_dual:], (0, 0, 0, n_dual - n_single))
+        both = (video.present & audio.present)[:, None, None]
+        return torch.where(both, dual, single)
+
+    def _pooled_past_beliefs(self, hidden_states, video, audio, facts, boundary, future, emotion_override, terms):
+        """Table 4's "pooling": the mean-pooled observed past, no imagination."""
+        return self._pooled_beliefs(video, audio, (video.tokens, audio.tokens), (video.past_len, audio.past_len))
+
+    def _imagined_beliefs(self, hidden_states, video, audio, facts, boundary, future, emotion_override, terms):
+        """The EWM's own: each modality's rollout (scored into `terms` when there is a future), its imagined tokens
+        aggregated into belief tokens (`aggregate`: MAMA or mean pooling), plus the boundary residual when built."""
+        memories = []
+        for modality, own, other, module in (
+            (VIDEO, video, audio, self.video_imagination),
+            (AUDIO, audio, video, self.audio_imagination),
+        ):
+            config = self.config
+            bank = hidden_states.new_zeros(
+                hidden_states.shape[0],
+                config.ewm_rollout_steps * config.ewm_num_future_queries,
+                config.ewm_working_size,
+            )
+            if any(facts[modality]["present"]):
+                present, imagined = self._imagine(own, other, module, boundary, emotion_override)
+                if module.last_emotion_logits is not None:
+                    terms.emotion_logits[modality] = (present, module.last_emotion_logits)
+                bank = torch.where(present[:, None, None], self.memory(imagined, modality), 0.0)
+                if own.targets is not None and facts[modality]["pairs"]:  # a split was asked for, with a future
                     segment = None if future is None else future.get(modality)
-                    if own.targets is not None and facts[modality]["pairs"]:  # a split was asked for, with a future
-                        loss, cosine, modality_pairs = self._imagination_terms(own, imagined, modality, segment,
-                                                                               boundary)  # fmt: skip
-                        losses.append(loss)
-                        cosines.append(cosine)
-                        pairs[modality] = modality_pairs
-                memories.append(bank)
-            if config.ewm_aggregation == "mama":
-                present = [(v, a) for v, a in zip(facts[VIDEO]["present"], facts[AUDIO]["present"], strict=True)]
-                regimes = (any(v and a for v, a in present), any(v != a for v, a in present))
-                beliefs = self._mama(video, audio, *memories, regimes)
-            else:  # Table 3 rows (b)-(c): the imagined tokens mean-pooled into belief tokens
-                full = torch.full_like(video.count, memories[0].shape[1])
-                beliefs = self._pooled_beliefs(video, audio, memories, (full * video.present, full * audio.present))
-            if config.ewm_boundary_residual:
-                beliefs = beliefs + self._boundary_residual(video, audio)
+                    terms.add(modality, *self._imagination_terms(own, imagined, modality, segment, boundary))
+            memories.append(bank)
+        beliefs = self.aggregate(video, audio, memories, facts)
+        if self.boundary_residual is not None:
+            beliefs = beliefs + self.boundary_residual(video, audio)
+        return beliefs
 
+    def _output(
+        self,
+        beliefs,
+        terms: RolloutTerms,
+        video: ModalityStream,
+        audio: ModalityStream,
+        facts,
+        boundary,
+        emotion_labels,
+    ) -> EWMOutput:
+        """The pass's `EWMOutput`: belief tokens up-projected (zero rows past each sample's count), the imagination's
+        loss, cosine, baselines and target similarity over the scored pairs, the emotion terms (emotion-first)."""
+        config, device = self.config, beliefs.device
         imagination_loss = imagination_cosine = imagination_baselines = target_similarity = None
-        if pairs:
-            count = sum(facts[modality]["pairs"] for modality in pairs)  # samples x modalities with a future
-            imagination_loss = sum(loss.sum() for loss in losses) / (count * config.ewm_rollout_steps)
-            imagination_cosine = sum(cosine.sum(0) for cosine in cosines) / count  # (K,)
-            imagination_baselines, target_similarity = self._baselines(pairs, facts)
-
+        if terms.pairs:
+            count = sum(facts[modality]["pairs"] for modality in terms.pairs)  # samples x modalities with a future
+            imagination_loss = sum(loss.sum() for loss in terms.losses) / (count * config.ewm_rollout_steps)
+            imagination_cosine = sum(cosine.sum(0) for cosine in terms.cosines) / count  # (K,)
+            imagination_baselines, target_similarity = self._baselines(terms.pairs, facts)
         emotion_trajectory = emotion_loss = None
         if config.emotion_labels is not None:
-            emotion_trajectory, emotion_loss = self._emotion_terms(emotion_logits, emotion_labels, batch=video.count)
-
+            emotion_trajectory, emotion_loss = self._emotion_terms(
+                terms.emotion_logits, emotion_labels, batch=video.count
+            )
         n_dual, n_single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
         dual, single = video.present & audio.present, video.present ^ audio.present
         counts = torch.where(dual, n_dual, torch.where(single, n_single, 0)).to(device)
@@ -710,7 +890,7 @@ class EmotionWorldModule(nn.Module):
             audio_past_len=audio.past_len,
             imagination_baselines=imagination_baselines,
             target_similarity=target_similarity,
-            batch_pairs=pairs,
+            batch_pairs=terms.pairs,
             emotion_trajectory=emotion_trajectory,
             emotion_loss=emotion_loss,
             query_times=boundary[:, None] + self.query_offsets(device)[None],
