@@ -127,10 +127,18 @@ def midsize_pair(seconds: float, frame_size: int, **config_fields):
         if cut is not None and cut < 1:
             split = ClipSplit.of(cut, frames, processor.fps, wave, processor.feature_extractor.sampling_rate)
             past, future = split.past(frames, wave), split.future(frames, wave, processor.ewm_horizon_seconds)
-        text = processor.build_prompt(question, subtitle="benchmark clip", video=True, answer=answer,
-                                      wetr_queries=wetr_queries)  # fmt: skip
-        batch = processor(text=[text], videos=[past[0]], audio=[past[1]], load_audio_from_video=True,
-                          audio_from_video_indices=[0], belief_placeholders=beliefs, return_tensors="pt")  # fmt: skip
+        text = processor.build_prompt(
+            question, subtitle="benchmark clip", video=True, answer=answer, wetr_queries=wetr_queries
+        )
+        batch = processor(
+            text=[text],
+            videos=[past[0]],
+            audio=[past[1]],
+            load_audio_from_video=True,
+            audio_from_video_indices=[0],
+            belief_placeholders=beliefs,
+            return_tensors="pt",
+        )
         batch = dict(batch)
         batch["use_audio_in_video"] = True
         if answer is not None:
@@ -199,17 +207,18 @@ def train_section(repeats: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     drawn = [inputs(True, "happy", cut=float(0.3 + 0.7 * torch.rand(1, generator=generator))) for _ in range(8)]
     worst = inputs(True, "happy", cut=0.95)  # worst case for the target: the LLM sees almost the whole clip
-    optimizers = {id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
-                  for m in (ours, base)}  # fmt: skip
+    optimizers = {
+        id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5) for m in (ours, base)
+    }
     cycle = iter(drawn * (2 * repeats + 4))
 
     def step_base():
         optimizer_step(base, optimizers[id(base)], plain)
 
-    time_base, time_ours = interleaved(step_base, lambda: optimizer_step(ours, optimizers[id(ours)], next(cycle)),
-                                       repeats)  # fmt: skip
-    time_base_2, time_worst = interleaved(step_base, lambda: optimizer_step(ours, optimizers[id(ours)], worst),
-                                          repeats)  # fmt: skip
+    time_base, time_ours = interleaved(
+        step_base, lambda: optimizer_step(ours, optimizers[id(ours)], next(cycle)), repeats
+    )
+    time_base_2, time_worst = interleaved(step_base, lambda: optimizer_step(ours, optimizers[id(ours)], worst), repeats)
 
     def forward_backward(model, batch):
         total_loss(model(**batch)).backward()
@@ -220,14 +229,16 @@ def train_section(repeats: int) -> dict:
     trainable_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
     trainable_base = sum(p.numel() for p in base.parameters() if p.requires_grad)
     return {
-        "sequence_tokens": {"whole_clip": int(plain["input_ids"].shape[1]),
-                            "cut_at_0.95": int(worst["input_ids"].shape[1])},  # fmt: skip
+        "sequence_tokens": {
+            "whole_clip": int(plain["input_ids"].shape[1]),
+            "cut_at_0.95": int(worst["input_ids"].shape[1]),
+        },
         "trainable_parameters": {"affectverse": trainable_ours, "lora_only": trainable_base},
         "step_seconds": {
             "affectverse_rho_0.95": time_worst,
             "affectverse_rho_training": time_ours,
             "lora_only": time_base_2,
-        },  # fmt: skip
+        },
         "train_step_time_ratio": time_worst / time_base_2,
         "train_step_time_ratio_rho_training": time_ours / time_base,
         "peak_memory_bytes": {"affectverse": memory_ours, "lora_only": memory_base},
@@ -244,17 +255,21 @@ def split_section(repeats: int) -> dict:
     clip_model, _, _, clip_inputs = midsize_pair(seconds=8.0, frame_size=112)
     embedded_model, _, _, embedded_inputs = midsize_pair(seconds=8.0, frame_size=112, ewm_split="embedded")
     embedded_model.load_state_dict(clip_model.state_dict())
-    models = {name: get_peft_model(model, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
-              for name, model in (("clip", clip_model), ("embedded", embedded_model))}  # fmt: skip
-    optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
-                  for name, m in models.items()}  # fmt: skip
+    models = {
+        name: get_peft_model(model, LoraConfig(**LORA, modules_to_save=["ewm"])).train()
+        for name, model in (("clip", clip_model), ("embedded", embedded_model))
+    }
+    optimizers = {
+        name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5) for name, m in models.items()
+    }
     for rho in (0.5, 0.95):
         clip_batch = clip_inputs(True, "happy", cut=rho)
         embedded_batch = {**embedded_inputs(True, "happy"), "keep_ratio": torch.tensor([rho])}
         seconds_embedded, seconds_clip = interleaved(
             lambda b=embedded_batch: optimizer_step(models["embedded"], optimizers["embedded"], b),
-            lambda b=clip_batch: optimizer_step(models["clip"], optimizers["clip"], b), repeats,
-        )  # fmt: skip
+            lambda b=clip_batch: optimizer_step(models["clip"], optimizers["clip"], b),
+            repeats,
+        )
         figures[f"rho_{rho:g}"] = {
             "step_seconds": {"clip": seconds_clip, "embedded": seconds_embedded},
             "time_ratio": seconds_clip / seconds_embedded,
@@ -285,8 +300,9 @@ def inference_section(repeats: int, new_tokens: int = 32) -> dict:
         """Decode seconds per token: (N + 1 new tokens) - (1 new token), measured back to back, over N."""
         return (generate_seconds(model, batch, new_tokens + 1) - generate_seconds(model, batch, 1)) / new_tokens
 
-    prefill_base, prefill_ours = interleaved(lambda: prefill(thinker, plain),
-                                             lambda: prefill(affectverse, with_beliefs), repeats)  # fmt: skip
+    prefill_base, prefill_ours = interleaved(
+        lambda: prefill(thinker, plain), lambda: prefill(affectverse, with_beliefs), repeats
+    )
     decode = {"plain": [], "affectverse": []}
     for i in range(repeats):  # interleaved, alternating which goes first
         pairs = [("plain", thinker, plain), ("affectverse", affectverse, with_beliefs)]
@@ -352,8 +368,12 @@ def ewm_alone(ewm, args, kwargs, device: str, repeats: int) -> dict:
 
     ops, _ = count_ops(forward)
     syncs, _ = count_sync_ops(forward)
-    return {"forward_seconds": timed(forward), "forward_backward_seconds": timed(forward_backward),
-            "forward_aten_ops": ops, "forward_sync_ops": syncs}  # fmt: skip
+    return {
+        "forward_seconds": timed(forward),
+        "forward_backward_seconds": timed(forward_backward),
+        "forward_aten_ops": ops,
+        "forward_sync_ops": syncs,
+    }
 
 
 def step_syncs(model, batch: dict, **extra) -> dict:
@@ -372,8 +392,14 @@ def with_layout(batch: dict, config, keep_ratio=None) -> dict:
     ids, mask = batch["input_ids"].cpu(), batch["attention_mask"].cpu()
     rho = None if keep_ratio is None else torch.as_tensor(keep_ratio).cpu()
     grid = batch.get("video_grid_thw")
-    layout = BatchLayout.read(ids, mask, BatchLayout.token_ids(config), rho, None if grid is None else grid.cpu(),
-                              config.vision_config.spatial_merge_size)  # fmt: skip
+    layout = BatchLayout.read(
+        ids,
+        mask,
+        BatchLayout.token_ids(config),
+        rho,
+        None if grid is None else grid.cpu(),
+        config.vision_config.spatial_merge_size,
+    )
     return {**batch, "batch_layout": layout}
 
 
@@ -431,7 +457,7 @@ def wetr_section(repeats: int) -> dict:
 def data_section() -> dict:
     from torch.utils.data import DataLoader
 
-    from modeling_affectverse.data.collator import AffectVerseCollator
+    from modeling_affectverse.data.collator import AffectVerseCollator, MediaOptions
     from modeling_affectverse.data.demo_data import generate_demo_dataset
     from modeling_affectverse.data.manifest import load_manifest
 
@@ -440,7 +466,7 @@ def data_section() -> dict:
         rows = load_manifest(manifest, cache_dir=os.path.join(folder, "cache"))
         processor = build_tiny_processor()
         processor.frame_size = 224
-        collator = AffectVerseCollator(processor, train=False, fps=3.0)
+        collator = AffectVerseCollator.for_prediction(processor, with_answer=True, media=MediaOptions(fps=3.0))
         result = {}
         for workers in (1, 2):
             loader = DataLoader(rows, batch_size=4, num_workers=workers, collate_fn=collator)
@@ -464,10 +490,18 @@ def synthetic_batch(config, video_grid: tuple[int, int, int], audio_frames: int,
     half = config.ewm_belief_tokens_dual // 2
     generator = torch.Generator().manual_seed(0)
     words = torch.randint(20, min(1000, config.get_text_config().vocab_size - 1), (text,), generator=generator).tolist()
-    ids = (words[: text // 2] + [config.vision_start_token_id] + [config.video_token_id] * video_tokens
-           + [config.vision_end_token_id, config.audio_start_token_id] + [config.audio_token_id] * audio_tokens
-           + [config.audio_end_token_id] + [config.belief_token_id] * half + words[text // 2 :]
-           + [config.belief_token_id] * half + words[:8])  # fmt: skip
+    ids = (
+        words[: text // 2]
+        + [config.vision_start_token_id]
+        + [config.video_token_id] * video_tokens
+        + [config.vision_end_token_id, config.audio_start_token_id]
+        + [config.audio_token_id] * audio_tokens
+        + [config.audio_end_token_id]
+        + [config.belief_token_id] * half
+        + words[text // 2 :]
+        + [config.belief_token_id] * half
+        + words[:8]
+    )
     input_ids = torch.tensor([ids], device=device)
     patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
     labels = torch.full_like(input_ids, -100)
@@ -484,8 +518,9 @@ def synthetic_batch(config, video_grid: tuple[int, int, int], audio_frames: int,
     }
 
 
-def synthetic_future(config, video_grid: tuple[int, int, int], audio_frames: int, device, dtype,
-                     start: float = 4.0) -> dict:  # fmt: skip
+def synthetic_future(
+    config, video_grid: tuple[int, int, int], audio_frames: int, device, dtype, start: float = 4.0
+) -> dict:
     """The clip split's future inputs for a one-sample `synthetic_batch`: a video segment of `video_grid` and an
     audio segment of `audio_frames` mel frames (2 s: 3 temporal patches at 3 fps, 200 frames) starting at `start`
     seconds, with their `FutureLayout`. Encoder inputs are random."""
@@ -504,8 +539,9 @@ def synthetic_future(config, video_grid: tuple[int, int, int], audio_frames: int
     return {
         "future_pixel_values_videos": torch.randn(t * h * w, patch, generator=generator).to(device, dtype),
         "future_video_grid_thw": torch.tensor([[t, h, w]], device=device),
-        "future_input_features": torch.randn(1, audio.num_mel_bins, audio_frames, generator=generator).to(device,
-                                                                                                         dtype),
+        "future_input_features": torch.randn(1, audio.num_mel_bins, audio_frames, generator=generator).to(
+            device, dtype
+        ),
         "future_feature_attention_mask": torch.ones(1, audio_frames, dtype=torch.long, device=device),
         "future_layout": layout,
     }
@@ -615,8 +651,13 @@ def gpu_section(
         function()
         return torch.cuda.max_memory_allocated()
 
-    results = {"preset": preset, "device": torch.cuda.get_device_name() if cuda else device, "dtype": str(dtype),
-               "sequence_tokens": int(one["input_ids"].shape[1]), "torch": torch.__version__}  # fmt: skip
+    results = {
+        "preset": preset,
+        "device": torch.cuda.get_device_name() if cuda else device,
+        "dtype": str(dtype),
+        "sequence_tokens": int(one["input_ids"].shape[1]),
+        "torch": torch.__version__,
+    }
 
     def train_pair(size: int) -> dict:
         ours = with_layout(repeat_batch(one, size), config)
@@ -669,11 +710,15 @@ def gpu_section(
         pairs = [("plain", plain_prompt), ("ours", prompt)]
         for name, batch in pairs if i % 2 == 0 else pairs[::-1]:
             decode[name].append((generate_seconds(batch, new_tokens + 1) - generate_seconds(batch, 1)) / new_tokens)
-    results["prefill"] = {"seconds": {"affectverse": seconds_ours, "no_placeholders": seconds_plain},
-                          "time_ratio": seconds_ours / seconds_plain}  # fmt: skip
+    results["prefill"] = {
+        "seconds": {"affectverse": seconds_ours, "no_placeholders": seconds_plain},
+        "time_ratio": seconds_ours / seconds_plain,
+    }
     ours_token, plain_token = statistics.median(decode["ours"]), statistics.median(decode["plain"])
-    results["decode_per_token"] = {"seconds": {"affectverse": ours_token, "no_placeholders": plain_token},
-                                   "time_ratio": ours_token / plain_token}  # fmt: skip
+    results["decode_per_token"] = {
+        "seconds": {"affectverse": ours_token, "no_placeholders": plain_token},
+        "time_ratio": ours_token / plain_token,
+    }
     results["generate_samples_per_second"] = {}
     for size in generate_batches:
         batch = repeat_batch(prompt, size)
@@ -694,8 +739,15 @@ def gpu_section(
     return results
 
 
-def wetr_prefill(model, prompt: dict, roles: torch.Tensor, wetr: WETRConfig, repeats: int, sync=lambda: None,
-                 peak=profiled_peak_bytes) -> dict:  # fmt: skip
+def wetr_prefill(
+    model,
+    prompt: dict,
+    roles: torch.Tensor,
+    wetr: WETRConfig,
+    repeats: int,
+    sync=lambda: None,
+    peak=profiled_peak_bytes,
+) -> dict:
     """Issue 13: prefill of `prompt` with WETR (`wetr`, the prompt's token `roles`) vs without, interleaved; the
     peak memory of each (`peak(function)`: bytes, or None where it cannot be read); and the tokens the layers after
     each trigger see."""
@@ -745,19 +797,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
-    parser.add_argument("--only", nargs="+",
-                        choices=["size", "train_step", "inference", "syncs", "wetr", "data", "split"])  # fmt: skip
+    parser.add_argument(
+        "--only", nargs="+", choices=["size", "train_step", "inference", "syncs", "wetr", "data", "split"]
+    )
     parser.add_argument("--gpu-7b", action="store_true", help="run only the 7B-shaped bf16 comparison on CUDA")
     parser.add_argument("--compile-ewm", action="store_true", help="--gpu-7b: also measure with compile_ewm()")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    sections = {"size": size_section, "train_step": lambda: train_section(args.repeats),
-                "inference": lambda: inference_section(args.repeats), "syncs": lambda: sync_section(args.repeats),
-                "wetr": lambda: wetr_section(args.repeats), "data": data_section,
-                "split": lambda: split_section(args.repeats)}  # fmt: skip
-    figures = {"machine": {"platform": platform.platform(), "processor": platform.processor() or "unknown",
-                           "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "device": "cpu"}}  # fmt: skip
+    sections = {
+        "size": size_section,
+        "train_step": lambda: train_section(args.repeats),
+        "inference": lambda: inference_section(args.repeats),
+        "syncs": lambda: sync_section(args.repeats),
+        "wetr": lambda: wetr_section(args.repeats),
+        "data": data_section,
+        "split": lambda: split_section(args.repeats),
+    }
+    figures = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or "unknown",
+            "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": "cpu",
+        }
+    }
     if args.gpu_7b:
         if not torch.cuda.is_available():
             parser.error("--gpu-7b needs a CUDA device")

@@ -4,7 +4,7 @@
         --repo-id org/affectverse --output hub/affectverse
 
 Input: an adapter folder from `training/sft.py` (merged here, onto its base: `tiny` or `--base`), or a full
-checkpoint (`--checkpoint`, e.g. `<output>/merged`); optionally the benchmark runner's `results.json`. Output:
+checkpoint (`--checkpoint`, e.g. `<output>/merged`); optionally the evaluation runner's `results.json`. Output:
 `config.json` with `auto_map` and `custom_pipelines`, the flat remote-code files (model, processor, pipeline and
 what they import), sharded safetensors, processor / tokenizer files with the chat template, `generation_config.json`
 (the belief placeholder suppressed), `README.md` (a model card rendered from `hub_cards/template.md` with
@@ -34,10 +34,30 @@ from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPi
 HERE = os.path.dirname(os.path.abspath(__file__))
 # every score the metric modules report (metrics/*/); counts and per-wheel skips are not scores
 METRICS = {
-    "accuracy", "uar", "macro_f1", "weighted_f1", "hit_rate", "has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc3",
-    "sims_acc2", "sims_f1", "precision", "recall", "f_score", "mae", "corr", "acc5", "acc7", "sims_acc3", "sims_acc5",
-    "sims_mae", "sims_corr",
-}  # fmt: skip
+    "accuracy",
+    "uar",
+    "macro_f1",
+    "weighted_f1",
+    "hit_rate",
+    "has0_acc2",
+    "has0_f1",
+    "non0_acc2",
+    "non0_f1",
+    "acc3",
+    "sims_acc2",
+    "sims_f1",
+    "precision",
+    "recall",
+    "f_score",
+    "mae",
+    "corr",
+    "acc5",
+    "acc7",
+    "sims_acc3",
+    "sims_acc5",
+    "sims_mae",
+    "sims_corr",
+}
 PER_WHEEL = ("hit_rate_", "precision_", "recall_", "f_score_")
 COUNTS = {"unmatched", "num_samples", "num_nonzero", "task"}
 
@@ -161,9 +181,13 @@ def render_card(
         widget=widget,
     )
     return ModelCard.from_template(
-        data, template_path=os.path.join(HERE, "template.md"), model_name=name, repo_id=repo_id,
-        results_table=results_table(results), provenance=provenance,
-    )  # fmt: skip
+        data,
+        template_path=os.path.join(HERE, "template.md"),
+        model_name=name,
+        repo_id=repo_id,
+        results_table=results_table(results),
+        provenance=provenance,
+    )
 
 
 def save_pipeline(model, processor, folder: str, max_shard_size: str) -> None:
@@ -230,7 +254,7 @@ def export(
     try:
         model.configure_generation(processor.tokenizer)  # stops at <|im_end|>, pads, never emits a placeholder
         save_pipeline(model, processor, staging, max_shard_size)  # weights, config, remote code, pipeline code
-        processor.save_pretrained(staging)  # the pipeline does not save a processor (DESIGN §7)
+        processor.save_pretrained(staging)  # the pipeline does not save a processor (docs/architecture.md §7)
         shutil.copy(os.path.join(HERE, "handler.py"), os.path.join(staging, "handler.py"))
         with open(os.path.join(staging, "requirements.txt"), "w", encoding="utf-8") as handle:
             handle.write(REQUIREMENTS)
@@ -265,13 +289,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--example", help="a clip to ship as the widget's example (example.mp4)")
     parser.add_argument("--base-model-id", help="the card's base_model (default: the adapter's base, if a Hub id)")
-    parser.add_argument("--dataset-ids", nargs="+", help="the card's datasets, Hub ids (default: the training "
-                        "datasets that are Hub ids; others are left out)")  # fmt: skip
+    parser.add_argument(
+        "--dataset-ids",
+        nargs="+",
+        help="the card's datasets, Hub ids (default: the training datasets that are Hub ids; others are left out)",
+    )
     args = parser.parse_args(argv)
     try:
-        folder = export(args.output, args.repo_id, args.adapter, args.checkpoint, args.base, args.results,
-                        args.max_shard_size, args.overwrite, args.example, args.base_model_id,
-                        args.dataset_ids)  # fmt: skip
+        folder = export(
+            args.output,
+            args.repo_id,
+            args.adapter,
+            args.checkpoint,
+            args.base,
+            args.results,
+            args.max_shard_size,
+            args.overwrite,
+            args.example,
+            args.base_model_id,
+            args.dataset_ids,
+        )
     except ExportError as err:
         print(f"export failed: {err}", file=sys.stderr)
         return 2

@@ -87,8 +87,9 @@ def predict_batch(model, collator: AffectVerseCollator, rows: list[dict], scorin
     distribution; a row the collator could not use (unreadable media, ...) gets `{"skipped": reason, "error": ...}`."""
     task = rows[0]["task"]
     inputs = collator(rows)  # prompts ending at the assistant header, for the rows that could be used
-    results: list[dict] = [{"prediction": None, "skipped": reason, "error": message}
-                           for _, reason, message in collator.last_skipped]  # fmt: skip
+    results: list[dict] = [
+        {"prediction": None, "skipped": reason, "error": message} for _, reason, message in collator.last_skipped
+    ]
     skipped = iter(results)
     kept = collator.last_kept
     if not kept:
@@ -135,8 +136,9 @@ def run(args) -> dict:
             rows = [r for r in load_manifest(manifest) if r["split"] == args.split]  # media paths resolved
             for setting in args.modalities:
                 for ratio in args.keep_ratios:
-                    collator = AffectVerseCollator(processor, train=False, with_answer=False, observe_ratio=ratio,
-                                                   answer_format=args.answer_format, wetr_queries=wetr)  # fmt: skip
+                    collator = AffectVerseCollator.for_prediction(
+                        processor, keep_ratio=ratio, answer_format=args.answer_format, wetr_queries=wetr
+                    )
                     todo = [r for r in rows if (r["dataset"], setting, float(ratio), r["id"]) not in done]
                     desc = f"{os.path.basename(manifest)} {MODALITIES[setting]} rho={ratio:g}"
                     for start in tqdm(range(0, len(todo), args.batch_size), desc=desc, disable=not todo):
@@ -145,12 +147,20 @@ def run(args) -> dict:
                         batch = todo[start : start + args.batch_size]
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")  # budget fitting notes, once per clip: too chatty here
-                            results = predict_batch(model, collator, [with_modalities(r, setting) for r in batch],
-                                                    args.scoring)  # fmt: skip
+                            results = predict_batch(
+                                model, collator, [with_modalities(r, setting) for r in batch], args.scoring
+                            )
                         for row, result in zip(batch, results, strict=True):
-                            record = {"dataset": row["dataset"], "modality": setting, "keep_ratio": float(ratio),
-                                      "id": row["id"], "task": row["task"], "reference": row["label"],
-                                      "label_set": row["label_set"], **result}  # fmt: skip
+                            record = {
+                                "dataset": row["dataset"],
+                                "modality": setting,
+                                "keep_ratio": float(ratio),
+                                "id": row["id"],
+                                "task": row["task"],
+                                "reference": row["label"],
+                                "label_set": row["label_set"],
+                                **result,
+                            }
                             out.write(json.dumps(record, ensure_ascii=False) + "\n")
                         out.flush()
                         new += len(batch)
@@ -172,7 +182,10 @@ def score(records: list[dict]) -> dict:
         items = [r for r in items if not r.get("skipped")]
         if not items:
             results.setdefault(dataset, {}).setdefault(modality, {})[ratio] = {
-                "task": task, "skipped_rows": len(skipped), "skipped_ids": skipped}  # fmt: skip
+                "task": task,
+                "skipped_rows": len(skipped),
+                "skipped_ids": skipped,
+            }
             continue
         predictions = [r["prediction"] for r in items]
         references = [r["reference"] for r in items]
@@ -209,20 +222,24 @@ def _cell(scores: dict | None) -> str:
 def render_tables(results: dict) -> str:
     """Markdown shaped like the paper's Table 1 (settings x datasets, rho = 1) and Table 2 (rho x datasets, AVT)."""
     datasets = sorted(results)
-    header = "| | " + " | ".join(
-        f"{d} ({PRIMARY[next(iter(next(iter(results[d].values())).values()))['task']]})" for d in datasets
-    ) + " |"  # fmt: skip
+    header = (
+        "| | "
+        + " | ".join(f"{d} ({PRIMARY[next(iter(next(iter(results[d].values())).values()))['task']]})" for d in datasets)
+        + " |"
+    )
     rule = "|---" * (len(datasets) + 1) + "|"
     lines = ["## Table 1: modality settings (keep ratio 1)", "", header, rule]
     for setting, label in MODALITIES.items():
         if any(setting in results[d] for d in datasets):
-            lines.append(f"| {label} | " + " | ".join(_cell(results[d].get(setting, {}).get("1")) for d in datasets)
-                         + " |")  # fmt: skip
+            lines.append(
+                f"| {label} | " + " | ".join(_cell(results[d].get(setting, {}).get("1")) for d in datasets) + " |"
+            )
     ratios = sorted({r for d in datasets for r in results[d].get("AVT", {})}, key=float, reverse=True)
     lines += ["", "## Table 2: keep ratio (A+V+T; only the first rho of each clip observed)", "", header, rule]
     for ratio in ratios:
-        lines.append(f"| rho = {ratio} | " + " | ".join(_cell(results[d].get("AVT", {}).get(ratio)) for d in datasets)
-                     + " |")  # fmt: skip
+        lines.append(
+            f"| rho = {ratio} | " + " | ".join(_cell(results[d].get("AVT", {}).get(ratio)) for d in datasets) + " |"
+        )
     return "\n".join(lines) + "\n\nScores x 100; each column's metric is named in its header (metrics/ modules).\n"
 
 
@@ -246,8 +263,12 @@ def plot(results: dict, path: str) -> None:
         for setting, by_ratio in sorted(results[dataset].items()):
             ratios = sorted(by_ratio, key=float)
             values = [by_ratio[r].get(PRIMARY[by_ratio[r]["task"]]) for r in ratios]
-            axis.plot([float(r) for r in ratios], [float("nan") if v is None else v for v in values], marker="o",
-                      label=f"{dataset} {MODALITIES[setting]}")  # fmt: skip
+            axis.plot(
+                [float(r) for r in ratios],
+                [float("nan") if v is None else v for v in values],
+                marker="o",
+                label=f"{dataset} {MODALITIES[setting]}",
+            )
     axis.set_xlabel("keep ratio (fraction of each clip observed)")
     axis.set_ylabel("primary score")
     axis.legend(fontsize=7)
@@ -275,16 +296,24 @@ def add_wetr_arguments(parser: argparse.ArgumentParser) -> None:
 def use_wetr_queries(processor, args: argparse.Namespace) -> None:
     """Give `processor` the query spans named by `--wetr-query-pos/-neg` (each kept where not given)."""
     if args.wetr_query_pos is not None or args.wetr_query_neg is not None:
-        processor.set_wetr_queries(args.wetr_query_pos or processor.wetr_query_pos,
-                                   args.wetr_query_neg or processor.wetr_query_neg)  # fmt: skip
+        processor.set_wetr_queries(
+            args.wetr_query_pos or processor.wetr_query_pos, args.wetr_query_neg or processor.wetr_query_neg
+        )
 
 
 def wetr_config(args: argparse.Namespace, **overrides) -> WETRConfig:
     """The `WETRConfig` that `add_wetr_arguments`' options describe (`overrides` replace fields)."""
-    fields = dict(trigger_interval=args.wetr_interval, delta=args.wetr_delta, p_visual=args.wetr_p_visual,
-                  p_audio=args.wetr_p_audio, p_text=args.wetr_p_text, proxy=args.wetr_proxy,
-                  select=not args.wetr_no_nts, reweight=not args.wetr_no_str,
-                  anchors=not args.wetr_no_anchors)  # fmt: skip
+    fields = dict(
+        trigger_interval=args.wetr_interval,
+        delta=args.wetr_delta,
+        p_visual=args.wetr_p_visual,
+        p_audio=args.wetr_p_audio,
+        p_text=args.wetr_p_text,
+        proxy=args.wetr_proxy,
+        select=not args.wetr_no_nts,
+        reweight=not args.wetr_no_str,
+        anchors=not args.wetr_no_anchors,
+    )
     return WETRConfig(**{**fields, **overrides})
 
 
@@ -299,9 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scoring", choices=["generate", "closed_set"], default="generate")
     parser.add_argument("--wetr", action="store_true", help="score with WETR's token refinement (issue 13)")
     add_wetr_arguments(parser)
-    parser.add_argument("--answer-format", choices=["label", "reasoning"], default="label",
-                        help="reasoning: prompts ask for <think>...</think><answer>...</answer> and the answer is "
-                        "extracted (generate scoring only); malformed outputs count as unmatched")  # fmt: skip
+    parser.add_argument(
+        "--answer-format",
+        choices=["label", "reasoning"],
+        default="label",
+        help="reasoning: prompts ask for <think>...</think><answer>...</answer> and the answer is "
+        "extracted (generate scoring only); malformed outputs count as unmatched",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-predictions", type=int, default=None, help="stop after this many new predictions")
     args = parser.parse_args(argv)

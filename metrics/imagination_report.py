@@ -1,4 +1,4 @@
-"""Is the imagination learning anything? Held-out statistics of the EWM's predictions (DESIGN §4.5, revised).
+"""Is the imagination learning anything? Held-out statistics of the EWM's predictions (docs/architecture.md §4.5.
 
 A falling imagination loss proves nothing by itself: when the target can drift towards a constant (the original
 "detach after the trained down-projection"), the loss falls because the target stops depending on the clip. So the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.collator import AffectVerseCollator, MediaOptions
 from modeling_affectverse.ewm import ImaginationPairs, imagination_loss_terms, mean_pairwise_cosine
 
 MODALITY_NAMES = {0: "video", 1: "audio"}
@@ -50,7 +50,9 @@ def imagination_report(
     model.eval()
     collected: dict[int, list[ImaginationPairs]] = {}
     for ratio in keep_ratios:
-        collator = AffectVerseCollator(processor, train=False, with_answer=False, keep_ratio=ratio, fps=fps)
+        collator = AffectVerseCollator.for_prediction(
+            processor, keep_ratio=ratio, with_future=True, media=MediaOptions(fps=fps)
+        )
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             for modality, pairs in base.imagine(**batch).pairs.items():
@@ -64,17 +66,22 @@ def imagination_report(
         imagined = pairs.imagined.float()  # (P, K, Q, W)
         bins = pairs.bins
         pairs = ImaginationPairs(imagined, pairs.target.float(), pairs.copy_last.float(), None, bins)
-        ewm, cosine = imagination_loss_terms(imagined, pairs.target[:, None], weight,
-                                             None if bins is None else bins[:, None])  # (P, K) each  # fmt: skip
+        ewm, cosine = imagination_loss_terms(
+            imagined, pairs.target[:, None], weight, None if bins is None else bins[:, None]
+        )  # (P, K) each
         copied, set_mean = pairs.baseline_losses(weight)  # (P,) each: the mean target over the whole held-out set
         totals["ewm"].append(ewm.mean(1))
         totals["copy_last"].append(copied)
         totals["set_mean"].append(set_mean)
         totals["cosine"].append(cosine)
         by_modality[MODALITY_NAMES[modality]] = _summary(
-            ewm.mean(1), copied, set_mean, cosine, mean_pairwise_cosine(pairs.target, bins=bins),
+            ewm.mean(1),
+            copied,
+            set_mean,
+            cosine,
+            mean_pairwise_cosine(pairs.target, bins=bins),
             mean_pairwise_cosine(imagined[:, -1], bins=bins),
-        )  # fmt: skip
+        )
     similarities = [by_modality[MODALITY_NAMES[m]] for m in sorted(collected)]
     report = _summary(
         torch.cat(totals["ewm"]),

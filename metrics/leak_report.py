@@ -43,8 +43,10 @@ NAMES = {VIDEO: "video", AUDIO: "audio"}
 def start_expression(row: dict) -> str | None:
     """The expression a demo clip starts in, read back from its reasoning text (`demo_data.describe_clip`)."""
     text = row.get("reasoning") or ""
-    return next((name for name, (face, voice) in CUES.items() if text.startswith(f"The clip starts with {face} and "
-                                                                            f"{voice}.")), None)  # fmt: skip
+    return next(
+        (name for name, (face, voice) in CUES.items() if text.startswith(f"The clip starts with {face} and {voice}.")),
+        None,
+    )
 
 
 @torch.no_grad()
@@ -67,7 +69,7 @@ def encoder_leak(model, processor, rows: list[dict], ratios: list[float], batch_
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    whole_collator = AffectVerseCollator(processor, train=False, with_answer=False)
+    whole_collator = AffectVerseCollator.for_prediction(processor)
     vp = processor.video_processor
     patch = (processor.frame_size // vp.patch_size) ** 2 // vp.merge_size**2  # video tokens per temporal patch
     features = {r: {m: {"split": [], "cut": []} for m in NAMES} for r in ratios}
@@ -76,8 +78,7 @@ def encoder_leak(model, processor, rows: list[dict], ratios: list[float], batch_
         chunk = rows[start : start + batch_size]
         whole = stream_tokens(model, whole_collator(chunk))
         for ratio in ratios:
-            cut = stream_tokens(model, AffectVerseCollator(processor, train=False, with_answer=False,
-                                                           observe_ratio=ratio)(chunk))  # fmt: skip
+            cut = stream_tokens(model, AffectVerseCollator.for_prediction(processor, keep_ratio=ratio)(chunk))
             for full, observed in zip(whole, cut, strict=True):
                 for modality in NAMES:
                     tokens = full[modality]
@@ -114,9 +115,11 @@ def model_accuracy(folder: str, rows: list[dict], ratios: list[float], batch_siz
     candidates = rows[0]["label_set"]
     report = {"ewm_split": base.config.ewm_split}
     for ratio in ratios:
-        protocols = {"cut": AffectVerseCollator(processor, train=False, with_answer=False, observe_ratio=ratio)}
+        protocols = {"cut": AffectVerseCollator.for_prediction(processor, keep_ratio=ratio)}
         if base.config.ewm_split == "embedded" and ratio < 1:
-            protocols["embedded"] = AffectVerseCollator(processor, train=False, keep_ratio=ratio)
+            protocols["embedded"] = AffectVerseCollator.for_prediction(
+                processor, keep_ratio=ratio, with_future=True, with_answer=True
+            )
         for name, collator in protocols.items():
             answers = []
             for start in range(0, len(rows), batch_size):
@@ -124,13 +127,16 @@ def model_accuracy(folder: str, rows: list[dict], ratios: list[float], batch_siz
                 if name == "cut":
                     answers += [r["prediction"] for r in predict_batch(model, collator, chunk, "closed_set")]
                 else:  # one full forward per candidate: the split happens inside forward (no cache to continue)
-                    _, probabilities = closed_set_probabilities(model, collator.collate_candidates(chunk, candidates),
-                                                                len(candidates))  # fmt: skip
+                    _, probabilities = closed_set_probabilities(
+                        model, collator.collate_candidates(chunk, candidates), len(candidates)
+                    )
                     answers += [candidates[int(p.argmax())] for p in probabilities]
             right = [a == row["label"] for a, row in zip(answers, rows, strict=True)]
             starts = [a == start_expression(row) for a, row in zip(answers, rows, strict=True)]
-            report[f"rho_{ratio:g}/{name}"] = {"accuracy": float(np.mean(right)),
-                                               "names_the_start": float(np.mean(starts))}  # fmt: skip
+            report[f"rho_{ratio:g}/{name}"] = {
+                "accuracy": float(np.mean(right)),
+                "names_the_start": float(np.mean(starts)),
+            }
     return report
 
 
@@ -146,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = list(load_manifest(args.manifest))
     model, processor = load(args.encoders)
     model.eval()
-    report = {"manifest": args.manifest, "encoders": args.encoders, "clips": len(rows),
-              "encoder_leak": encoder_leak(model, processor, rows, args.ratios)}  # fmt: skip
+    report = {
+        "manifest": args.manifest,
+        "encoders": args.encoders,
+        "clips": len(rows),
+        "encoder_leak": encoder_leak(model, processor, rows, args.ratios),
+    }
     held_out = [row for row in rows if row["split"] == "test"]
     report["models"] = {folder: model_accuracy(folder, held_out, [1.0, *args.ratios]) for folder in args.model}
     os.makedirs(args.output, exist_ok=True)

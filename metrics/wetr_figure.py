@@ -7,7 +7,7 @@ One row per visual keep ratio, one column per temporal token step (at most `--co
 first frame, the dropped patches occluded in grey, each kept patch outlined with a colour for its gamma (STR's
 weight: blue below 1, red above). Next to the image, `<output>.json` holds, per keep ratio and trigger layer, the
 kept input positions and their gamma (`wetr_record`) and the kept patch grid. The other WETR options (`--wetr-*`)
-are the benchmark runner's. `--model tiny` draws the embedded random model: the figure then shows the mechanism
+are the evaluation runner's. `--model tiny` draws the embedded random model: the figure then shows the mechanism
 (ceil(p x n) patches per trigger, where they sit), not which regions a trained model finds emotional.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from metrics.evaluation import add_wetr_arguments, use_wetr_queries, wetr_config
-from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.collator import AffectVerseCollator, MediaOptions
 from modeling_affectverse.loading import load
 from modeling_affectverse.media_affectverse import decode_clip
 from modeling_affectverse.tiny import MER_LABELS
@@ -79,8 +79,9 @@ def draw(frames: np.ndarray, rows: list[tuple[str, torch.Tensor, torch.Tensor]],
             axis.imshow(image.astype(np.uint8))
             for y, x in zip(*np.nonzero(kept[step]), strict=True):
                 shade = colours(float(np.clip((gamma[step, y, x] - 1) / 4 + 0.5, 0, 1)))  # gamma 1 -> white
-                axis.add_patch(Rectangle((x * CELL - 0.5, y * CELL - 0.5), CELL, CELL, fill=False, lw=1.5,
-                                         edgecolor=shade))  # fmt: skip
+                axis.add_patch(
+                    Rectangle((x * CELL - 0.5, y * CELL - 0.5), CELL, CELL, fill=False, lw=1.5, edgecolor=shade)
+                )
             axis.set_xticks([]), axis.set_yticks([])
             if r == 0:
                 axis.set_title(f"step {step}", fontsize=8)
@@ -97,21 +98,31 @@ def run(args: argparse.Namespace) -> dict:
     if args.frame_size:
         processor.frame_size = args.frame_size
     use_wetr_queries(processor, args)
-    collator = AffectVerseCollator(processor, train=False, with_answer=False, wetr_queries=True, fps=args.fps)
+    collator = AffectVerseCollator.for_prediction(processor, wetr_queries=True, media=MediaOptions(fps=args.fps))
     audio = None if args.audio == "none" else (args.audio or args.video)
-    row = {"id": "figure", "video": args.video, "audio": audio, "subtitle": args.subtitle, "task": "emotion",
-           "label_set": list(MER_LABELS), "split": "test"}  # fmt: skip
+    row = {
+        "id": "figure",
+        "video": args.video,
+        "audio": audio,
+        "subtitle": args.subtitle,
+        "task": "emotion",
+        "label_set": list(MER_LABELS),
+        "split": "test",
+    }
     media = decode_clip(args.video, None, fps=collator.fps, size=processor.frame_size, max_frames=collator.max_frames)
     vision = model.config.vision_config
     rows, saved = [], {}
     for p_visual in args.p_visual:
         record, batch = refine(model, collator, row, wetr_config(args, p_visual=p_visual))
         if not 0 <= args.trigger < len(record):
-            raise ValueError(f"--trigger {args.trigger}: this model triggers at layers {[e['layer'] for e in record]}"
-                             f" (indices 0-{len(record) - 1})")  # fmt: skip
+            raise ValueError(
+                f"--trigger {args.trigger}: this model triggers at layers {[e['layer'] for e in record]}"
+                f" (indices 0-{len(record) - 1})"
+            )
         entry = record[args.trigger]
-        kept, gamma = kept_visual_grid(entry, batch["wetr_roles"], batch["video_grid_thw"][0],
-                                       vision.spatial_merge_size)  # fmt: skip
+        kept, gamma = kept_visual_grid(
+            entry, batch["wetr_roles"], batch["video_grid_thw"][0], vision.spatial_merge_size
+        )
         rows.append((f"p_v = {p_visual:g}\nkept {int(kept.sum())}/{kept.numel()}", kept, gamma))
         saved[f"{p_visual:g}"] = {
             "trigger_layers": [e["layer"] for e in record],

@@ -10,14 +10,19 @@ from dataclasses import dataclass
 
 import torch
 
-from .ewm import StreamPlan
+from .ewm import AUDIO, VIDEO, StreamPlan
 from .ewm_layers import past_length
-from .partial_observation import FutureLayout
+from .partial_observation import FutureLayout, to_device
 
 IGNORE_INDEX = -100
 
-LAYOUT_TOKENS = {"video": "<|VIDEO|>", "audio": "<|AUDIO|>", "belief": "<|belief|>", "vision_start": "<|vision_bos|>",
-                 "audio_start": "<|audio_bos|>"}  # fmt: skip
+LAYOUT_TOKENS = {
+    "video": "<|VIDEO|>",
+    "audio": "<|AUDIO|>",
+    "belief": "<|belief|>",
+    "vision_start": "<|vision_bos|>",
+    "audio_start": "<|audio_bos|>",
+}
 
 
 @dataclass(frozen=True)
@@ -52,17 +57,25 @@ class BatchLayout:
         return {name: getattr(source, f"{name}_token_id", None) for name in LAYOUT_TOKENS}
 
     @classmethod
-    def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_ids: dict,
-             keep_ratio: torch.Tensor | float | None = None, video_grid_thw: torch.Tensor | None = None,
-             merge_size: int = 2) -> BatchLayout:  # fmt: skip
+    def read(
+        cls,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_ids: dict,
+        keep_ratio: torch.Tensor | float | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        merge_size: int = 2,
+    ) -> BatchLayout:
         """The layout of `input_ids` `(B, L)`: one stacked tensor copied to the host (free for CPU tensors), and the
         video grid's spatial sizes (one video per sample that has video tokens, in order)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         following = torch.roll(input_ids, -1, dims=1)
         starts = input_ids == token_ids["vision_start"]
-        columns = [(input_ids == token_ids[name]).sum(1) if token_ids[name] is not None
-                   else torch.zeros_like(input_ids[:, 0]) for name in ("video", "audio", "belief")]  # fmt: skip
+        columns = [
+            (input_ids == token_ids[name]).sum(1) if token_ids[name] is not None else torch.zeros_like(input_ids[:, 0])
+            for name in ("video", "audio", "belief")
+        ]
         columns += [
             attention_mask.sum(1),
             (starts & (following == token_ids["video"])).any(1),
@@ -98,8 +111,13 @@ class BatchLayout:
 
     def stream_plan(self, keep_ratio: tuple[float, ...] | None, future: FutureLayout | None = None) -> StreamPlan:
         """The EWM's host plan: the embedded split's rho (whole video patches) or the clip split's future counts."""
-        return StreamPlan(self.video, self.audio, keep_ratio, self.video_patch if keep_ratio is not None else None,
-                          None if future is None else future.counts())  # fmt: skip
+        return StreamPlan(
+            self.video,
+            self.audio,
+            keep_ratio,
+            self.video_patch if keep_ratio is not None else None,
+            None if future is None else future.counts(),
+        )
 
     def past_tokens(self, keep_ratio: tuple[float, ...] | None, min_tokens: int) -> list[tuple[int, int]]:
         """Embedded split: per sample the (video, audio) tokens the LLM keeps (a stream too short for the EWM is kept
@@ -118,15 +136,46 @@ class BatchLayout:
         kept = self.past_tokens(keep_ratio, min_tokens)
         return [v + a - kv - ka for v, a, (kv, ka) in zip(self.video, self.audio, kept, strict=True)]
 
+    def token_seconds(self, video_second_per_grid, position_id_per_seconds, device) -> dict[int, torch.Tensor]:
+        """Per modality `(B,)` seconds one token step covers: a video's `video_second_per_grid` (gathered per sample on
+        the device by the layout's host index), an audio token's 1 / `position_id_per_seconds`."""
+        audio = torch.full((self.batch_size,), 1.0 / float(position_id_per_seconds), device=device)
+        video = torch.zeros(self.batch_size, device=device)
+        with_video = [b for b, n in enumerate(self.video) if n > 0]
+        if with_video and video_second_per_grid is not None:
+            seconds = torch.as_tensor(video_second_per_grid, device=device).float().reshape(-1)
+            video = video.index_copy(0, to_device(torch.tensor(with_video), device), seconds[: len(with_video)])
+        return {VIDEO: video, AUDIO: audio}
+
+    def check_belief_placeholders(self, config) -> None:
+        """Raise, naming the samples, when a sample's `<|belief|>` count is not the one its modalities call for."""
+        facts = self.stream_plan(None).streams(config.ewm_min_modality_tokens)
+        video, audio = facts[VIDEO]["present"], facts[AUDIO]["present"]
+        dual, single = config.ewm_belief_tokens_dual, config.ewm_belief_tokens_single
+        expected = [dual if v and a else single if v or a else 0 for v, a in zip(video, audio, strict=True)]
+        wrong = [i for i, (n, e) in enumerate(zip(self.belief, expected, strict=True)) if n != e]
+        if wrong:
+            details = "; ".join(
+                f"sample {i}: {self.belief[i]} placeholders, expected {expected[i]} "
+                f"(video {'present' if video[i] else 'absent'}, audio {'present' if audio[i] else 'absent'})"
+                for i in wrong
+            )
+            raise ValueError(
+                f"<|belief|> placeholder count does not match the modalities: {details}. Expected {dual} with video "
+                f"and audio, {single} with one, 0 with neither (a stream of fewer than "
+                f"{config.ewm_min_modality_tokens} tokens counts as absent); build inputs with AffectVerseProcessor"
+            )
+
 
 def count_imagination_targets(batch: dict, config) -> int:
     """How many (sample, modality) pairs the imagination loss of a batch (the model's keyword arguments) averages over.
 
-    The same rule as the EWM (DESIGN §4.3, §4.5): a stream of at least `ewm_min_modality_tokens` tokens with a future
-    to score against: the clip split's future segment (`future_layout`), or in the embedded split the tokens after
-    the split point (`keep_ratio`). Known before the forward, so a trainer can normalise the loss over a whole
-    gradient-accumulation window (or all processes) instead of per micro-batch. With the collator's `batch_layout` it
-    is computed on the host; without, from the batch's ids and video grid (one device-to-host copy).
+    The same rule as the EWM (docs/architecture.md §4.3, §4.5): a stream of at least `ewm_min_modality_tokens`
+    tokens with a future to score against: the clip split's future segment (`future_layout`), or in the embedded
+    split the tokens after the split point (`keep_ratio`). Known before the forward, so a trainer can normalise the
+    loss over a whole gradient-accumulation window (or all processes) instead of per micro-batch. With the
+    collator's `batch_layout` it is computed on the host; without, from the batch's ids and video grid (one
+    device-to-host copy).
     """
     if not config.imagines or config.belief_token_id is None:
         return 0
@@ -140,8 +189,14 @@ def count_imagination_targets(batch: dict, config) -> int:
         stale = layout.keep_ratio is None or (batch.get("video_grid_thw") is not None and layout.video_patch is None)
     if stale:
         merge = config.vision_config.spatial_merge_size
-        layout = BatchLayout.read(input_ids, None, BatchLayout.token_ids(config), None if clip else keep_ratio,
-                                  batch.get("video_grid_thw"), merge)  # fmt: skip
+        layout = BatchLayout.read(
+            input_ids,
+            None,
+            BatchLayout.token_ids(config),
+            None if clip else keep_ratio,
+            batch.get("video_grid_thw"),
+            merge,
+        )
     if not any(layout.belief):
         return 0
     plan = layout.stream_plan(None, future) if clip else layout.stream_plan(layout.keep_ratio)

@@ -1,7 +1,7 @@
 """AffectVerse configuration: the Qwen2.5-Omni thinker config plus the Emotion World Module sizes.
 
 Imports no torch. Every EWM field defaults to the paper's value (Appendix B, Table 7); the
-decisions the paper left open are the ones recorded in DESIGN.md §4 and docs/design-notes.md.
+decisions the paper left open are the ones recorded in docs/architecture.md §4 and docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ CONTEXT_MODES = ("full", "self", "cross")
 BELIEF_CONSTRUCTIONS = ("ewm", "pooling", "random_tokens", "none")  # paper Table 4 (none = Table 3 row a)
 AGGREGATIONS = ("mama", "mean")  # Table 3: rows (b)-(c) pool the imagined tokens, (d)-(f) use MAMA
 INJECTIONS = ("interleaved", "single")  # Table 3: row (d) one position, (e)-(f) two
-IMAGINATION_TARGETS = ("frozen", "online")  # DESIGN §4.5 revised: online is the original, collapsing design
+IMAGINATION_TARGETS = ("frozen", "online")  # docs/architecture.md §4.5: online is the original, collapsing design
 FACTORIZATIONS = ("joint", "emotion_first")  # issue 14: LEWM's p(E'|h) p(S'|h, E') as an option
 PREFUSIONS = ("none", "conv_attention")  # issue 14: Emotion-LLaMAv2's Conv-Attention pre-fusion as an option
-SPLITS = ("clip", "embedded")  # DESIGN §4.3 revised 2026-12-02: the clip cut before the processor, or the paper's
+SPLITS = ("clip", "embedded")  # docs/architecture.md §4.3 2026-12-02: the clip cut before the processor, or the paper's
 MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")  # MER2023 / MER2024, the prompt's order
 
 
@@ -50,7 +50,7 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             `"full"`: own past + other modality's past (the paper); `"self"`: own past only;
             `"cross"`: other modality's past only (own past when the other is absent).
         ewm_split (`str`, defaults to `"clip"`): where a training sample is split into the observed past and the
-            future (DESIGN §4.3, revised 2026-12-02). `"clip"`: the collator cuts the clip at t* = rho x its length
+            future (docs/architecture.md §4.3 2026-12-02). `"clip"`: the collator cuts the clip at t* = rho x its length
             BEFORE the processor (the model's input is the cut clip, processed as a short clip is) and passes the
             next `ewm_horizon_seconds` as separate future inputs, encoded only for the imagination target. It is
             the one rule of training, evaluation, the trajectory and the Space. `"embedded"`: the paper's token-level
@@ -77,10 +77,10 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
         ewm_imagination_target (`str`, defaults to `"frozen"`): where the imagination target comes from.
             `"frozen"`: the future merged embeddings through a fixed random projection D -> W and a LayerNorm, which
             training cannot move; `"online"`: the trained down-projection, detached (the original design; its
-            targets collapse to a constant, DESIGN §4.5 revised).
+            targets collapse to a constant, docs/architecture.md §4.5.
         ewm_time_embedding (`bool`, defaults to True): add a time embedding (seconds from the split boundary) to
             every context token and to the rollout queries (their future bin times); False is the original
-            time-blind rollout (DESIGN §4.4 revised).
+            time-blind rollout (docs/architecture.md §4.4.
         ewm_factorization (`str`, defaults to `"joint"`): `"joint"` imagines the future directly (the paper);
             `"emotion_first"` (LEWM) first predicts an emotion distribution at every rollout step from the rollout
             context and conditions that step's future queries on it (docs/design-notes.md, issue 14).
@@ -147,6 +147,12 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
 
         Not named `validate_*`: `@strict` would wrap the error in its own exception type.
         """
+        self._check_ewm_sizes()
+        self._check_ewm_choices()
+        self._check_ewm_numbers()
+
+    def _check_ewm_sizes(self) -> None:
+        """Widths, counts and token budgets: positive integers that fit together."""
         positive = (
             "ewm_working_size",
             "ewm_num_future_queries",
@@ -178,6 +184,22 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
                 "AffectVerseConfig.ewm_num_type_embeddings must be >= 2 (video and audio rows), "
                 f"got {self.ewm_num_type_embeddings}"
             )
+        for name in ("ewm_prefusion_size", "ewm_prefusion_conv_blocks"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"AffectVerseConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.ewm_prefusion_size % self.ewm_num_heads:
+            raise ValueError(
+                f"AffectVerseConfig.ewm_prefusion_size ({self.ewm_prefusion_size}) must be divisible by "
+                f"ewm_num_heads ({self.ewm_num_heads})"
+            )
+        if not isinstance(self.ewm_min_modality_tokens, int) or self.ewm_min_modality_tokens < 2:
+            raise ValueError(
+                "AffectVerseConfig.ewm_min_modality_tokens must be an integer >= 2 (a past and a future "
+                f"token), got {self.ewm_min_modality_tokens!r}"
+            )
+
+    def _check_ewm_choices(self) -> None:
+        """The options: each one of its allowed values (the ablation switches, the split, the pre-fusion)."""
         for name, allowed in (
             ("ewm_context_mode", CONTEXT_MODES),
             ("ewm_belief_construction", BELIEF_CONSTRUCTIONS),
@@ -193,36 +215,26 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
         for name in ("ewm_boundary_residual", "ewm_time_embedding"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"AffectVerseConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if isinstance(self.ewm_horizon_seconds, bool) or not float(self.ewm_horizon_seconds) > 0:
-            raise ValueError(f"AffectVerseConfig.ewm_horizon_seconds must be > 0, got {self.ewm_horizon_seconds!r}")
-        if not 0.0 < float(self.ewm_keep_ratio_min) <= 1.0:
-            raise ValueError(f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}")
         if self.ewm_emotion_labels is not None and (
             not self.ewm_emotion_labels or len(set(self.ewm_emotion_labels)) != len(self.ewm_emotion_labels)
         ):
             raise ValueError(
                 f"AffectVerseConfig.ewm_emotion_labels must be distinct labels, got {self.ewm_emotion_labels!r}"
             )
+
+    def _check_ewm_numbers(self) -> None:
+        """Horizon, ratios, weights and the belief token's id: values in their ranges."""
+        if isinstance(self.ewm_horizon_seconds, bool) or not float(self.ewm_horizon_seconds) > 0:
+            raise ValueError(f"AffectVerseConfig.ewm_horizon_seconds must be > 0, got {self.ewm_horizon_seconds!r}")
+        if not 0.0 < float(self.ewm_keep_ratio_min) <= 1.0:
+            raise ValueError(f"AffectVerseConfig.ewm_keep_ratio_min must be in (0, 1], got {self.ewm_keep_ratio_min!r}")
         if float(self.ewm_emotion_consistency_weight) < 0:
             raise ValueError(
                 "AffectVerseConfig.ewm_emotion_consistency_weight must be >= 0, got "
                 f"{self.ewm_emotion_consistency_weight!r}"
             )
-        for name in ("ewm_prefusion_size", "ewm_prefusion_conv_blocks"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"AffectVerseConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.ewm_prefusion_size % self.ewm_num_heads:
-            raise ValueError(
-                f"AffectVerseConfig.ewm_prefusion_size ({self.ewm_prefusion_size}) must be divisible by "
-                f"ewm_num_heads ({self.ewm_num_heads})"
-            )
         if float(self.ewm_cosine_weight) < 0:
             raise ValueError(f"AffectVerseConfig.ewm_cosine_weight must be >= 0, got {self.ewm_cosine_weight!r}")
-        if not isinstance(self.ewm_min_modality_tokens, int) or self.ewm_min_modality_tokens < 2:
-            raise ValueError(
-                "AffectVerseConfig.ewm_min_modality_tokens must be an integer >= 2 (a past and a future "
-                f"token), got {self.ewm_min_modality_tokens!r}"
-            )
         vocab_size = self.get_text_config().vocab_size
         if self.belief_token_id is not None and not 0 <= self.belief_token_id < vocab_size:
             raise ValueError(

@@ -44,8 +44,12 @@ def option_sizes(preset: str) -> dict[str, int]:
     prefused = load_preset(preset, ewm_prefusion="conv_attention")
     with torch.device("meta"):
         extra = count_parameters(EmotionWorldModule(emotion_first)) - count_parameters(EmotionWorldModule(joint))
-        prefusion = ConvAttentionPrefusion(prefused.ewm_hidden_size, prefused.ewm_prefusion_size,
-                                           prefused.ewm_num_heads, prefused.ewm_prefusion_conv_blocks)  # fmt: skip
+        prefusion = ConvAttentionPrefusion(
+            prefused.ewm_hidden_size,
+            prefused.ewm_prefusion_size,
+            prefused.ewm_num_heads,
+            prefused.ewm_prefusion_conv_blocks,
+        )
     return {
         f"ewm_factorization=emotion_first adds ({len(emotion_first.emotion_labels)} emotions)": extra,
         f"ewm_prefusion=conv_attention (W={prefused.ewm_prefusion_size}, "

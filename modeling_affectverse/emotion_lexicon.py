@@ -1,6 +1,6 @@
 """Emotion words: normalising free text to a label set, and emotion wheels for grouping open-vocabulary answers.
 
-Written for this project. Used by the `metrics/` modules (scoring), the benchmark runner and the pipeline (mapping a
+Written for this project. Used by the `metrics/` modules (scoring), the evaluation runner and the pipeline (mapping a
 generated answer to a label). Three pieces:
 
 - `lemma(word)`: a word's base form (case, punctuation, a table of adjective/participle -> noun forms, then a few

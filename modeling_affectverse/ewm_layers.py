@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def split_lengths(count: torch.Tensor, keep_ratio: torch.Tensor | None,
-                  patch: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """Past length per sample of the embedded (token-level) split (DESIGN §4.3): ceil(rho * N), at least 1, at most N.
+def split_lengths(
+    count: torch.Tensor, keep_ratio: torch.Tensor | None, patch: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Past length per sample of the embedded (token-level) split (docs/architecture.md §4.3): ceil(rho * N), at
+    least 1, at most N.
 
     `patch` `(B,)`: tokens per temporal patch (a video's merged spatial patches). Given, the past is whole patches:
     floor(rho * patches) of them (the patches ending at or before rho of the stream), at least one, so the split
@@ -49,9 +51,17 @@ def past_length(count: int, keep_ratio: float | None, patch: int = 1) -> int:
     return min(max(past, 1), count)
 
 
-def bin_by_time(values: torch.Tensor, start: torch.Tensor, span: torch.Tensor, end: torch.Tensor, valid: torch.Tensor,
-                origin: torch.Tensor, horizon: float, bins: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Pool a future segment into `bins` fixed time bins over `[origin, origin + horizon)` (DESIGN §4.5, revised).
+def bin_by_time(
+    values: torch.Tensor,
+    start: torch.Tensor,
+    span: torch.Tensor,
+    end: torch.Tensor,
+    valid: torch.Tensor,
+    origin: torch.Tensor,
+    horizon: float,
+    bins: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool a future segment into `bins` fixed time bins over `[origin, origin + horizon)` (docs/architecture.md §4.5.
 
     Token f of sample b covers `[start[b, f], min(start[b, f] + span[b], end[b]))` (a video patch covers its two
     frames, an audio token 40 ms; nothing reaches past the segment's real end); each bin takes the mean of the tokens
@@ -117,8 +127,8 @@ class TimeEmbedding(nn.Module):
     """A time in seconds -> `(…, W)`: sines and cosines of periods from 0.08 s to 80 s, then a learned linear map.
 
     Seconds, not token indices, so that a video token and an audio token of the same instant get the same code
-    (DESIGN §4.4, revised 2026-11-23). The periods span one audio token (40 ms, Nyquist) to longer than any clip the
-    token budget admits.
+    (docs/architecture.md §4.4). The periods span one audio token (40 ms, Nyquist) to longer than any clip the token
+    budget admits.
     """
 
     def __init__(self, width: int, num_frequencies: int = 16, min_period: float = 0.08, max_period: float = 80.0):

@@ -1,7 +1,7 @@
 """Media decoding for AffectVerse: video frames and audio from real files, through `av`.
 
-The paper feeds the thinker video at 3 FPS, 224x224, and 16 kHz mono audio (Appendix A, DESIGN §5). This file
-turns any container `av` can open (mp4, avi, mkv, webm, wav, mp3, flac, m4a, ...) into exactly that:
+The paper feeds the thinker video at 3 FPS, 224x224, and 16 kHz mono audio (Appendix A, docs/architecture.md §5).
+This file turns any container `av` can open (mp4, avi, mkv, webm, wav, mp3, flac, m4a, ...) into exactly that:
 
 - `decode_video` streams the file frame by frame and keeps only the frames it samples, so a clip never sits in
   memory whole. Sampling follows presentation timestamps, so variable-frame-rate files come out right.
@@ -157,7 +157,7 @@ def clip_seconds(frames: np.ndarray | None, fps: float, wave: np.ndarray | None,
 
 @dataclass(frozen=True)
 class ClipSplit:
-    """Where a clip is cut into the observed past and the future (DESIGN §4.3, revised 2026-12-02).
+    """Where a clip is cut into the observed past and the future (docs/architecture.md §4.3 2026-12-02).
 
     The past is what a clip cut at `seconds` (t*) shows: video in whole temporal patches ending at or before t* (at
     least one; a last patch padded by the processor ends with its last real frame), audio samples before t*. The
@@ -176,8 +176,15 @@ class ClipSplit:
     sample_rate: int
 
     @classmethod
-    def at(cls, seconds: float, frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int,
-           temporal_patch: int = TEMPORAL_PATCH) -> ClipSplit:  # fmt: skip
+    def at(
+        cls,
+        seconds: float,
+        frames: np.ndarray | None,
+        fps: float,
+        wave: np.ndarray | None,
+        sample_rate: int,
+        temporal_patch: int = TEMPORAL_PATCH,
+    ) -> ClipSplit:
         """The split of a clip at `seconds` (clamped to the clip: at or past its end nothing is cut)."""
         if not seconds > 0:
             raise ValueError(f"the split time must be positive, got {seconds}")
@@ -193,20 +200,29 @@ class ClipSplit:
         return cls(seconds, past_frames, past_samples, fps, sample_rate)
 
     @classmethod
-    def of(cls, ratio: float, frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int,
-           temporal_patch: int = TEMPORAL_PATCH) -> ClipSplit:  # fmt: skip
-        """The split at t* = `ratio` x the clip's length (`clip_seconds`): the keep-ratio protocol."""
-        if not 0 < ratio <= 1:
-            raise ValueError(f"the observed fraction must lie in (0, 1], got {ratio}")
+    def of(
+        cls,
+        keep_ratio: float,
+        frames: np.ndarray | None,
+        fps: float,
+        wave: np.ndarray | None,
+        sample_rate: int,
+        temporal_patch: int = TEMPORAL_PATCH,
+    ) -> ClipSplit:
+        """The split at t* = `keep_ratio` x the clip's length (`clip_seconds`): the keep-ratio protocol."""
+        if not 0 < keep_ratio <= 1:
+            raise ValueError(f"the keep ratio (the observed fraction) must lie in (0, 1], got {keep_ratio}")
         duration = clip_seconds(frames, fps, wave, sample_rate)
         if duration <= 0:
             raise ValueError("a clip without frames or audio samples cannot be split")
-        return cls.at(ratio * duration, frames, fps, wave, sample_rate, temporal_patch)
+        return cls.at(keep_ratio * duration, frames, fps, wave, sample_rate, temporal_patch)
 
     def past(self, frames: np.ndarray | None, wave: np.ndarray | None):
         """`(frames, wave)` of the observed past."""
-        return (None if frames is None else frames[: self.past_frames],
-                None if wave is None else wave[: self.past_samples])  # fmt: skip
+        return (
+            None if frames is None else frames[: self.past_frames],
+            None if wave is None else wave[: self.past_samples],
+        )
 
     def future(self, frames: np.ndarray | None, wave: np.ndarray | None, horizon: float) -> FutureMedia:
         """The media after the past up to t* + `horizon` seconds (the imagination target's segment)."""
@@ -218,8 +234,12 @@ class ClipSplit:
         if wave is not None and self.past_samples < len(wave):
             stop = min(len(wave), math.ceil(end * self.sample_rate - _TOLERANCE))
             audio = wave[self.past_samples : stop] if stop > self.past_samples else None
-        return FutureMedia(video, self.past_frames / self.fps if video is not None else None, audio,
-                           self.past_samples / self.sample_rate if audio is not None else None)  # fmt: skip
+        return FutureMedia(
+            video,
+            self.past_frames / self.fps if video is not None else None,
+            audio,
+            self.past_samples / self.sample_rate if audio is not None else None,
+        )
 
 
 @dataclass
@@ -232,29 +252,41 @@ class FutureMedia:
     audio_start: float | None
 
 
-def observed_prefix(frames: np.ndarray | None, fps: float, wave: np.ndarray | None, sample_rate: int,
-                    ratio: float, temporal_patch: int = TEMPORAL_PATCH):  # fmt: skip
-    """The first `ratio` of a clip, as every observed-prefix protocol sees it: the clip cut at t* = ratio x its length
-    (`ClipSplit`): whole temporal patches ending at or before t* (at least one), audio samples before t*. One rule for
-    training's clip-level split, the benchmark runner's `--keep-ratios`, the belief trajectory and the Space."""
-    if ratio == 1:  # the whole clip (also one without media)
+def observed_prefix(
+    frames: np.ndarray | None,
+    fps: float,
+    wave: np.ndarray | None,
+    sample_rate: int,
+    keep_ratio: float,
+    temporal_patch: int = TEMPORAL_PATCH,
+):
+    """The first `keep_ratio` of a clip, as every observed-prefix protocol sees it: the clip cut at
+    t* = keep_ratio x its length (`ClipSplit`): whole temporal patches ending at or before t* (at least one), audio
+    samples before t*. One rule for training's clip-level split, the evaluation runner's `--keep-ratios`, the belief
+    trajectory and the Space."""
+    if keep_ratio == 1:  # the whole clip (also one without media)
         return frames, wave
-    return ClipSplit.of(ratio, frames, fps, wave, sample_rate, temporal_patch).past(frames, wave)
+    return ClipSplit.of(keep_ratio, frames, fps, wave, sample_rate, temporal_patch).past(frames, wave)
 
 
-def observed_media(media: ClipMedia, ratio: float, temporal_patch: int = TEMPORAL_PATCH) -> ClipMedia:
-    """`media` cut to its first `ratio` (`observed_prefix`), frame times and durations following."""
+def observed_media(media: ClipMedia, keep_ratio: float, temporal_patch: int = TEMPORAL_PATCH) -> ClipMedia:
+    """`media` cut to its first `keep_ratio` (`observed_prefix`), frame times and durations following."""
     fps = media.video.fps if media.video is not None else 1.0
     rate = media.audio.sample_rate if media.audio is not None else 1
     frames, wave = observed_prefix(
-        None if media.video is None else media.video.frames, fps,
-        None if media.audio is None else media.audio.waveform, rate, ratio, temporal_patch,
-    )  # fmt: skip
+        None if media.video is None else media.video.frames,
+        fps,
+        None if media.audio is None else media.audio.waveform,
+        rate,
+        keep_ratio,
+        temporal_patch,
+    )
     video = audio = None
     if media.video is not None:
         kept = len(frames)
-        video = dataclasses.replace(media.video, frames=frames, timestamps=media.video.timestamps[:kept],
-                                    duration=kept / media.video.fps)  # fmt: skip
+        video = dataclasses.replace(
+            media.video, frames=frames, timestamps=media.video.timestamps[:kept], duration=kept / media.video.fps
+        )
     if media.audio is not None:
         audio = dataclasses.replace(media.audio, waveform=wave, duration=len(wave) / media.audio.sample_rate)
     return ClipMedia(video, audio, media.audio_from_video, list(media.notes))
@@ -339,6 +371,44 @@ def _to_rgb(frame: av.VideoFrame, size: int, aspect: str) -> np.ndarray:
     return canvas
 
 
+def _sample_frames(container, stream, path, fps: float, size: int, aspect: str, start, end):
+    """Decode `stream` and keep, for each sample time `t0 + k / fps`, the frame on screen then (converted to RGB).
+
+    Returns `(frames, stamps, t0, stop, last_end)`: the sampled frames and their timestamps, the first sample time,
+    where sampling stopped and where the last decoded frame ends."""
+    frames, stamps = [], []
+    t0 = start
+    previous, previous_time, last_end = None, None, None
+    try:
+        for frame in container.decode(stream):
+            time = frame.time if frame.time is not None else (0.0 if previous_time is None else previous_time)
+            if start is not None and time <= start:  # before the segment: only the frame on screen at `start`
+                previous, previous_time, last_end = frame, time, time + _frame_len(frame, stream)
+                continue
+            if end is not None and time >= end:
+                break
+            if t0 is None:
+                t0 = time
+            # emit the previous frame for every sample time it covered, up to this frame's start
+            while previous is not None and t0 + len(frames) / fps < time - 1e-6:
+                frames.append(_to_rgb(previous, size, aspect))
+                stamps.append(previous_time)
+            previous, previous_time = frame, time
+            last_end = time + _frame_len(frame, stream)
+    except av.error.FFmpegError as err:
+        raise CorruptMediaError(path, f"decoding failed ({err.strerror or err})") from err
+    if previous is None:
+        raise CorruptMediaError(path, "video track holds no decodable frame")
+    stop = last_end if end is None else min(last_end, end)
+    while t0 + len(frames) / fps < stop - 1e-6:  # the last frame covers the remaining sample times
+        frames.append(_to_rgb(previous, size, aspect))
+        stamps.append(previous_time)
+    if not frames:
+        frames.append(_to_rgb(previous, size, aspect))
+        stamps.append(previous_time)
+    return frames, stamps, t0, stop, last_end
+
+
 def decode_video(
     path: str | os.PathLike,
     fps: float = 3.0,
@@ -363,7 +433,8 @@ def decode_video(
             whole frame undistorted; `crop` scales the shorter side and cuts the centre; `stretch` ignores aspect.
         start, end: optional segment in seconds (for annotations that index into a longer recording).
         max_frames: memory guard for long clips: when `duration * fps` would exceed it, the rate is lowered so the
-            whole clip still fits (noted on the clip). The processor fits the token budget afterwards (DESIGN §5).
+            whole clip still fits (noted on the clip). The processor fits the token budget afterwards
+            (docs/architecture.md §5).
         min_frames: clips shorter than this many frames are padded by repeating the last frame (the thinker's video
             patches span 2 frames), noted on the clip.
 
@@ -397,36 +468,7 @@ def decode_video(
         if start:
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
 
-        frames, stamps = [], []
-        t0 = start
-        previous, previous_time, last_end = None, None, None
-        try:
-            for frame in container.decode(stream):
-                time = frame.time if frame.time is not None else (0.0 if previous_time is None else previous_time)
-                if start is not None and time <= start:  # before the segment: only the frame on screen at `start`
-                    previous, previous_time, last_end = frame, time, time + _frame_len(frame, stream)
-                    continue
-                if end is not None and time >= end:
-                    break
-                if t0 is None:
-                    t0 = time
-                # emit the previous frame for every sample time it covered, up to this frame's start
-                while previous is not None and t0 + len(frames) / fps < time - 1e-6:
-                    frames.append(_to_rgb(previous, size, aspect))
-                    stamps.append(previous_time)
-                previous, previous_time = frame, time
-                last_end = time + _frame_len(frame, stream)
-        except av.error.FFmpegError as err:
-            raise CorruptMediaError(path, f"decoding failed ({err.strerror or err})") from err
-        if previous is None:
-            raise CorruptMediaError(path, "video track holds no decodable frame")
-        stop = last_end if end is None else min(last_end, end)
-        while t0 + len(frames) / fps < stop - 1e-6:  # the last frame covers the remaining sample times
-            frames.append(_to_rgb(previous, size, aspect))
-            stamps.append(previous_time)
-        if not frames:
-            frames.append(_to_rgb(previous, size, aspect))
-            stamps.append(previous_time)
+        frames, stamps, t0, stop, last_end = _sample_frames(container, stream, path, fps, size, aspect, start, end)
         if end is None:
             _check_not_truncated(path, last_end - t0, declared, "video track")
 

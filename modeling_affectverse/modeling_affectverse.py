@@ -33,7 +33,7 @@ from transformers.utils import ModelOutput, cached_file, can_return_tuple
 
 from .batch_layout import BatchLayout, count_imagination_targets, labels_at
 from .configuration_affectverse import AffectVerseConfig
-from .ewm import AUDIO, VIDEO, BeliefAggregator, EmotionWorldModule, EWMOutput, StreamPlan, TemporalImagination
+from .ewm import AUDIO, VIDEO, BeliefAggregator, EmotionWorldModule, EWMOutput, TemporalImagination
 from .partial_observation import (
     FutureLayout,
     audio_feature_length,
@@ -78,7 +78,7 @@ class AffectVerseCausalLMOutputWithPast(ModelOutput):
 
     Attributes:
         loss: LM cross-entropy on the label tokens (the imagination loss is NOT added; the trainer
-            adds `lambda * imagination_loss`, DESIGN §4.10).
+            adds `lambda * imagination_loss`, docs/architecture.md §4.10).
         imagination_loss: MSE + w * (1 - cos) of the imagined vs. the pooled real future
             (None when nothing was held out as future, e.g. at inference).
         logits: `(B, L', V)`; L' is the truncated length when future tokens were dropped.
@@ -176,17 +176,50 @@ def add_inputs_docstring(forward):
     return forward
 
 
-def media_inputs(input_features=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None,
-                 video_grid_thw=None, feature_attention_mask=None, audio_feature_lengths=None,
-                 mm_encoder_outputs=None) -> dict:  # fmt: skip
-    """The observed media arguments of `forward`, by the names the thinker's merge takes them under."""
-    return dict(locals())
+MEDIA_INPUTS = (
+    "input_features",
+    "pixel_values",
+    "pixel_values_videos",
+    "image_grid_thw",
+    "video_grid_thw",
+    "feature_attention_mask",
+    "audio_feature_lengths",
+    "mm_encoder_outputs",
+)
+FUTURE_INPUTS = (
+    "future_pixel_values_videos",
+    "future_video_grid_thw",
+    "future_input_features",
+    "future_feature_attention_mask",
+)
 
 
-def future_inputs(pixel_values_videos=None, video_grid_thw=None, input_features=None,
-                  feature_attention_mask=None) -> dict:  # fmt: skip
-    """The clip split's `future_*` arguments of `forward`, by the names of the media they are (no `future_`)."""
-    return dict(locals())
+def media_of(arguments: dict) -> dict:
+    """The observed media among a call's arguments, by the names the thinker's merge takes them under."""
+    return {name: arguments.get(name) for name in MEDIA_INPUTS}
+
+
+def future_of(arguments: dict) -> dict:
+    """The clip split's `future_*` arguments, by the names of the media they are (no `future_`)."""
+    return {name.removeprefix("future_"): arguments.get(name) for name in FUTURE_INPUTS}
+
+
+def named_arguments(local_variables: dict) -> dict:
+    """A forward's named arguments, from its `locals()` taken as its first statement (not `self`, not `kwargs`)."""
+    return {k: v for k, v in local_variables.items() if k not in ("self", "kwargs", "__class__")}
+
+
+@dataclass
+class ForwardStep:
+    """What one call of `AffectVerseModel.forward` knows of its input, decided once and read by each of its steps."""
+
+    input_ids: torch.Tensor | None
+    attention_mask: torch.Tensor | None
+    media: dict
+    prefill: bool  # no cache yet: the prompt (the EWM runs only here), not a decode step
+    layout: BatchLayout | None  # read at prefill only
+    use_audio_in_video: bool | None
+    video_second_per_grid: torch.Tensor | None
 
 
 HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
@@ -217,8 +250,12 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         self.wetr_record: list | None = None
         self.prefusion = None
         if config.ewm_prefusion == "conv_attention":  # issue 14: Emotion-LLaMAv2's pre-fusion, as an option
-            self.prefusion = ConvAttentionPrefusion(config.ewm_hidden_size, config.ewm_prefusion_size,
-                                                    config.ewm_num_heads, config.ewm_prefusion_conv_blocks)  # fmt: skip
+            self.prefusion = ConvAttentionPrefusion(
+                config.ewm_hidden_size,
+                config.ewm_prefusion_size,
+                config.ewm_num_heads,
+                config.ewm_prefusion_conv_blocks,
+            )
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -233,13 +270,14 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         elif isinstance(module, BeliefAggregator):
             init.normal_(module.belief_queries, mean=0.0, std=std)
         elif isinstance(module, EmotionWorldModule):
-            if hasattr(module, "residual_scale"):
-                init.constant_(module.residual_scale, float(self.config.ewm_residual_scale_init))
-            if hasattr(module, "free_beliefs"):
-                init.normal_(module.free_beliefs, mean=0.0, std=std)
-            if hasattr(module, "target_projection"):  # a fixed random projection, unit-norm rows on average
-                hidden = module.target_projection.shape[-1]
-                init.normal_(module.target_projection, mean=0.0, std=1.0 / math.sqrt(hidden))
+            for name, how in module.own_inits:  # the tensors the EWM holds itself, as its options built them
+                tensor = getattr(module, name)
+                if how == "residual":
+                    init.constant_(tensor, float(self.config.ewm_residual_scale_init))
+                elif how == "normal":
+                    init.normal_(tensor, mean=0.0, std=std)
+                else:  # "projection": a fixed random projection, unit-norm rows on average
+                    init.normal_(tensor, mean=0.0, std=1.0 / math.sqrt(tensor.shape[-1]))
 
     @classmethod
     def from_qwen_omni(
@@ -249,7 +287,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         Hub id (resolved through the Hub cache: `HF_HUB_OFFLINE=1` with a populated cache works offline).
 
         The config is built from the (nested) thinker config, so no backbone field silently falls
-        back to a default (DESIGN §7). Every backbone weight must come from the checkpoint: if any
+        back to a default (docs/architecture.md §7). Every backbone weight must come from the checkpoint: if any
         weight other than `ewm.*` is missing, this raises instead of leaving it random.
 
         Args:
@@ -291,8 +329,10 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
             return
         if seed is not None:
             torch.manual_seed(seed)
-        modules = [*(self.ewm.modules() if self.ewm is not None else []),
-                   *(self.prefusion.modules() if self.prefusion is not None else [])]  # fmt: skip
+        modules = [
+            *(self.ewm.modules() if self.ewm is not None else []),
+            *(self.prefusion.modules() if self.prefusion is not None else []),
+        ]
         for module in modules:
             for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
                 if hasattr(tensor, "_is_hf_initialized"):
@@ -354,9 +394,17 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         return inputs_embeds
 
     def _position_ids(
-        self, input_ids, attention_mask, inputs_embeds, pixel_values, image_grid_thw, video_grid_thw,
-        use_audio_in_video, audio_feature_lengths, video_second_per_grid, past_key_values, layout=None, prefill=True,
-    ) -> torch.Tensor | None:  # fmt: skip
+        self,
+        input_ids,
+        attention_mask,
+        media: dict,
+        use_audio_in_video,
+        video_second_per_grid,
+        layout=None,
+        prefill=True,
+        past_key_values=None,
+        inputs_embeds=None,
+    ) -> torch.Tensor | None:
         """3D positions: the thinker's, except for a batch mixing interleaved audio-in-video samples with plain
         (silent) video samples.
 
@@ -364,13 +412,11 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         positions, silently. Modality dropout and silent clips make such batches in training, so each sample is
         positioned alone with its own layout (read from its tokens: `<|vision_bos|><|audio_bos|>` is interleaved).
         """
-        mixed = (
-            use_audio_in_video
-            and input_ids is not None
-            and attention_mask is not None
-            and video_grid_thw is not None
-            and prefill
-        )
+        video_grid_thw, audio_lengths = media["video_grid_thw"], media["audio_feature_lengths"]
+        if media["feature_attention_mask"] is not None:
+            audio_lengths = media["feature_attention_mask"].sum(1)
+        mixed = bool(use_audio_in_video) and input_ids is not None and attention_mask is not None
+        mixed = mixed and video_grid_thw is not None and prefill
         config = self.config
         if mixed:
             if layout is None:
@@ -380,16 +426,16 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         if not mixed:
             return self.model.compute_3d_position_ids(
                 input_ids=input_ids,
-                image_grid_thw=image_grid_thw,
+                image_grid_thw=media["image_grid_thw"],
                 video_grid_thw=video_grid_thw,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
                 past_key_values=past_key_values,
                 use_audio_in_video=use_audio_in_video,
-                audio_feature_lengths=audio_feature_lengths,
+                audio_feature_lengths=audio_lengths,
                 video_second_per_grid=video_second_per_grid,
             )
-        if pixel_values is not None:
+        if media["pixel_values"] is not None:
             raise ValueError("images cannot be mixed into a batch of interleaved and plain video samples")
         videos = (input_ids == config.vision_start_token_id).sum(1).tolist()  # per sample
         audios = (input_ids == config.audio_start_token_id).sum(1).tolist()
@@ -401,7 +447,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
                 video_grid_thw[v0 : v0 + nv] if nv else None,
                 attention_mask[i : i + 1],
                 interleaved[i],
-                audio_feature_lengths[a0 : a0 + na] if na else None,
+                audio_lengths[a0 : a0 + na] if na else None,
                 video_second_per_grid[v0 : v0 + nv] if nv and video_second_per_grid is not None else None,
             )
             positions.append(position)  # (3, 1, L)
@@ -409,6 +455,28 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
             v0, a0 = v0 + nv, a0 + na
         self.model.rope_deltas = torch.cat(deltas).to(input_ids.device)  # what decode steps continue from
         return torch.cat(positions, dim=1)
+
+    def _check_inputs(self, input_ids, inputs_embeds, media: dict, attention_mask, position_ids, prefill: bool) -> None:
+        """Clear errors for inputs that the thinker would otherwise mis-handle silently or cryptically."""
+        if media["pixel_values_videos"] is not None and media["video_grid_thw"] is None:
+            raise ValueError("pixel_values_videos were given without video_grid_thw: the video token grid is unknown")
+        if media["pixel_values"] is not None and media["image_grid_thw"] is None:
+            raise ValueError("pixel_values were given without image_grid_thw: the image token grid is unknown")
+        if input_ids is None and inputs_embeds is not None and self.ewm is not None and prefill:
+            raise ValueError(
+                "AffectVerse needs input_ids at prefill: the <|belief|>, video and audio positions the Emotion "
+                "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
+                "input_ids, with or without inputs_embeds"
+            )
+        if attention_mask is None and position_ids is None and prefill and input_ids is not None:
+            cfg = self.config
+            multimodal = (input_ids == cfg.video_token_id) | (input_ids == cfg.audio_token_id)
+            multimodal |= input_ids == cfg.image_token_id
+            if multimodal.any():
+                raise ValueError(
+                    "attention_mask is required for inputs with video/audio/image tokens: without it the thinker "
+                    "silently falls back to 1-D positions instead of 3D mRoPE"
+                )
 
     def enable_wetr(self, config: WETRConfig | None = None, record: bool = False) -> None:
         """Turn on WETR (training-free token refinement, seed 003) for forward passes: at the trigger layers the
@@ -433,7 +501,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         return len(ewms)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`save_pretrained` that also lists the extra auto classes in `config.auto_map` (DESIGN §7)."""
+        """`save_pretrained` that also lists the extra auto classes in `config.auto_map` (docs/architecture.md §7)."""
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map.setdefault("AutoConfig", "configuration_affectverse.AffectVerseConfig")
         for auto_class in ("AutoModel", "AutoModelForCausalLM"):
@@ -479,67 +547,69 @@ class AffectVerseModel(AffectVersePreTrainedModel):
         **kwargs,
     ) -> AffectVerseModelOutputWithPast:
         """Merge -> EWM -> inject -> language model: the last hidden states, with what the EWM produced."""
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0  # decided here, once
-        media = media_inputs(input_features, pixel_values, pixel_values_videos, image_grid_thw, video_grid_thw,
-                             feature_attention_mask, audio_feature_lengths, mm_encoder_outputs)  # fmt: skip
-        self._check_inputs(input_ids, inputs_embeds, media, attention_mask, position_ids, prefill)
-        layout = self._layout(input_ids, attention_mask, prefill, keep_ratio, batch_layout, video_grid_thw)
-        if use_audio_in_video is None and layout is not None and video_grid_thw is not None:
-            # read it from the tokens: left out, the thinker would silently position an interleaved clip as plain video
-            use_audio_in_video = any(layout.interleaved)
-        inputs_embeds, position_ids, unfused = self._embed(
-            input_ids, media, attention_mask, position_ids, past_key_values, prefill, inputs_embeds,
-            use_audio_in_video, video_second_per_grid, layout, **kwargs,
-        )  # fmt: skip
+        arguments = named_arguments(locals())
+        step = self._step(arguments)
+        self._check_inputs(input_ids, inputs_embeds, step.media, attention_mask, position_ids, step.prefill)
+        inputs_embeds, position_ids, unfused = self._embed(step, inputs_embeds, position_ids, past_key_values, **kwargs)
         ewm_out = kept_index = None
-        if layout is not None and self.config.belief_token_id is not None and any(layout.belief):
-            future = future_inputs(future_pixel_values_videos, future_video_grid_thw, future_input_features,
-                                   future_feature_attention_mask)  # fmt: skip
-            ewm_out, rho_host = self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout,
-                                              media, future, future_layout, video_second_per_grid,
-                                              emotion_labels)  # fmt: skip
-            inputs_embeds = self._inject_beliefs(inputs_embeds, input_ids == self.config.belief_token_id, ewm_out,
-                                                 layout)  # fmt: skip
+        if step.layout is not None and self.config.belief_token_id is not None and any(step.layout.belief):
+            ewm_out, rho_host = self._observe(
+                step,
+                inputs_embeds,
+                position_ids,
+                unfused,
+                keep_ratio,
+                future_of(arguments),
+                future_layout,
+                emotion_labels,
+            )
+            inputs_embeds = self._inject_beliefs(step, inputs_embeds, ewm_out)
             if rho_host is not None:  # the embedded split: the LLM sees only the past tokens
-                shortened = self._drop_future(input_ids, inputs_embeds, attention_mask, labels, layout, rho_host,
-                                              ewm_out, media, use_audio_in_video, video_second_per_grid)  # fmt: skip
+                shortened = self._drop_future(step, inputs_embeds, labels, rho_host, ewm_out)
                 if shortened is not None:
                     inputs_embeds, attention_mask, position_ids, labels, kept_index = shortened
                     use_cache, past_key_values = False, None
         hidden, past_key_values, hidden_states, attentions, refined_index = self._language_model(
-            inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, prefill, wetr_roles, **kwargs
+            inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, step.prefill, wetr_roles, **kwargs
         )
         if refined_index is not None:  # WETR: the labels of the refined sequence's positions
             kept_index, labels = refined_index, None if labels is None else labels_at(labels, refined_index)
         return AffectVerseModelOutputWithPast(
-            last_hidden_state=hidden, past_key_values=past_key_values, hidden_states=hidden_states,
-            attentions=attentions, labels=labels, kept_index=kept_index, ewm=ewm_out,
-        )  # fmt: skip
+            last_hidden_state=hidden,
+            past_key_values=past_key_values,
+            hidden_states=hidden_states,
+            attentions=attentions,
+            labels=labels,
+            kept_index=kept_index,
+            ewm=ewm_out,
+        )
 
-    def _check_inputs(self, input_ids, inputs_embeds, media: dict, attention_mask, position_ids, prefill: bool) -> None:
-        """Clear errors for inputs that the thinker would otherwise mis-handle silently or cryptically."""
-        if media["pixel_values_videos"] is not None and media["video_grid_thw"] is None:
-            raise ValueError("pixel_values_videos were given without video_grid_thw: the video token grid is unknown")
-        if media["pixel_values"] is not None and media["image_grid_thw"] is None:
-            raise ValueError("pixel_values were given without image_grid_thw: the image token grid is unknown")
-        if input_ids is None and inputs_embeds is not None and self.ewm is not None and prefill:
-            raise ValueError(
-                "AffectVerse needs input_ids at prefill: the <|belief|>, video and audio positions the Emotion "
-                "World Module reads are found in them (inputs_embeds alone would skip it silently). Pass "
-                "input_ids, with or without inputs_embeds"
-            )
-        if attention_mask is None and position_ids is None and prefill and input_ids is not None:
-            cfg = self.config
-            multimodal = (input_ids == cfg.video_token_id) | (input_ids == cfg.audio_token_id)
-            multimodal |= input_ids == cfg.image_token_id
-            if multimodal.any():
-                raise ValueError(
-                    "attention_mask is required for inputs with video/audio/image tokens: without it the thinker "
-                    "silently falls back to 1-D positions instead of 3D mRoPE"
-                )
+    def _step(self, arguments: dict) -> ForwardStep:
+        """What this call is: prefill or a decode step (decided here, once), its media, the batch's layout at prefill,
+        and `use_audio_in_video` read from the tokens when the caller left it out."""
+        input_ids, attention_mask = arguments["input_ids"], arguments["attention_mask"]
+        cache = arguments["past_key_values"]
+        prefill = cache is None or cache.get_seq_length() == 0
+        media = media_of(arguments)
+        layout = self._layout(
+            input_ids,
+            attention_mask,
+            prefill,
+            arguments["keep_ratio"],
+            arguments["batch_layout"],
+            media["video_grid_thw"],
+        )
+        use_audio_in_video = arguments["use_audio_in_video"]
+        if use_audio_in_video is None and layout is not None and media["video_grid_thw"] is not None:
+            # left out, the thinker would silently position an interleaved clip as plain video
+            use_audio_in_video = any(layout.interleaved)
+        return ForwardStep(
+            input_ids, attention_mask, media, prefill, layout, use_audio_in_video, arguments["video_second_per_grid"]
+        )
 
-    def _layout(self, input_ids, attention_mask, prefill: bool, keep_ratio, given: BatchLayout | None,
-                video_grid_thw=None) -> BatchLayout | None:  # fmt: skip
+    def _layout(
+        self, input_ids, attention_mask, prefill: bool, keep_ratio, given: BatchLayout | None, video_grid_thw=None
+    ) -> BatchLayout | None:
         """The batch's `BatchLayout` at prefill (the caller's when it fits, else read once), None on decode steps.
 
         The embedded split keeps whole video patches, so it needs the layout's video patch sizes."""
@@ -551,8 +621,79 @@ class AffectVerseModel(AffectVersePreTrainedModel):
             if not embedded or given.video_patch is not None:
                 return given
         merge = self.config.vision_config.spatial_merge_size
-        return BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config), keep_ratio,
-                                video_grid_thw if embedded else None, merge)  # fmt: skip
+        token_ids = BatchLayout.token_ids(self.config)
+        grid = video_grid_thw if embedded else None
+        return BatchLayout.read(input_ids, attention_mask, token_ids, keep_ratio, grid, merge)
+
+    def _embed(self, step: ForwardStep, inputs_embeds, position_ids, past_key_values, **kwargs):
+        """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods), and the
+        embeddings before the pre-fusion when it ran (None otherwise): the EWM's frozen targets are read there."""
+        unfused, input_ids, layout = None, step.input_ids, step.layout
+        if inputs_embeds is None:
+            inputs_embeds = self._merge_multimodal(input_ids, **step.media, **kwargs)
+            if self.prefusion is not None and layout is not None and (any(layout.video) or any(layout.audio)):
+                masks = [input_ids == self.config.video_token_id, input_ids == self.config.audio_token_id]
+                unfused = inputs_embeds
+                inputs_embeds = self.prefusion(inputs_embeds, masks, [max(layout.video), max(layout.audio)])
+        if position_ids is None:
+            position_ids = self._position_ids(
+                input_ids,
+                step.attention_mask,
+                step.media,
+                step.use_audio_in_video,
+                step.video_second_per_grid,
+                layout,
+                step.prefill,
+                past_key_values,
+                inputs_embeds,
+            )
+        return inputs_embeds, position_ids, unfused
+
+    def _observe(
+        self,
+        step: ForwardStep,
+        inputs_embeds,
+        position_ids,
+        unfused,
+        keep_ratio,
+        future: dict,
+        future_layout,
+        emotion_labels=None,
+    ) -> tuple[EWMOutput, tuple | None]:
+        """The EWM on the merged embeddings of a prefill, each token's time read off the thinker's temporal
+        positions; scored against the embedded split's held-out tokens (rho) or the clip split's encoded future, with
+        the frozen target states when there is something to score. Returns `(EWMOutput, rho on the host or None)`."""
+        if self.ewm is None:
+            raise ValueError(
+                "the input holds <|belief|> placeholders but this model has no Emotion World Module "
+                "(ewm_belief_construction='none'): build its inputs with a processor that inserts none "
+                "(AffectVerseProcessor.follow_model_config(config), or belief_placeholders=False)"
+            )
+        config, layout, input_ids = self.config, step.layout, step.input_ids
+        rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
+        segments = self._future_segments(future, future_layout, layout.batch_size) if config.imagines else None
+        target_states = unfused
+        if config.imagines and (rho is not None or segments is not None):
+            target_states = self._target_states(step, inputs_embeds if unfused is None else unfused)
+        # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
+        times = None if position_ids is None else position_ids[-3].float() / config.position_id_per_seconds
+        plan = layout.stream_plan(rho_host, None if segments is None else future_layout)
+        seconds = layout.token_seconds(step.video_second_per_grid, config.position_id_per_seconds, input_ids.device)
+        video_mask, audio_mask = input_ids == config.video_token_id, input_ids == config.audio_token_id
+        out = self.ewm(
+            inputs_embeds,
+            video_mask,
+            audio_mask,
+            rho,
+            times,
+            plan,
+            emotion_labels,
+            None,
+            target_states,
+            segments,
+            seconds,
+        )
+        return out, rho_host
 
     def _keep_ratio(self, keep_ratio, layout: BatchLayout, device) -> tuple[torch.Tensor | None, tuple | None]:
         """Embedded split: rho per sample on the device and on the host: given by the caller (its host copy from the
@@ -577,58 +718,6 @@ class AffectVerseModel(AffectVersePreTrainedModel):
             raise ValueError(f"keep_ratio must lie in (0, 1], got {list(host)}")
         return torch.as_tensor(keep_ratio, dtype=torch.float32, device=device).expand(layout.batch_size), host
 
-    def _embed(self, input_ids, media: dict, attention_mask, position_ids, past_key_values, prefill: bool,
-               inputs_embeds, use_audio_in_video, video_second_per_grid, layout=None,
-               **kwargs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
-        """Merged input embeddings and 3D positions of the full sequence (the thinker's own methods), and the
-        embeddings before the pre-fusion when it ran (None otherwise): the EWM's frozen targets are read there."""
-        unfused = None
-        if inputs_embeds is None:
-            inputs_embeds = self._merge_multimodal(input_ids, **media, **kwargs)
-            if self.prefusion is not None and layout is not None and (any(layout.video) or any(layout.audio)):
-                masks = [input_ids == self.config.video_token_id, input_ids == self.config.audio_token_id]
-                unfused = inputs_embeds
-                inputs_embeds = self.prefusion(inputs_embeds, masks, [max(layout.video), max(layout.audio)])
-        if position_ids is None:
-            lengths = media["audio_feature_lengths"]
-            if media["feature_attention_mask"] is not None:
-                lengths = media["feature_attention_mask"].sum(1)
-            position_ids = self._position_ids(
-                input_ids, attention_mask, inputs_embeds, media["pixel_values"], media["image_grid_thw"],
-                media["video_grid_thw"], use_audio_in_video, lengths, video_second_per_grid, past_key_values, layout,
-                prefill,
-            )  # fmt: skip
-        return inputs_embeds, position_ids, unfused
-
-    def _observe(
-        self,
-        input_ids,
-        inputs_embeds,
-        position_ids,
-        unfused,
-        keep_ratio,
-        layout,
-        media,
-        future,
-        future_layout,
-        video_second_per_grid,
-        emotion_labels=None,
-    ) -> tuple[EWMOutput, tuple | None]:
-        """The EWM's pass on a prefill: the split's rho (embedded) or the encoded future (clip), the frozen target
-        states when there is something to score, the EWM. Returns `(EWMOutput, rho on the host or None)`."""
-        rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
-        segments = None
-        if self.config.imagines:
-            segments = self._future_segments(future, future_layout, layout.batch_size)
-        target_states = unfused
-        if self.config.imagines and (rho is not None or segments is not None):
-            target_states = self._target_states(input_ids, inputs_embeds if unfused is None else unfused, media)
-        token_seconds = self._token_seconds(layout, video_second_per_grid, input_ids.device)
-        plan = layout.stream_plan(rho_host, None if segments is None else future_layout)
-        out = self._run_ewm(input_ids, inputs_embeds, position_ids, rho, plan, emotion_labels, target_states, segments,
-                            token_seconds)  # fmt: skip
-        return out, rho_host
-
     @torch.no_grad()
     def _future_segments(self, future: dict, future_layout: FutureLayout | None, batch_size: int) -> dict | None:
         """Clip split: the future inputs encoded by the base encoders (no gradient, adapters off) and laid out per
@@ -648,136 +737,112 @@ class AffectVerseModel(AffectVersePreTrainedModel):
             if given.get("pixel_values_videos") is not None:
                 if given.get("video_grid_thw") is None:
                     raise ValueError("future_pixel_values_videos were given without future_video_grid_thw")
-                encoded = self.model.get_video_features(given["pixel_values_videos"], given["video_grid_thw"],
-                                                        return_dict=True)  # fmt: skip
-                features = torch.cat(encoded.pooler_output, dim=0)
+                pixels, grid = given["pixel_values_videos"], given["video_grid_thw"]
+                videos = self.model.get_video_features(pixels, grid, return_dict=True)
+                features = torch.cat(videos.pooler_output, dim=0)
                 segments[VIDEO] = future_segment(features, future_layout.video, batch_size)
             if given.get("input_features") is not None:
-                features = self.model.get_audio_features(given["input_features"], given.get("feature_attention_mask"),
-                                                         return_dict=True).last_hidden_state  # fmt: skip
-                segments[AUDIO] = future_segment(features, future_layout.audio, batch_size)
+                features, mask = given["input_features"], given.get("feature_attention_mask")
+                audio = self.model.get_audio_features(features, mask, return_dict=True)
+                segments[AUDIO] = future_segment(audio.last_hidden_state, future_layout.audio, batch_size)
         return segments
 
-    def _target_states(self, input_ids, unfused: torch.Tensor, media: dict) -> torch.Tensor:
+    def _target_states(self, step: ForwardStep, unfused: torch.Tensor) -> torch.Tensor:
         """The embeddings the frozen imagination targets of the observed past are read from (the copy-last baseline,
         the embedded split's future): the merged embeddings before any trained module (`unfused`: before the
         pre-fusion). With adapters on the encoders (a recipe's LoRA on the vision merger or the audio projection) they
-        are merged again from the base encoders, without gradient (DESIGN §4.5 revised)."""
+        are merged again from the base encoders, without gradient (docs/architecture.md §4.5)."""
         if not encoder_adapters_active(self._encoders()):
             return unfused
         with torch.no_grad(), frozen_encoders(self._encoders()):
-            return self._merge_multimodal(input_ids, **media)
+            return self._merge_multimodal(step.input_ids, **step.media)
 
-    def _token_seconds(self, layout: BatchLayout, video_second_per_grid, device) -> dict[int, torch.Tensor]:
-        """Per modality `(B,)` seconds one token step covers: a video's `video_second_per_grid` (gathered per sample on
-        the device by the layout's host index), an audio token's 1 / `position_id_per_seconds`."""
-        audio = torch.full((layout.batch_size,), 1.0 / float(self.config.position_id_per_seconds), device=device)
-        video = torch.zeros(layout.batch_size, device=device)
-        with_video = [b for b, n in enumerate(layout.video) if n > 0]
-        if with_video and video_second_per_grid is not None:
-            seconds = torch.as_tensor(video_second_per_grid, device=device).float().reshape(-1)
-            video = video.index_copy(0, to_device(torch.tensor(with_video), device), seconds[: len(with_video)])
-        return {VIDEO: video, AUDIO: audio}
-
-    def _run_ewm(self, input_ids, inputs_embeds, position_ids, rho, plan: StreamPlan, emotion_labels=None,
-                 target_states=None, future=None, token_seconds=None) -> EWMOutput:  # fmt: skip
-        """The EWM on the merged embeddings, with each token's time read off the thinker's temporal positions; scored
-        against the embedded split's held-out tokens (`rho`) or the clip split's `future` segments."""
-        if self.ewm is None:
-            raise ValueError(
-                "the input holds <|belief|> placeholders but this model has no Emotion World Module "
-                "(ewm_belief_construction='none'): build its inputs with a processor that inserts none "
-                "(AffectVerseProcessor.follow_model_config(config), or belief_placeholders=False)"
-            )
-        video_mask = input_ids == self.config.video_token_id
-        audio_mask = input_ids == self.config.audio_token_id
-        # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
-        times = None if position_ids is None else position_ids[-3].float() / self.config.position_id_per_seconds
-        return self.ewm(inputs_embeds, video_mask, audio_mask, rho, times, plan, emotion_labels, None, target_states,
-                        future, token_seconds)  # fmt: skip
-
-    def _inject_beliefs(self, inputs_embeds, belief_mask, ewm_out: EWMOutput, layout: BatchLayout) -> torch.Tensor:
+    def _inject_beliefs(self, step: ForwardStep, inputs_embeds, ewm_out: EWMOutput) -> torch.Tensor:
         """Scatter belief tokens into their placeholders: first half after the AV block, second before the answer.
 
         The placeholder count is checked on the host (the layout); each placeholder takes the belief row of its rank
         in the sample (a gather, not boolean indexing), so nothing waits for the device."""
-        config = self.config
-        facts = layout.stream_plan(None).streams(config.ewm_min_modality_tokens)
-        video, audio = facts[0]["present"], facts[1]["present"]
-        expected = [config.ewm_belief_tokens_dual if v and a else config.ewm_belief_tokens_single if v or a else 0
-                    for v, a in zip(video, audio, strict=True)]  # fmt: skip
-        wrong = [i for i, (n, e) in enumerate(zip(layout.belief, expected, strict=True)) if n != e]
-        if wrong:
-            details = "; ".join(
-                f"sample {i}: {layout.belief[i]} placeholders, expected {expected[i]} "
-                f"(video {'present' if video[i] else 'absent'}, audio {'present' if audio[i] else 'absent'})"
-                for i in wrong
-            )
-            raise ValueError(
-                f"<|belief|> placeholder count does not match the modalities: {details}. Expected "
-                f"{config.ewm_belief_tokens_dual} with video and audio, {config.ewm_belief_tokens_single} "
-                f"with one, 0 with neither (a stream of fewer than {config.ewm_min_modality_tokens} tokens "
-                "counts as absent); build inputs with AffectVerseProcessor"
-            )
+        step.layout.check_belief_placeholders(self.config)
+        belief_mask = step.input_ids == self.config.belief_token_id
         rank = (belief_mask.long().cumsum(1) - 1).clamp(min=0)  # (B, L): which belief row a placeholder takes
         beliefs = ewm_out.belief_tokens.to(inputs_embeds.dtype)
         gathered = beliefs.gather(1, rank[..., None].expand(-1, -1, beliefs.shape[-1]))  # (B, L, D)
         return torch.where(belief_mask[..., None], gathered, inputs_embeds)
 
-    def _drop_future(self, input_ids, inputs_embeds, attention_mask, labels, layout: BatchLayout, rho_host, ewm_out,
-                     media: dict, use_audio_in_video, video_second_per_grid):  # fmt: skip
+    def _drop_future(self, step: ForwardStep, inputs_embeds, labels, rho_host, ewm_out):
         """Embedded split only: remove the future video/audio tokens from the LLM input (the EWM's split: whole video
         patches, ceil(rho N) audio tokens) and position the kept sequence as the processor positions a clip that
         long: the thinker's 3D positions of the kept ids with the video grid cut to the kept patches and the audio
-        lengths to the kept tokens (DESIGN §4.8 revised; the paper's gathered positions left a gap after the media
-        that revealed the clip's length).
+        lengths to the kept tokens (docs/architecture.md §4.8; the paper's gathered positions left a gap after the
+        media that revealed the clip's length).
 
         Returns `(inputs_embeds, attention_mask, position_ids, labels, kept_index)`; None when nothing is dropped."""
         if self.wetr is not None:
             raise ValueError("WETR refines a whole prompt: it takes no keep_ratio < 1")
-        min_tokens = self.config.ewm_min_modality_tokens
+        config, layout, input_ids = self.config, step.layout, step.input_ids
+        min_tokens = config.ewm_min_modality_tokens
         dropped = layout.dropped(rho_host, min_tokens)
         if not any(dropped):
             return None
-        config = self.config
         drop = future_token_mask(input_ids == config.video_token_id, ewm_out.video_past_len, ewm_out.video_present)
         drop |= future_token_mask(input_ids == config.audio_token_id, ewm_out.audio_past_len, ewm_out.audio_present)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask = torch.ones_like(input_ids) if step.attention_mask is None else step.attention_mask
         new_len = max(length - n for length, n in zip(layout.lengths, dropped, strict=True))
         inputs_embeds, attention_mask, labels, kept_index, kept_ids = drop_positions(
             drop, attention_mask, inputs_embeds, labels, new_len, layout.left_padded, input_ids
         )
         kept = layout.past_tokens(rho_host, min_tokens)  # host: (video, audio) tokens kept per sample
-        video_grid_thw = media.get("video_grid_thw")
-        if video_grid_thw is not None:
+        media = {**step.media, "feature_attention_mask": None, "audio_feature_lengths": None}
+        if media["video_grid_thw"] is not None:
             patches = [v // k for (v, _), n, k in zip(kept, layout.video, layout.video_patch, strict=True) if n > 0]
-            video_grid_thw = video_grid_thw.clone()
-            video_grid_thw[:, 0] = torch.tensor(patches, dtype=video_grid_thw.dtype)
-        lengths = None
-        if media.get("input_features") is not None:
-            lengths = torch.tensor([audio_feature_length(a) for (_, a), n in zip(kept, layout.audio, strict=True)
-                                    if n > 0], device=input_ids.device)  # fmt: skip
+            media["video_grid_thw"] = media["video_grid_thw"].clone()
+            media["video_grid_thw"][:, 0] = torch.tensor(patches, dtype=media["video_grid_thw"].dtype)
+        if media["input_features"] is not None:
+            lengths = [audio_feature_length(a) for (_, a), n in zip(kept, layout.audio, strict=True) if n > 0]
+            media["audio_feature_lengths"] = torch.tensor(lengths, device=input_ids.device)
         position_ids = self._position_ids(
-            kept_ids, attention_mask, None, media.get("pixel_values"), media.get("image_grid_thw"), video_grid_thw,
-            use_audio_in_video, lengths, video_second_per_grid, None, layout, True,
-        )  # fmt: skip
+            kept_ids, attention_mask, media, step.use_audio_in_video, step.video_second_per_grid, layout
+        )
         return inputs_embeds, attention_mask, position_ids, labels, kept_index
 
-    def _language_model(self, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, prefill: bool,
-                        wetr_roles, **kwargs) -> tuple:  # fmt: skip
+    def _language_model(
+        self,
+        inputs_embeds,
+        attention_mask,
+        position_ids,
+        past_key_values,
+        use_cache,
+        prefill: bool,
+        wetr_roles,
+        **kwargs,
+    ) -> tuple:
         """The decoder layers: the thinker's language model, or with WETR on the refined prefill / decode
         (`wetr.wetr_language_model`). Returns `(last_hidden_state, past_key_values, hidden_states, attentions,
         kept_index)`; `kept_index` maps WETR's refined sequence back to the input (None without WETR)."""
         if self.wetr is not None:
             hidden, past_key_values, kept_index = wetr_language_model(
-                self.model.language_model, self.wetr, self.wetr_record, inputs_embeds, attention_mask, position_ids,
-                past_key_values, use_cache, prefill, wetr_roles, self.config.get_text_config(),
-            )  # fmt: skip
+                self.model.language_model,
+                self.wetr,
+                self.wetr_record,
+                inputs_embeds,
+                attention_mask,
+                position_ids,
+                past_key_values,
+                use_cache,
+                prefill,
+                wetr_roles,
+                self.config.get_text_config(),
+            )
             return hidden, past_key_values, None, None, kept_index
-        outputs = self.model(input_ids=None, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-                             **kwargs)  # fmt: skip
+        outputs = self.model(
+            input_ids=None,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
         return outputs.last_hidden_state, outputs.past_key_values, outputs.hidden_states, outputs.attentions, None
 
     @torch.no_grad()
@@ -803,21 +868,12 @@ class AffectVerseModel(AffectVersePreTrainedModel):
         something to score against (the clip split's future inputs, the embedded split's keep_ratio < 1) the imagined
         tokens, their targets and the copy-last baseline (`pairs`). For diagnostics (the ablation runner's held-out
         imagination report); extra processor outputs are ignored."""
-        layout = self._layout(input_ids, attention_mask, True, keep_ratio, None, video_grid_thw)
-        media = media_inputs(
-            input_features=input_features,
-            pixel_values_videos=pixel_values_videos,
-            video_grid_thw=video_grid_thw,
-            feature_attention_mask=feature_attention_mask,
-        )
-        inputs_embeds, position_ids, unfused = self._embed(
-            input_ids, media, attention_mask, None, None, True, None, use_audio_in_video, video_second_per_grid, layout
-        )
-        future = future_inputs(
-            future_pixel_values_videos, future_video_grid_thw, future_input_features, future_feature_attention_mask
-        )
-        return self._observe(input_ids, inputs_embeds, position_ids, unfused, keep_ratio, layout, media, future,
-                             future_layout, video_second_per_grid)[0]  # fmt: skip
+        arguments = {**named_arguments(locals()), "past_key_values": None, "batch_layout": None}
+        step = self._step(arguments)
+        inputs_embeds, position_ids, unfused = self._embed(step, None, None, None)
+        return self._observe(
+            step, inputs_embeds, position_ids, unfused, keep_ratio, future_of(arguments), future_layout
+        )[0]
 
 
 class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
@@ -857,17 +913,35 @@ class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
     ) -> AffectVerseCausalLMOutputWithPast:
         """`AffectVerseModel.forward`, then the LM head and the LM loss (the imagination loss is reported apart)."""
         outputs = super().forward(
-            input_ids=input_ids, input_features=input_features, pixel_values=pixel_values,
-            pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
-            attention_mask=attention_mask, feature_attention_mask=feature_attention_mask,
-            audio_feature_lengths=audio_feature_lengths, position_ids=position_ids, past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, use_audio_in_video=use_audio_in_video,
-            video_second_per_grid=video_second_per_grid, mm_encoder_outputs=mm_encoder_outputs,
-            keep_ratio=keep_ratio, batch_layout=batch_layout, emotion_labels=emotion_labels, wetr_roles=wetr_roles,
-            future_pixel_values_videos=future_pixel_values_videos, future_video_grid_thw=future_video_grid_thw,
-            future_input_features=future_input_features, future_feature_attention_mask=future_feature_attention_mask,
-            future_layout=future_layout, return_dict=True, **kwargs,
-        )  # fmt: skip
+            input_ids=input_ids,
+            input_features=input_features,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw,
+            attention_mask=attention_mask,
+            feature_attention_mask=feature_attention_mask,
+            audio_feature_lengths=audio_feature_lengths,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            use_audio_in_video=use_audio_in_video,
+            video_second_per_grid=video_second_per_grid,
+            mm_encoder_outputs=mm_encoder_outputs,
+            keep_ratio=keep_ratio,
+            batch_layout=batch_layout,
+            emotion_labels=emotion_labels,
+            wetr_roles=wetr_roles,
+            future_pixel_values_videos=future_pixel_values_videos,
+            future_video_grid_thw=future_video_grid_thw,
+            future_input_features=future_input_features,
+            future_feature_attention_mask=future_feature_attention_mask,
+            future_layout=future_layout,
+            return_dict=True,
+            **kwargs,
+        )
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if outputs.labels is not None:
@@ -893,7 +967,7 @@ class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
             raise ValueError(
                 "generate does not take keep_ratio < 1: dropping the future at prefill would leave the decode steps "
                 "without the prompt's cache. To observe only the first part of a clip, cut the media before the "
-                "processor (AffectVerseCollator(observe_ratio=...), the benchmark runner's --keep-ratios)"
+                "processor (AffectVerseCollator.for_prediction(keep_ratio=...), the evaluation runner's --keep-ratios)"
             )
         placeholders = self._placeholder_ids()
         if kwargs.get("generation_config") is not None:
@@ -923,8 +997,11 @@ class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
     def _placeholder_ids(self) -> set[int]:
         """Ids that stand for features only the input supplies (belief, video, audio, image): never generated."""
         config = self.config
-        return {i for i in (config.belief_token_id, config.video_token_id, config.audio_token_id,
-                            config.image_token_id) if i is not None}  # fmt: skip
+        return {
+            i
+            for i in (config.belief_token_id, config.video_token_id, config.audio_token_id, config.image_token_id)
+            if i is not None
+        }
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
         """The thinker's prefill positions for `generate`, except for a batch mixing interleaved audio-in-video
@@ -936,19 +1013,21 @@ class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
         cache = model_kwargs.get("past_key_values")
         prefill = cache is None or cache.get_seq_length() == 0
         attention_mask, video_grid_thw = model_kwargs.get("attention_mask"), model_kwargs.get("video_grid_thw")
-        if not (prefill and model_kwargs.get("use_audio_in_video") and video_grid_thw is not None
-                and attention_mask is not None and input_ids.dim() == 2 and position_ids.shape[0] == 4):  # fmt: skip
+        if not (
+            prefill
+            and model_kwargs.get("use_audio_in_video")
+            and video_grid_thw is not None
+            and attention_mask is not None
+            and input_ids.dim() == 2
+            and position_ids.shape[0] == 4
+        ):
             return position_ids
         layout = BatchLayout.read(input_ids, attention_mask, BatchLayout.token_ids(self.config))  # once per call
         if not (any(layout.plain_video) and any(layout.interleaved)):
             return position_ids
-        lengths = model_kwargs.get("audio_feature_lengths")
-        if model_kwargs.get("feature_attention_mask") is not None:
-            lengths = model_kwargs["feature_attention_mask"].sum(1)
-        vision = self._position_ids(
-            input_ids, attention_mask, None, model_kwargs.get("pixel_values"), model_kwargs.get("image_grid_thw"),
-            video_grid_thw, True, lengths, model_kwargs.get("video_second_per_grid"), None, layout,
-        )  # fmt: skip
+        media = media_of(model_kwargs)
+        video_second_per_grid = model_kwargs.get("video_second_per_grid")
+        vision = self._position_ids(input_ids, attention_mask, media, True, video_second_per_grid, layout)
         return torch.cat([position_ids[:1], vision.to(position_ids.dtype)], dim=0)
 
 

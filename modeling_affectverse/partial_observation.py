@@ -1,4 +1,4 @@
-"""Partial observation (DESIGN §4.3, §4.5, §4.8, revised 2026-12-02): what a training sample observes, and what its
+"""Partial observation (docs/architecture.md §4.3, §4.5, §4.8): what a training sample observes, and what its
 imagination is scored against.
 
 Clip split (`ewm_split="clip"`, the default). The collator cuts each clip at t* BEFORE the processor
@@ -98,7 +98,7 @@ def encoder_adapters_active(encoders: list[nn.Module]) -> bool:
 @contextlib.contextmanager
 def frozen_encoders(encoders: list[nn.Module]):
     """Within the block every PEFT adapter layer in `encoders` is switched off (the base weights alone: the frozen
-    base's features, DESIGN §4.5 revised), and restored after. Sets the layers' own flag rather than calling
+    base's features, docs/architecture.md §4.5, and restored after. Sets the layers' own flag rather than calling
     `enable_adapters`, which would also change `requires_grad`."""
     layers = _adapter_layers(encoders)
     before = [layer._disable_adapters for layer in layers]
@@ -133,9 +133,14 @@ def future_segment(features: torch.Tensor, segments: FutureSegments, batch_size:
     span, end = torch.zeros(batch_size), torch.zeros(batch_size)
     slots = []
     for sample, start, seconds, tokens, step, per_step in zip(
-        segments.sample, segments.start, segments.seconds, segments.tokens, segments.step, segments.per_step,
+        segments.sample,
+        segments.start,
+        segments.seconds,
+        segments.tokens,
+        segments.step,
+        segments.per_step,
         strict=True,
-    ):  # fmt: skip
+    ):
         slots.append(sample * width + slot[:tokens])
         times[sample, :tokens] = start + (slot[:tokens] // per_step) * step  # a video patch's tokens share its time
         span[sample], end[sample] = step, start + seconds
@@ -144,8 +149,13 @@ def future_segment(features: torch.Tensor, segments: FutureSegments, batch_size:
     if slots:
         placed = placed.index_copy(0, to_device(torch.cat(slots), device), features)
     count = to_device(torch.tensor(segments.counts(batch_size)), device)
-    return FutureSegment(placed.view(batch_size, width, features.shape[-1]), to_device(times.float(), device),
-                         to_device(span, device), to_device(end, device), count)  # fmt: skip
+    return FutureSegment(
+        placed.view(batch_size, width, features.shape[-1]),
+        to_device(times.float(), device),
+        to_device(span, device),
+        to_device(end, device),
+        count,
+    )
 
 
 # -- the embedded split (the paper's token-level split, for reproduction) -------------------------------------------
@@ -153,7 +163,7 @@ def future_token_mask(modality_mask: torch.Tensor, past_len: torch.Tensor, prese
     """`(B, L)` True at the positions of one modality stream that lie past its split point.
 
     The stream is ordered by sequence position (= time, also for audio-in-video interleaving):
-    the i-th token of the stream is future when i >= past_len (DESIGN §4.3).
+    the i-th token of the stream is future when i >= past_len (docs/architecture.md §4.3).
     """
     stream_index = modality_mask.long().cumsum(1) - 1
     return modality_mask & (stream_index >= past_len[:, None]) & present[:, None]
@@ -172,7 +182,7 @@ def drop_positions(
 
     `new_len` (the longest kept sequence) and `left_padded` set shapes: given from the host (`BatchLayout`), nothing
     is read back from the device; None reads them. `input_ids`, when given, are gathered too: the kept ids, which the
-    model positions anew as a clip that long (DESIGN §4.8 revised; positions are never gathered from the full
+    model positions anew as a clip that long (docs/architecture.md §4.8; positions are never gathered from the full
     sequence, whose gap after the media told the clip's length). Batched: one stable sort.
 
     Returns `(inputs_embeds, attention_mask, labels, kept_index, input_ids)` of length L' = max kept tokens;

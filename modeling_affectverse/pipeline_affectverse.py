@@ -75,7 +75,7 @@ class AffectVerseEmotionPipeline(Pipeline):
 
     `trajectory=True` (or a list of fractions) adds the belief trajectory of the paper's case study (§4.4) to the
     detailed answer: for each observed fraction f the probabilities of each label when only the first f of the
-    frames and of the audio is seen (`media_affectverse.observed_prefix`, the benchmark runner's keep-ratio rule).
+    frames and of the audio is seen (`media_affectverse.observed_prefix`, the evaluation runner's keep-ratio rule).
     `trajectory` holds `fractions`, `labels`, `probabilities` (one row per fraction), `frame_index` (the last
     observed frame, -1 without video) and `frames` (that frame, `(H, W, 3)` uint8, None without video). Closed-set
     tasks only; one prefill per fraction.
@@ -91,9 +91,15 @@ class AffectVerseEmotionPipeline(Pipeline):
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(
-        self, task=None, label_set=None, max_new_tokens=None, top_k=None, return_details=None, trajectory=None,
+        self,
+        task=None,
+        label_set=None,
+        max_new_tokens=None,
+        top_k=None,
+        return_details=None,
+        trajectory=None,
         **kwargs,
-    ):  # fmt: skip
+    ):
         if kwargs:  # a misspelt option (`vidoe=`) must not be ignored silently
             raise ValueError(
                 f"unknown parameter(s) {sorted(kwargs)}; this pipeline takes task, label_set, max_new_tokens, "
@@ -131,8 +137,10 @@ class AffectVerseEmotionPipeline(Pipeline):
         if isinstance(inputs, str | os.PathLike | bytes | bytearray):
             inputs = {"video": inputs}
         if not isinstance(inputs, dict):
-            raise ValueError(f"input must be a video path, file bytes or a dict of video / audio / subtitle, got "
-                             f"{type(inputs).__name__}")  # fmt: skip
+            raise ValueError(
+                f"input must be a video path, file bytes or a dict of video / audio / subtitle, got "
+                f"{type(inputs).__name__}"
+            )
         unknown = sorted(set(inputs) - {"video", "audio", "subtitle", "audio_from_video"})
         if unknown:
             raise ValueError(f"unknown input field(s) {unknown}; expected video, audio, subtitle, audio_from_video")
@@ -161,12 +169,14 @@ class AffectVerseEmotionPipeline(Pipeline):
         for fraction in trajectory or []:
             seen = observed_media(media, fraction) if fraction < 1 else media
             index = -1 if seen.video is None else len(seen.video.frames) - 1
-            steps.append({
-                "fraction": fraction,
-                "inputs": None if fraction == 1 else dict(processor.from_clips([prompt], [seen])),
-                "frame_index": index,
-                "frame": None if seen.video is None else seen.video.frames[index],
-            })  # fmt: skip
+            steps.append(
+                {
+                    "fraction": fraction,
+                    "inputs": None if fraction == 1 else dict(processor.from_clips([prompt], [seen])),
+                    "frame_index": index,
+                    "frame": None if seen.video is None else seen.video.frames[index],
+                }
+            )
         return {"generation": generation, "candidates": candidates, "label_set": label_set, "trajectory": steps}
 
     def _forward(self, model_inputs, max_new_tokens: int = 16, generate: bool = False):
@@ -196,7 +206,7 @@ class AffectVerseEmotionPipeline(Pipeline):
             "trajectory": [
                 {**{k: v for k, v in step.items() if k != "inputs"}, "probabilities": row}
                 for step, row in zip(steps, rows, strict=True)
-            ],  # fmt: skip
+            ],
         }
 
     def postprocess(self, model_outputs, top_k: int = 5, return_details: bool = False):

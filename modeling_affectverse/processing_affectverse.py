@@ -1,11 +1,11 @@
 """AffectVerseProcessor: the Qwen2.5-Omni processor plus belief placeholders, the paper's prompt and a token budget.
 
-Belief placeholders (DESIGN §4.7): `<|belief|>` tokens are inserted in two places per sample,
+Belief placeholders (docs/architecture.md §4.7): `<|belief|>` tokens are inserted in two places per sample,
 half right after the last audio/video block of the user turn and half right before the answer
 (after the assistant header): 4+4 with video and audio, 2+2 with one of them, none for text only.
 The model scatters its belief tokens into exactly those positions.
 
-Token budget (DESIGN §5): a sample longer than `max_length` tokens is fitted by lowering its
+Token budget (docs/architecture.md §5): a sample longer than `max_length` tokens is fitted by lowering its
 frame rate, then shortening its audio, with a warning; text is never cut, and a prompt whose
 text alone is over the budget raises.
 """
@@ -178,7 +178,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.frame_size = frame_size
         self.belief_injection = belief_injection
         self.emotion_labels: list[str] | None = None  # set by follow_model_config for an emotion-first model
-        # how a training sample is split (the model config's; follow_model_config sets them): DESIGN §4.3 revised
+        # how a training sample is split (the model config's; follow_model_config sets them): docs/architecture.md §4.3
         self.ewm_split = "clip"
         self.ewm_horizon_seconds = 2.0
         self.imagines = True  # the model scores an imagination: the clip split's collator adds the future inputs
@@ -246,7 +246,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         system_prompt: str = SYSTEM_PROMPT,
         wetr_queries: bool = False,
     ) -> str:
-        """The chat text of DESIGN §5 / Appendix A, without belief placeholders (`__call__` adds them).
+        """The chat text of docs/architecture.md §5 / Appendix A, without belief placeholders (`__call__` adds them).
 
         `wetr_queries` inserts WETR's two query spans (an emotion-seeking and an emotion-irrelevant question, one
         line each) between the subtitle and the task question; `token_roles` finds them again in the tokens.
@@ -318,7 +318,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         return cached[1]
 
     def insert_belief_placeholders(self, text: str, video: bool, audio: bool) -> str:
-        """Insert the placeholders into one sample's text (DESIGN §4.7).
+        """Insert the placeholders into one sample's text (docs/architecture.md §4.7).
 
         Interleaved: first half right after the last `<|vision_eos|>` / `<|audio_eos|>`, second half right after
         the last assistant header (the end of the prompt, before any answer). Single: all of them after the
@@ -387,8 +387,11 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             sound = [p.get("audio") or p.get("path") for p in parts if p.get("type") == "audio"]
             if len(video) > 1 or len(sound) > 1:
                 raise ValueError("a conversation may hold one video and one audio part (the prompt format)")
-            clips.append(self.decode(video[0] if video else None,
-                                     sound[0] if sound else (video[0] if video and in_video else None)))  # fmt: skip
+            clips.append(
+                self.decode(
+                    video[0] if video else None, sound[0] if sound else (video[0] if video and in_video else None)
+                )
+            )
         outputs = self.from_clips(texts, clips, return_tensors=kwargs.get("return_tensors") or "pt")
         return outputs if kwargs.get("return_dict", True) else outputs["input_ids"]
 
@@ -397,9 +400,15 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         `self.frame_size`, the feature extractor's rate; memory guards: 64 frames, 30 s of audio)."""
         from .media_affectverse import decode_clip  # imported here: only media paths need decoding
 
-        return decode_clip(video, audio, fps=self.fps, size=self.frame_size,
-                           sample_rate=self.feature_extractor.sampling_rate, max_frames=64,
-                           max_audio_seconds=30.0)  # fmt: skip
+        return decode_clip(
+            video,
+            audio,
+            fps=self.fps,
+            size=self.frame_size,
+            sample_rate=self.feature_extractor.sampling_rate,
+            max_frames=64,
+            max_audio_seconds=30.0,
+        )
 
     def from_clips(self, texts: list[str], clips: list, return_tensors: str = "pt"):
         """Model inputs for prompts and their decoded clips (one per text, from `decode`): each clip's frame rate,
@@ -427,8 +436,10 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             if isinstance(content, str):
                 content = self.defuse_special_tokens(content)
             elif isinstance(content, list):
-                content = [{**p, "text": self.defuse_special_tokens(p["text"])} if p.get("type") == "text" else p
-                           for p in content]  # fmt: skip
+                content = [
+                    {**p, "text": self.defuse_special_tokens(p["text"])} if p.get("type") == "text" else p
+                    for p in content
+                ]
             messages.append({**message, "content": content})
         return messages
 
@@ -549,7 +560,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
 
     # -- the clip split's future segments ---------------------------------------------------------
     def future_inputs(self, futures: list, fps: list[float] | None = None) -> dict:
-        """The clip split's future inputs for a batch (DESIGN §4.3 revised): each sample's future segment
+        """The clip split's future inputs for a batch (docs/architecture.md §4.3: each sample's future segment
         (`media_affectverse.FutureMedia`, or None) processed as a clip of its own, video and audio apart, plus the
         `FutureLayout` that says which sample each row belongs to, where it starts and how long it is.
 
@@ -570,9 +581,15 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         if videos:
             rates = [fps[sample] for sample, _ in videos]
             text = self.build_prompt("", video=True)
-            processed = self(text=[text] * len(videos), videos=[f.frames for _, f in videos],
-                             videos_kwargs={"fps": rates}, max_length=None, belief_placeholders=False, padding=True,
-                             return_tensors="pt")  # fmt: skip
+            processed = self(
+                text=[text] * len(videos),
+                videos=[f.frames for _, f in videos],
+                videos_kwargs={"fps": rates},
+                max_length=None,
+                belief_placeholders=False,
+                padding=True,
+                return_tensors="pt",
+            )
             grid = processed["video_grid_thw"]
             merge = self.video_processor.merge_size**2
             patch = self.video_processor.temporal_patch_size
@@ -588,8 +605,14 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             outputs["future_video_grid_thw"] = grid
         if audios:
             text = self.build_prompt("", audio=True)
-            processed = self(text=[text] * len(audios), audio=[f.wave for _, f in audios], max_length=None,
-                             belief_placeholders=False, padding=True, return_tensors="pt")  # fmt: skip
+            processed = self(
+                text=[text] * len(audios),
+                audio=[f.wave for _, f in audios],
+                max_length=None,
+                belief_placeholders=False,
+                padding=True,
+                return_tensors="pt",
+            )
             mask = processed["feature_attention_mask"]
             rate = self.feature_extractor.sampling_rate
             audio = FutureSegments(

@@ -6,7 +6,7 @@ is not favoured) given the prompt and media; softmax over the candidates gives t
 
 Two ways to compute it, equal up to float rounding (tested):
 
-- `candidate_log_likelihoods` (used by the pipeline and the benchmark runner): one prefill per prompt, with a cache;
+- `candidate_log_likelihoods` (used by the pipeline and the evaluation runner): one prefill per prompt, with a cache;
   every candidate then continues from that cache in one batched step. The clip is encoded and the Emotion World
   Module runs once per sample, not once per candidate.
 - `closed_set_probabilities`: one full forward per (sample, candidate) sequence, answers marked by `labels` (the

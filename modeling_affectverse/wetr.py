@@ -129,9 +129,13 @@ def span_attention(attention: torch.Tensor, row_roles: torch.Tensor, role: int) 
     return (rows[:, :, None] * attention).sum(1) / rows.sum(1, keepdim=True).clamp(min=1)
 
 
-def selection_scores(attention: torch.Tensor, roles: torch.Tensor, proxy: str = "contrastive",
-                     generator: torch.Generator | None = None,
-                     row_roles: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def selection_scores(
+    attention: torch.Tensor,
+    roles: torch.Tensor,
+    proxy: str = "contrastive",
+    generator: torch.Generator | None = None,
+    row_roles: torch.Tensor | None = None,
+) -> torch.Tensor:
     """s_i for the media and content tokens (Eq. 4-5), 0 elsewhere. `attention` `(B, R, L)`: head-averaged
     attention probabilities of the trigger layer, rows of the query tokens whose roles are `row_roles` `(B, R)`
     (default: every row, R = L, `roles`). The scores read the rows of the two query spans, the content tokens (their
@@ -182,8 +186,9 @@ def _rows(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return values.gather(2, positions[:, None, :, None].expand(-1, values.shape[1], -1, values.shape[-1]))
 
 
-def reconstruction_errors(queries: torch.Tensor, keys: torch.Tensor, source: torch.Tensor,
-                          target: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def reconstruction_errors(
+    queries: torch.Tensor, keys: torch.Tensor, source: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
     """e_i (Eq. 9) for the tokens of `source` `(B, L)`: each one's key reconstructed from the keys of `target` by
     softmax(q_i . k_j / sqrt(E)) over j in target, per head, the error norm averaged over heads. `queries`, `keys`:
     `(B, H, L, E)`. 0 outside `source` (and where `target` is empty).
@@ -204,8 +209,14 @@ def reconstruction_errors(queries: torch.Tensor, keys: torch.Tensor, source: tor
     return torch.where(source & target.any(1, keepdim=True), full, torch.zeros_like(full))
 
 
-def reweighting(queries: torch.Tensor, keys: torch.Tensor, scores: torch.Tensor, roles: torch.Tensor,
-                kept: torch.Tensor, config: WETRConfig) -> dict[str, torch.Tensor]:  # fmt: skip
+def reweighting(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    scores: torch.Tensor,
+    roles: torch.Tensor,
+    kept: torch.Tensor,
+    config: WETRConfig,
+) -> dict[str, torch.Tensor]:
     """STR (Eq. 9-11): `{"e", "g", "r", "c", "gamma", "anchors"}`, each `(B, L)`; gamma is 1 outside the kept media
     and content tokens (instruction and query tokens are never rescaled)."""
     media = ((roles == VISUAL) | (roles == AUDIO)) & kept
@@ -310,10 +321,16 @@ def _mask(keys_valid: torch.Tensor, queries: int, implementation: str, dtype: to
     return additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
-                           position_ids: torch.Tensor, roles: torch.Tensor, config: WETRConfig,
-                           record: list | None = None,
-                           past_key_values=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def refined_language_model(
+    text_model,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    roles: torch.Tensor,
+    config: WETRConfig,
+    record: list | None = None,
+    past_key_values=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The thinker's language model (`text_model`: its decoder layers, rotary embedding and final norm) over a
     prefill with WETR at the trigger layers: before a trigger layer the tokens are scored with that layer's own
     queries and keys, the dropped ones leave the sequence (re-padded on the input's padding side, positions kept),
@@ -361,16 +378,26 @@ def refined_language_model(text_model, inputs_embeds: torch.Tensor, attention_ma
                     {"layer": number, "kept_index": index, "gamma": kept_gamma, "scores": scores, "kept": kept}
                 )
         mask = _mask(valid, valid.shape[1], implementation, hidden.dtype)
-        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=past_key_values,
-                       use_cache=past_key_values is not None)  # fmt: skip
+        hidden = layer(
+            hidden,
+            attention_mask=mask,
+            position_embeddings=(cos, sin),
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+        )
         valids.append(valid)
     if past_key_values is not None:
         past_key_values.wetr_state = {"prompt_length": length, "valid": valids}
     return text_model.norm(hidden), index
 
 
-def refined_decode(text_model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
-                   position_ids: torch.Tensor, past_key_values) -> torch.Tensor:  # fmt: skip
+def refined_decode(
+    text_model,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    past_key_values,
+) -> torch.Tensor:
     """Decode steps after a refined prefill (`refined_language_model` with a cache): every layer attends to what
     its own cache holds, the prompt positions it kept (`wetr_state`) plus the tokens generated since. Returns the
     final hidden states `(B, T, D)` of the new tokens."""
@@ -389,15 +416,25 @@ def refined_decode(text_model, inputs_embeds: torch.Tensor, attention_mask: torc
     cos, sin = text_model.rotary_emb(hidden, rotary_positions)
     for number, layer in enumerate(text_model.layers):
         mask = _mask(torch.cat([state["valid"][number], new], dim=1), steps, implementation, hidden.dtype)
-        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin),
-                       past_key_values=past_key_values, use_cache=True)  # fmt: skip
+        hidden = layer(
+            hidden, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=past_key_values, use_cache=True
+        )
     return text_model.norm(hidden)
 
 
-def wetr_language_model(text_model, config: WETRConfig, record: list | None, inputs_embeds: torch.Tensor,
-                        attention_mask: torch.Tensor | None, position_ids: torch.Tensor, past_key_values,
-                        use_cache: bool | None, prefill: bool, roles: torch.Tensor | None,
-                        text_config) -> tuple[torch.Tensor, object, torch.Tensor | None]:  # fmt: skip
+def wetr_language_model(
+    text_model,
+    config: WETRConfig,
+    record: list | None,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    past_key_values,
+    use_cache: bool | None,
+    prefill: bool,
+    roles: torch.Tensor | None,
+    text_config,
+) -> tuple[torch.Tensor, object, torch.Tensor | None]:
     """The thinker's language model with WETR on: a prefill refined at the trigger layers
     (`refined_language_model`), or a decode step (also candidates continuing from a scored prompt) on the refined
     cache (`refined_decode`). Returns `(last_hidden_state, past_key_values, kept_index)`; `kept_index` is None on
@@ -416,8 +453,9 @@ def wetr_language_model(text_model, config: WETRConfig, record: list | None, inp
     if roles.shape[1] < inputs_embeds.shape[1]:  # uncached generation: the generated tokens are instruction
         roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=INSTRUCTION)
     cache = past_key_values if use_cache or past_key_values is not None else None
-    hidden, kept_index = refined_language_model(text_model, inputs_embeds, attention_mask, position_ids, roles, config,
-                                                record, cache)  # fmt: skip
+    hidden, kept_index = refined_language_model(
+        text_model, inputs_embeds, attention_mask, position_ids, roles, config, record, cache
+    )
     return hidden, past_key_values, kept_index
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # lowest first: a unit may import only units before it (and itself)
@@ -102,3 +103,30 @@ def test_every_project_module_stands_on_a_floor():
     assert not unplaced
     tops = {n for n in os.listdir(ROOT) if os.path.isfile(os.path.join(ROOT, n, "__init__.py"))} - {"tests"}
     assert tops <= TOP_LEVEL, f"packages without a floor: {sorted(tops - TOP_LEVEL)}"
+
+
+def architecture_sections() -> set[str]:
+    """The numbered sections of docs/architecture.md: `## 4. ...` gives "4", `### 4.3 ...` gives "4.3"."""
+    text = open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8").read()
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, re.M))
+
+
+def test_every_pointer_to_the_architecture_names_a_section_that_exists():
+    """Code and docs point to the design as `docs/architecture.md §N`; each N (both ends of a range) is a heading."""
+    sections = architecture_sections()
+    assert {"2", "4", "4.3", "4.5", "4.8", "7"} <= sections
+    missing, pointers = [], 0
+    paths = project_files() + [
+        os.path.join(folder, name)
+        for top in ("docs", "configuration")
+        for folder, _, names in os.walk(os.path.join(ROOT, top))
+        for name in names
+        if name.endswith((".md", ".yaml"))
+    ]
+    for path in paths + [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "setup.cfg")]:
+        text = open(path, encoding="utf-8").read()
+        assert "DESIGN §" not in text and "DESIGN.md" not in text, f"{path}: points to a file outside the repository"
+        for first, last in re.findall(r"architecture\.md §(\d+(?:\.\d+)?)(?:[-–](\d+(?:\.\d+)?))?", text):
+            pointers += 1
+            missing += [f"{os.path.relpath(path, ROOT)}: §{n}" for n in (first, last) if n and n not in sections]
+    assert pointers > 20 and not missing, missing

@@ -6,7 +6,7 @@
 For every (variant, seed) it trains `training/sft.py` on the recipe (default: the demo recipe) with the variant's
 overrides from `configuration/ablations.yaml`, then on the recipe's held-out split:
 
-- runs the benchmark runner (`metrics/evaluation.py`, closed-set scoring) over the modality settings (AVT, AT,
+- runs the evaluation runner (`metrics/evaluation.py`, closed-set scoring) over the modality settings (AVT, AT,
   VT) and keep ratios (1, 0.7, 0.5, 0.3: only the first rho of each clip is observed, the paper's Table 2 protocol);
 - writes the imagination report (`metrics/imagination_report.py`) of the freshly initialised and of the trained
   model: imagination loss against the copy-last and set-mean baselines, target and prediction similarity, per-step
@@ -74,9 +74,22 @@ def run_one(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     run_dir, started = spec["run_dir"], time.time()
     model_dir = os.path.join(run_dir, "model")
-    arguments = ["--config", spec["recipe"], "--seed", str(spec["seed"]), "--output_dir", model_dir,
-                 "--report_to", "none", "--save_strategy", "no", "--evaluate_held_out", "false",
-                 *variant_arguments(spec["overrides"]), *spec["extra"]]  # fmt: skip
+    arguments = [
+        "--config",
+        spec["recipe"],
+        "--seed",
+        str(spec["seed"]),
+        "--output_dir",
+        model_dir,
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--evaluate_held_out",
+        "false",
+        *variant_arguments(spec["overrides"]),
+        *spec["extra"],
+    ]
     parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(arguments)
     reports, held_out = {}, []
@@ -84,23 +97,31 @@ def run_one(spec: dict) -> dict:
     def report_at_init(trainer):  # the model as training starts: one load, the same model the run then trains
         rows = load_manifest(script_args.train_manifest, media_root=script_args.media_root)  # (made by main if demo)
         held_out.extend(rows.filter(lambda row: row["split"] == script_args.eval_split))
-        reports["init"] = imagination_report(trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS,
-                                             fps=training_args.decode_fps)  # fmt: skip
+        reports["init"] = imagination_report(
+            trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps
+        )
 
     trainer = main(script_args, training_args, model_args, before_training=report_at_init)
     logs = [entry for entry in trainer.state.log_history if "lm_loss" in entry]
-    report_trained = imagination_report(trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS,
-                                        fps=training_args.decode_fps)  # fmt: skip
+    report_trained = imagination_report(
+        trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps
+    )
     del trainer
 
     # a model trained to answer <think>...</think><answer>...</answer> is scored in that format: generated, extracted
     reasoning = spec["overrides"].get("answer_format") == "reasoning"
     bench = argparse.Namespace(
-        model=model_dir, manifest=[script_args.train_manifest], split=script_args.eval_split,
-        output=os.path.join(run_dir, "bench"), modalities=list(spec["modalities"]), keep_ratios=list(spec["ratios"]),
-        scoring="generate" if reasoning else "closed_set", batch_size=8, max_predictions=None,
+        model=model_dir,
+        manifest=[script_args.train_manifest],
+        split=script_args.eval_split,
+        output=os.path.join(run_dir, "bench"),
+        modalities=list(spec["modalities"]),
+        keep_ratios=list(spec["ratios"]),
+        scoring="generate" if reasoning else "closed_set",
+        batch_size=8,
+        max_predictions=None,
         answer_format="reasoning" if reasoning else "label",
-    )  # fmt: skip
+    )
     benchmark = run_benchmark(bench)
     result = {
         "variant": spec["variant"],
@@ -133,9 +154,17 @@ def sweep(args) -> dict:
             if os.path.isfile(os.path.join(run_dir, "result.json")):
                 continue  # finished earlier: resumable
             os.makedirs(run_dir, exist_ok=True)
-            spec = {"variant": variant, "seed": seed, "run_dir": run_dir, "recipe": args.recipe,
-                    "overrides": variants[variant], "extra": args.extra, "modalities": args.modalities,
-                    "ratios": args.keep_ratios, "threads": max(1, (os.cpu_count() or 1) // args.jobs)}  # fmt: skip
+            spec = {
+                "variant": variant,
+                "seed": seed,
+                "run_dir": run_dir,
+                "recipe": args.recipe,
+                "overrides": variants[variant],
+                "extra": args.extra,
+                "modalities": args.modalities,
+                "ratios": args.keep_ratios,
+                "threads": max(1, (os.cpu_count() or 1) // args.jobs),
+            }
             with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as handle:
                 json.dump(spec, handle, indent=2)
             todo.append(run_dir)
@@ -208,12 +237,20 @@ def aggregate(results: list[dict], args) -> dict:
             reports = [r["imagination"][stage] for r in items if r["imagination"][stage] is not None]
             if not reports:
                 continue
-            keys = ("ewm_loss", "copy_last_loss", "set_mean_loss", "skill_copy_last", "skill_set_mean",
-                    "target_similarity", "prediction_similarity")  # fmt: skip
+            keys = (
+                "ewm_loss",
+                "copy_last_loss",
+                "set_mean_loss",
+                "skill_copy_last",
+                "skill_set_mean",
+                "target_similarity",
+                "prediction_similarity",
+            )
             stats[stage] = {key: _mean_std([rep[key] for rep in reports]) for key in keys}
             steps = len(reports[0]["cosine_per_step"])
-            stats[stage]["cosine_per_step"] = [_mean_std([rep["cosine_per_step"][k] for rep in reports])
-                                               for k in range(steps)]  # fmt: skip
+            stats[stage]["cosine_per_step"] = [
+                _mean_std([rep["cosine_per_step"][k] for rep in reports]) for k in range(steps)
+            ]
         imagination[variant] = stats
     return {
         "recipe": _relative(args.recipe),
@@ -239,11 +276,18 @@ def render(summary: dict) -> str:
     variants, ratios = summary["variants"], [f"{r:g}" for r in summary["keep_ratios"]]
     seeds = ", ".join(str(s) for s in summary["seeds"])
     recipe = summary["recipe"]
-    lines = [f"Held-out accuracy (%), mean ± std over seeds {seeds}; closed-set scoring; recipe `{recipe}`; "
-             "keep ratio rho = fraction of each clip observed.", ""]  # fmt: skip
+    lines = [
+        f"Held-out accuracy (%), mean ± std over seeds {seeds}; closed-set scoring; recipe `{recipe}`; "
+        "keep ratio rho = fraction of each clip observed.",
+        "",
+    ]
     for setting in summary["modalities"]:
-        lines += [f"### {setting}", "", "| variant | " + " | ".join(f"rho = {r}" for r in ratios) + " |",
-                  "|---" * (len(ratios) + 1) + "|"]  # fmt: skip
+        lines += [
+            f"### {setting}",
+            "",
+            "| variant | " + " | ".join(f"rho = {r}" for r in ratios) + " |",
+            "|---" * (len(ratios) + 1) + "|",
+        ]
         for variant in variants:
             row = summary["accuracy"][variant].get(setting, {})
             lines.append(f"| {variant} | " + " | ".join(_cell(row.get(r)) for r in ratios) + " |")
@@ -265,9 +309,14 @@ def render(summary: dict) -> str:
             if stats is None:
                 continue
             steps = " / ".join(_cell(c, 1.0, 3) for c in stats["cosine_per_step"])
-            cells = [_cell(stats["ewm_loss"], 1.0, 3), _cell(stats["skill_copy_last"], 1.0, 2),
-                     _cell(stats["skill_set_mean"], 1.0, 2), _cell(stats["target_similarity"], 1.0, 3),
-                     _cell(stats["prediction_similarity"], 1.0, 3), steps]  # fmt: skip
+            cells = [
+                _cell(stats["ewm_loss"], 1.0, 3),
+                _cell(stats["skill_copy_last"], 1.0, 2),
+                _cell(stats["skill_set_mean"], 1.0, 2),
+                _cell(stats["target_similarity"], 1.0, 3),
+                _cell(stats["prediction_similarity"], 1.0, 3),
+                steps,
+            ]
             lines.append(f"| {variant} | {stage} | " + " | ".join(cells) + " |")
     no_imagination = [v for v in variants if not summary["imagination"][v]]
     if no_imagination:
@@ -291,8 +340,14 @@ def plot(summary: dict, path: str, setting: str = "AVT") -> None:
         if any(m is None for m in means):
             continue
         shift = (offset - (len(summary["variants"]) - 1) / 2) * 0.006  # keep error bars apart
-        axis.errorbar([r + shift for r in ratios], [100 * m for m in means], yerr=[100 * s for s in stds],
-                      marker="o", capsize=3, label=variant)  # fmt: skip
+        axis.errorbar(
+            [r + shift for r in ratios],
+            [100 * m for m in means],
+            yerr=[100 * s for s in stds],
+            marker="o",
+            capsize=3,
+            label=variant,
+        )
     axis.set_xlabel("keep ratio rho (fraction of each clip observed)")
     axis.set_ylabel(f"held-out accuracy, % ({setting})")
     axis.legend(fontsize=8)

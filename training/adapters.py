@@ -1,4 +1,4 @@
-"""LoRA + EWM adapters: the PEFT configuration of DESIGN §3 / §7, loading one back, and the merged export.
+"""LoRA + EWM adapters: the PEFT configuration of docs/architecture.md §3 / §7, loading one back, and the merged export.
 
 The adapter folder `save_pretrained` writes holds the LoRA weights of the language model's attention, the whole
 Emotion World Module (`modules_to_save=["ewm"]`: a module merely left trainable would not be saved) and the
@@ -17,7 +17,8 @@ from modeling_affectverse.loading import hub_id, load
 ADAPTER_CARD = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hub_cards", "adapter_template.md"
 )
-# q/k/v/o of the language model's decoder layers ONLY: the audio encoder has modules of the same names (DESIGN §3)
+# q/k/v/o of the language model's decoder layers ONLY: the audio encoder has modules of the same names
+# (docs/architecture.md §3)
 LLM_ATTENTION = r".*language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
 
 
@@ -49,7 +50,7 @@ def affectverse_lora_config(
             *(["prefusion"] if with_prefusion else []),
             *(modules_to_save or []),
         ]
-        or None,  # fmt: skip
+        or None,
         trainable_token_indices={"embed_tokens": [belief_token_id]} if with_ewm else None,
         bias="none",
     )
@@ -82,9 +83,12 @@ def write_adapter_card(
     }
     with open(os.path.join(folder, "training_info.json"), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2, sort_keys=True)
-    note = ("The base is the embedded tiny random model, built in code (`tiny`), not a Hub repository: "
-            "`AutoPeftModel` cannot rebuild it; use `modeling_affectverse.loading.load`." if base == "tiny" else
-            f"The base is `{base}`.")  # fmt: skip
+    note = (
+        "The base is the embedded tiny random model, built in code (`tiny`), not a Hub repository: "
+        "`AutoPeftModel` cannot rebuild it; use `modeling_affectverse.loading.load`."
+        if base == "tiny"
+        else f"The base is `{base}`."
+    )
     card = ModelCard.from_template(
         ModelCardData(base_model=hub_id(base), library_name="peft", tags=["affectverse", "lora"]),
         template_path=ADAPTER_CARD,

@@ -34,7 +34,13 @@ from peft import PeftModel
 from trl import ModelConfig, TrlParser
 
 from metrics.evaluation import predict_batch
-from modeling_affectverse.data.collator import AffectVerseCollator, answer_text, has_reasoning, row_problem
+from modeling_affectverse.data.collator import (
+    AffectVerseCollator,
+    MediaOptions,
+    answer_text,
+    has_reasoning,
+    row_problem,
+)
 from modeling_affectverse.data.demo_data import generate_demo_dataset
 from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.loading import EWM_CONFIG_FILE, load
@@ -120,7 +126,7 @@ def load_rows(path: str, split: str, media_root: str | None, strict: bool):
 def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int = 8) -> tuple[float, float, int]:
     """Closed-set accuracy of the model on manifest rows (whole clips, every modality), chance (1 / candidates) and
     the number of rows scored. Emotion rows choose among their label set, sentiment rows between the two answers."""
-    collator = AffectVerseCollator(processor, train=False, with_answer=False, fps=fps)
+    collator = AffectVerseCollator.for_prediction(processor, media=MediaOptions(fps=fps))
     model.eval()
     correct = total = 0
     candidates = 0
@@ -198,26 +204,27 @@ def main(
     eval_rows = None
     if eval_manifest:
         eval_rows = load_rows(eval_manifest, script_args.eval_split, script_args.media_root, strict)
-    collator = AffectVerseCollator(
+    collator = AffectVerseCollator.for_training(
         processor,
         keep_ratio_range=(training_args.keep_ratio_min, training_args.keep_ratio_max),
         modality_dropout=training_args.modality_dropout,
         seed=training_args.seed,
-        fps=training_args.decode_fps,
-        max_frames=training_args.max_frames,
-        strict=strict,
-        cache_media=training_args.cache_media,
         answer_format=script_args.answer_format,
+        strict=strict,
+        media=MediaOptions(
+            fps=training_args.decode_fps, max_frames=training_args.max_frames, cache=training_args.cache_media
+        ),
     )
-    eval_collator = AffectVerseCollator(
+    eval_collator = AffectVerseCollator.for_prediction(
         processor,
-        train=False,
-        fps=training_args.decode_fps,
-        max_frames=training_args.max_frames,
-        strict=strict,
-        keep_ratio=training_args.eval_keep_ratio,
-        cache_media=training_args.cache_media,
+        keep_ratio=training_args.eval_keep_ratio or 1.0,
+        with_future=training_args.eval_keep_ratio is not None,
+        with_answer=True,
         answer_format=script_args.answer_format,
+        strict=strict,
+        media=MediaOptions(
+            fps=training_args.decode_fps, max_frames=training_args.max_frames, cache=training_args.cache_media
+        ),
     )
     processor.max_length = training_args.max_length
 
@@ -261,14 +268,17 @@ def main(
         if script_args.evaluate_held_out:
             rows = load_rows(script_args.train_manifest, script_args.eval_split, script_args.media_root, strict)
             accuracy, chance, count = held_out_accuracy(trainer.model, processor, rows, fps=collator.fps)
-            print(f"held-out accuracy ({script_args.eval_split} split, {count} clips, closed-set, whole clips): "
-                  f"{accuracy:.3f} (chance {chance:.3f})")  # fmt: skip
+            print(
+                f"held-out accuracy ({script_args.eval_split} split, {count} clips, closed-set, whole clips): "
+                f"{accuracy:.3f} (chance {chance:.3f})"
+            )
         print(f"adapter (LoRA + EWM) saved to {os.path.abspath(training_args.output_dir)}")
     return trainer
 
 
-def run_curriculum(stages: list[str], overrides: list[str] | None = None, output_root: str | None = None,
-                   before_training=None) -> list:  # fmt: skip
+def run_curriculum(
+    stages: list[str], overrides: list[str] | None = None, output_root: str | None = None, before_training=None
+) -> list:
     """Run recipe files in order (each with `overrides` appended), each stage starting from the previous stage's
     saved adapter; `output_root` puts stage k's output in `<output_root>/stage<k>` instead of its recipe's folder.
     `before_training(stage, trainer)` sees each stage's trainer as it starts. Returns the trainers."""

@@ -1,7 +1,8 @@
-"""`AffectVerseSFTTrainer`: TRL's SFTTrainer with the model's own forward and the imagination loss (DESIGN §4.10).
+"""`AffectVerseSFTTrainer`: TRL's SFTTrainer with the model's own forward and the imagination loss
+(docs/architecture.md §4.10).
 
-TRL's `compute_loss` runs the backbone through a fused LM head and never calls a subclass `forward` (DESIGN §7),
-which would skip the Emotion World Module. This trainer calls `model(**inputs)` and optimises
+TRL's `compute_loss` runs the backbone through a fused LM head and never calls a subclass `forward`
+(docs/architecture.md §7), which would skip the Emotion World Module. This trainer calls `model(**inputs)` and optimises
 
     loss = LM cross-entropy + imagination_loss_weight * imagination_loss
 
@@ -26,7 +27,7 @@ from modeling_affectverse.modeling_affectverse import count_imagination_targets
 
 @dataclass
 class AffectVerseSFTConfig(SFTConfig):
-    """SFTConfig plus the AffectVerse training terms (DESIGN §4.3, §4.9, §4.10; paper Table 7)."""
+    """SFTConfig plus the AffectVerse training terms (docs/architecture.md §4.3, §4.9, §4.10; paper Table 7)."""
 
     imagination_loss_weight: float = field(
         default=1.0, metadata={"help": "lambda: weight of the imagination loss added to the LM loss."}
@@ -161,7 +162,7 @@ class AffectVerseSFTTrainer(SFTTrainer):
 
         Besides the losses and the per-step cosine: the skill scores (imagination loss / the loss of copying the last
         observed token, and / the loss of predicting the batch's mean target; below 1 means better than that
-        baseline) and the targets' cross-sample cosine (near 1 means collapsed targets), DESIGN §4.5 revised.
+        baseline) and the targets' cross-sample cosine (near 1 means collapsed targets), docs/architecture.md §4.5.
 
         One gather of a fixed-size vector per step: a process whose micro-batch has no imagination target (text-only,
         or rho = 1) still takes part, so no process waits on another.

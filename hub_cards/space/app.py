@@ -5,7 +5,7 @@
 
 The page shows the predicted label with every label's probability (closed-set scoring), the generated answer, and the
 belief trajectory of the paper's case study (§4.4): each label's probability as the observed fraction of the clip grows
-from 10% to 100% (the benchmark runner's keep-ratio rule), drawn as a plot, with the last observed frame at each
+from 10% to 100% (the evaluation runner's keep-ratio rule), drawn as a plot, with the last observed frame at each
 fraction under it. Everything goes through the pipeline the model card documents (`video-classification`,
 `trajectory=True`). Bad input (not a video, no audio track, too long, a URL) gets a message in the page.
 
@@ -58,8 +58,11 @@ def load_recognizer(model: str | None):
 
         network, processor = load(model)  # the loader every script uses: the same model the runner scores
         network.eval()
-        note = ("the tiny embedded model, random weights: its answers are noise (python3 quickstart.py demo trains it)"
-                if model == "tiny" else f"the adapter in {model}")  # fmt: skip
+        note = (
+            "the tiny embedded model, random weights: its answers are noise (python3 quickstart.py demo trains it)"
+            if model == "tiny"
+            else f"the adapter in {model}"
+        )
         return AffectVerseEmotionPipeline(model=network, processor=processor), note
     from transformers import pipeline
 
@@ -199,8 +202,11 @@ def analyse(recognizer, clips, max_seconds, upload, picked, subtitle, task, labe
     trajectory = answer.get("trajectory")
     if trajectory is None:
         return "\n\n".join(notes), result, None, []
-    gallery = [(frame, f"{100 * fraction:.0f}%") for frame, fraction in
-               zip(trajectory["frames"], trajectory["fractions"], strict=True) if frame is not None]  # fmt: skip
+    gallery = [
+        (frame, f"{100 * fraction:.0f}%")
+        for frame, fraction in zip(trajectory["frames"], trajectory["fractions"], strict=True)
+        if frame is not None
+    ]
     return "\n\n".join(notes), result, trajectory_plot(trajectory), gallery
 
 
@@ -211,8 +217,13 @@ def build_app(recognizer, description: str, clips: dict[str, str], max_seconds: 
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Upload a video", type="filepath", elem_id="upload")
-                picked = gr.Dropdown(choices=list(clips), value=None, allow_custom_value=True, elem_id="demo-clip",
-                                     label="...or pick a demo clip")  # fmt: skip
+                picked = gr.Dropdown(
+                    choices=list(clips),
+                    value=None,
+                    allow_custom_value=True,
+                    elem_id="demo-clip",
+                    label="...or pick a demo clip",
+                )
                 subtitle = gr.Textbox(label="Subtitle (optional)", elem_id="subtitle")
                 task = gr.Dropdown(choices=TASKS, value="emotion", label="Task", elem_id="task")
                 labels = gr.Textbox(value=", ".join(MER_LABELS), label="Label set (emotion)", elem_id="labels")
@@ -221,15 +232,17 @@ def build_app(recognizer, description: str, clips: dict[str, str], max_seconds: 
                 message = gr.Markdown(elem_id="message")
                 result = gr.HTML(elem_id="result-box")
                 plot = gr.Image(label="Belief trajectory", elem_id="trajectory-plot", interactive=False)
-                frames = gr.Gallery(label="Last observed frame at each fraction", elem_id="frames", columns=5,
-                                    height=260)  # fmt: skip
+                frames = gr.Gallery(
+                    label="Last observed frame at each fraction", elem_id="frames", columns=5, height=260
+                )
 
         def handler(upload, picked, subtitle, task, labels, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
             progress(0, desc="decoding the clip")
             return analyse(recognizer, clips, max_seconds, upload, picked, subtitle, task, labels)
 
-        run.click(handler, [upload, picked, subtitle, task, labels], [message, result, plot, frames],
-                  api_name="analyse")  # fmt: skip
+        run.click(
+            handler, [upload, picked, subtitle, task, labels], [message, result, plot, frames], api_name="analyse"
+        )
     return app
 
 
@@ -237,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="Hub id, model folder, adapter folder or 'tiny'")
     parser.add_argument("--clips", default=None, help="folder of demo clips (default: data/demo/clips)")
-    parser.add_argument("--max-seconds", type=float, default=float(os.environ.get("AFFECTVERSE_MAX_SECONDS",
-                                                                               DEFAULT_MAX_SECONDS)))  # fmt: skip
+    parser.add_argument(
+        "--max-seconds", type=float, default=float(os.environ.get("AFFECTVERSE_MAX_SECONDS", DEFAULT_MAX_SECONDS))
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     args = parser.parse_args(argv)

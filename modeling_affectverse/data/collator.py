@@ -1,11 +1,12 @@
 """Manifest rows -> decoded media -> `AffectVerseProcessor` batches, for training and evaluation.
 
 The collator decodes each row's media (`decode_clip`), builds the paper's prompt (Appendix A) with the answer, and
-runs the processor on the batch. It also draws, per sample, the keep ratio rho (DESIGN §4.3) and the modality
-dropout (DESIGN §4.9): from a generator seeded by (seed, epoch, sample id), so a run is reproducible, a resumed run
-draws what the uninterrupted run drew, and every data-parallel process agrees without sharing state.
+runs the processor on the batch. It also draws, per sample, the keep ratio rho (docs/architecture.md §4.3) and
+the modality dropout (docs/architecture.md §4.9): from a generator seeded by (seed, epoch, sample id), so a run is
+reproducible, a resumed run draws what the uninterrupted run drew, and every data-parallel process agrees without
+sharing state.
 
-Partial observation (DESIGN §4.3 revised, the clip split, the default): rho becomes a split time t* = rho x the
+Partial observation (docs/architecture.md §4.3, the clip split, the default): rho becomes a split time t* = rho x the
 clip's length and the clip is cut there BEFORE the processor (`media_affectverse.ClipSplit`, the rule of every
 observed-prefix protocol), so a training sample is exactly the short clip the model would see at inference. The next
 `ewm_horizon_seconds` are processed apart as the model's `future_*` inputs, the imagination's target only. With the
@@ -89,82 +90,93 @@ class _Sample:
     audio_from_video: bool
 
 
+@dataclass(frozen=True)
+class MediaOptions:
+    """How a collator decodes a row's media: the rarely changed options, grouped.
+
+    Attributes:
+        fps: decoding frame rate (the paper's 3).
+        max_frames, max_audio_seconds: memory guards for long clips (the processor then fits the token budget).
+        cache: keep each row's decoded media in memory (a small dataset seen for many epochs, like the demo), so a
+            clip is decoded once rather than once per epoch.
+    """
+
+    fps: float = 3.0
+    max_frames: int | None = 64
+    max_audio_seconds: float | None = 30.0
+    cache: bool = False
+
+
 class AffectVerseCollator:
     """Turns a list of manifest rows into model inputs (tensors), with labels on the answer tokens only.
 
+    Build one by purpose: `for_training` (keep ratios drawn, modality dropout, answers labelled) or `for_prediction`
+    (a fixed keep ratio, nothing dropped; prompts that end at the assistant header unless `with_answer`).
+
     Args:
         processor: the `AffectVerseProcessor` (prompt format, belief placeholders, token budget).
-        train: draw keep ratios and modality dropout (training); evaluation keeps everything (rho = 1).
-        keep_ratio_range: rho ~ U(low, high) per sample (DESIGN §4.3: U(0.3, 1)).
-        modality_dropout: probability of dropping one modality of a sample that has both, half video, half audio
-            (DESIGN §4.9: 0.15).
+        train: draw keep ratios and modality dropout (training); otherwise every sample is observed to `keep_ratio`.
+        keep_ratio: prediction: the fraction of each clip observed (the paper's Table 2 protocol; 1: whole clips).
+            Each clip is cut at t* = keep_ratio x its length before the processor (`media_affectverse.ClipSplit`:
+            whole temporal patches, audio up to the same time), exactly as training cuts it.
+        with_future: prediction: also pass what follows the cut (the next `ewm_horizon_seconds`) as the
+            imagination's target, as training does (embedded split: the whole clip and its keep ratio, and the model
+            drops the future tokens itself). False: the rest of the clip is not seen at all.
+        keep_ratio_range: training: rho ~ U(low, high) per sample (docs/architecture.md §4.3: U(0.3, 1)).
+        modality_dropout: training: probability of dropping one modality of a sample that has both, half video, half
+            audio (docs/architecture.md §4.9: 0.15).
         seed: seeds the per-sample draws, together with `epoch` (set by the trainer) and the sample id.
-        fps: decoding frame rate (the paper's 3).
-        max_frames, max_audio_seconds: memory guards for long clips (the processor then fits the token budget).
-        strict: raise `DataError` on a bad row instead of skipping it.
         with_answer: put the answer in the prompt and label it (training, scoring); False gives prompts that end at
             the assistant header, for generation (no labels, the rows need none).
-        observe_ratio: evaluation protocol of the paper's Table 2: the model sees only the first fraction of each
-            clip (`media_affectverse.observed_prefix`: whole temporal patches, audio up to the same time).
-        keep_ratio: evaluation with a fixed training-style split: every sample gets this rho (the clip is cut there
-            and its future passed for the imagination loss; embedded split: the model drops the future). None:
-            training draws rho, evaluation keeps everything.
-        cache_media: keep each row's decoded media in memory (a small dataset seen for many epochs, like the demo),
-            so a clip is decoded once rather than once per epoch.
-        answer_format: `"label"` (the answer alone) or `"reasoning"` (issue 14): the question asks for the cues in
-            `<think>` and the answer in `<answer>`, and the target is `<think>{row reasoning}</think><answer>{answer}
+        answer_format: `"label"` (the answer alone) or `"reasoning"`: the question asks for the cues in `<think>`
+            and the answer in `<answer>`, and the target is `<think>{row reasoning}</think><answer>{answer}
             </answer>`; a row without `reasoning` is skipped (counted as `no_reasoning`). `"joint"` (the curriculum's
             stage 2: recognition and reasoning together): in training each sample is drawn, half and half, as a
             label or a reasoning sample (a row without reasoning is a label sample); otherwise it is `"reasoning"`.
-        wetr_queries: prompts carry WETR's two query spans and the batch its `wetr_roles` (issue 13).
+        wetr_queries: prompts carry WETR's two query spans and the batch its `wetr_roles`.
+        strict: raise `DataError` on a bad row instead of skipping it.
+        media: how media are decoded (`MediaOptions`).
     """
 
     def __init__(
         self,
         processor: AffectVerseProcessor,
-        train: bool = True,
+        *,
+        train: bool,
+        keep_ratio: float = 1.0,
+        with_future: bool = False,
         keep_ratio_range: tuple[float, float] = (0.3, 1.0),
         modality_dropout: float = 0.15,
         seed: int = 0,
-        fps: float = 3.0,
-        max_frames: int | None = 64,
-        max_audio_seconds: float | None = 30.0,
-        strict: bool = False,
         with_answer: bool = True,
-        observe_ratio: float = 1.0,
-        keep_ratio: float | None = None,
-        cache_media: bool = False,
         answer_format: str = "label",
         wetr_queries: bool = False,
+        strict: bool = False,
+        media: MediaOptions | None = None,
     ):
         low, high = keep_ratio_range
         if not 0 < low <= high <= 1:
             raise ValueError(f"keep_ratio_range must satisfy 0 < low <= high <= 1, got {keep_ratio_range}")
         if not 0 <= modality_dropout <= 1:
             raise ValueError(f"modality_dropout must lie in [0, 1], got {modality_dropout}")
+        if not 0 < keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio}")
+        if answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
         self.processor = processor
-        self._layout_ids: dict | None = None
         self.train = train
+        self.keep_ratio, self.with_future = float(keep_ratio), with_future
         self.keep_ratio_range = (float(low), float(high))
         self.modality_dropout = float(modality_dropout)
         self.seed = seed
-        self.fps = fps
-        self.max_frames = max_frames
-        self.max_audio_seconds = max_audio_seconds
-        self.strict = strict
         self.with_answer = with_answer
-        if not 0 < observe_ratio <= 1:
-            raise ValueError(f"observe_ratio must lie in (0, 1], got {observe_ratio}")
-        self.observe_ratio = observe_ratio
-        if keep_ratio is not None and not 0 < keep_ratio <= 1:
-            raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio}")
-        self.keep_ratio = keep_ratio
-        self.cache_media = cache_media
-        if answer_format not in ANSWER_FORMATS:
-            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
         self.answer_format = answer_format
         self.wetr_queries = wetr_queries
+        self.strict = strict
+        self.media = media or MediaOptions()
+        self.fps, self.max_frames = self.media.fps, self.media.max_frames
         self._format = "reasoning" if answer_format == "joint" and not train else answer_format  # fixed unless drawn
+        self._layout_ids: dict | None = None
         self._media: dict = {}
         self._prompt_room: dict = {}  # tokens left for a subtitle, per kind of prompt (see _fit_subtitle)
         self.last_kept: list[int] = []  # indices of the last call's rows that are in its batch, in batch order
@@ -174,6 +186,60 @@ class AffectVerseCollator:
         self.skipped: Counter = Counter()
         self.adjusted: Counter = Counter()  # rows used with a documented change (a subtitle cut to the budget)
         self.dropped_modality: Counter = Counter()
+
+    @classmethod
+    def for_training(
+        cls,
+        processor: AffectVerseProcessor,
+        *,
+        keep_ratio_range: tuple[float, float] = (0.3, 1.0),
+        modality_dropout: float = 0.15,
+        seed: int = 0,
+        answer_format: str = "label",
+        wetr_queries: bool = False,
+        strict: bool = False,
+        media: MediaOptions | None = None,
+    ) -> AffectVerseCollator:
+        """A training collator: each sample's clip cut at a drawn rho (its next horizon the imagination's target),
+        one modality dropped now and then, the answer labelled."""
+        return cls(
+            processor,
+            train=True,
+            keep_ratio_range=keep_ratio_range,
+            modality_dropout=modality_dropout,
+            seed=seed,
+            answer_format=answer_format,
+            wetr_queries=wetr_queries,
+            strict=strict,
+            media=media,
+        )
+
+    @classmethod
+    def for_prediction(
+        cls,
+        processor: AffectVerseProcessor,
+        *,
+        keep_ratio: float = 1.0,
+        with_future: bool = False,
+        with_answer: bool = False,
+        answer_format: str = "label",
+        wetr_queries: bool = False,
+        strict: bool = False,
+        media: MediaOptions | None = None,
+    ) -> AffectVerseCollator:
+        """An evaluation / inference collator: every clip observed to `keep_ratio`, nothing dropped; prompts end at
+        the assistant header (generation) unless `with_answer` (scoring candidates, an LM loss)."""
+        return cls(
+            processor,
+            train=False,
+            keep_ratio=keep_ratio,
+            with_future=with_future,
+            with_answer=with_answer,
+            answer_format=answer_format,
+            wetr_queries=wetr_queries,
+            strict=strict,
+            media=media,
+        )
 
     # -- per-sample randomness ---------------------------------------------------------------------
     def _rng(self, row: dict) -> np.random.Generator:
@@ -205,29 +271,30 @@ class AffectVerseCollator:
                 row.get("video"),
                 row.get("audio"),
                 row.get("segment"),
-                fps=self.fps,
+                fps=self.media.fps,
                 size=self.processor.frame_size,
                 sample_rate=self.processor.feature_extractor.sampling_rate,
-                max_frames=self.max_frames,
-                max_audio_seconds=self.max_audio_seconds,
+                max_frames=self.media.max_frames,
+                max_audio_seconds=self.media.max_audio_seconds,
             )
         except MediaError as err:
             self._skip(row, type(err).__name__, err)
             return None
-        if self.cache_media:
+        if self.media.cache:
             self._media[key] = media
         frames = None if media.video is None else media.video.frames
-        fps = self.fps if media.video is None else media.video.fps
+        fps = self.media.fps if media.video is None else media.video.fps
         wave = None if media.audio is None else media.audio.waveform
         rate = self.processor.feature_extractor.sampling_rate
         patch = self.processor.video_processor.temporal_patch_size
-        frames, wave = observed_prefix(frames, fps, wave, rate, self.observe_ratio, patch)  # the clip's beginning only
+        if not self.train and not self.with_future:  # prediction: the clip's beginning only, the rest never seen
+            frames, wave = observed_prefix(frames, fps, wave, rate, self.keep_ratio, patch)
         return _Sample(row, frames, fps, wave, media.audio_from_video)
 
     def _cut(self, sample: _Sample, rho: float):
-        """The clip split (DESIGN §4.3 revised): the sample becomes its clip cut at t* = rho x its length, processed
-        as a short clip is; returns the future segment after the cut (`FutureMedia`), or None when the model has no
-        imagination to score or nothing follows."""
+        """The clip split (docs/architecture.md §4.3): the sample becomes its clip cut at t* = rho x its length,
+        processed as a short clip is; returns the future segment after the cut (`FutureMedia`), or None when the
+        model has no imagination to score or nothing follows."""
         processor = self.processor
         rate, patch = processor.feature_extractor.sampling_rate, processor.video_processor.temporal_patch_size
         if rho >= 1 or (sample.frames is None and sample.wave is None):
@@ -238,7 +305,7 @@ class AffectVerseCollator:
         return future
 
     def _drop_modality(self, sample: _Sample, rng: np.random.Generator) -> None:
-        """DESIGN §4.9: with probability p drop video or audio (half each) of a sample that has both."""
+        """docs/architecture.md §4.9: with probability p drop video or audio (half each) of a sample that has both."""
         if sample.frames is None or sample.wave is None or rng.random() >= self.modality_dropout:
             return
         if rng.random() < 0.5:
@@ -255,6 +322,26 @@ class AffectVerseCollator:
         samples = [s for s in map(self._decode, rows) if s is not None]
         kept_ids = {id(s.row) for s in samples}
         self.last_kept = [i for i, row in enumerate(rows) if id(row) in kept_ids]
+        rho, formats = self._draw(samples)
+        self.last_keep_ratio = rho
+        clip_split = self.processor.ewm_split == "clip"
+        futures = [self._cut(s, r) for s, r in zip(samples, rho, strict=True)] if clip_split and rho else []
+        if not samples:
+            self.skipped["empty_batch"] += 1
+            warnings.warn(f"every row of a batch of {len(rows)} was skipped: an empty step is taken", stacklevel=2)
+            return self._empty_batch()
+        batch = self._process(samples, formats)
+        if rho is not None and not clip_split:  # the embedded split: the model drops the future tokens itself
+            batch["keep_ratio"] = torch.tensor(rho, dtype=torch.float32)
+        if any(future is not None for future in futures):
+            batch.update(self.processor.future_inputs(futures, [s.fps for s in samples]))
+        self._add_extras(batch, samples)
+        return batch
+
+    def _draw(self, samples: list[_Sample]) -> tuple[list[float] | None, list[str]]:
+        """Each sample's rho (training: drawn; prediction with a future: `keep_ratio`; else None, nothing split) and
+        answer format; drops a modality now and then in training. The draws of a sample come from its own generator
+        in a fixed order, so a sample draws the same whatever batch it is in."""
         keep, formats = [], []
         for sample in samples:
             rng = self._rng(sample.row)
@@ -266,15 +353,11 @@ class AffectVerseCollator:
             if answer_format == "joint":  # drawn after the other draws: label and reasoning collators draw as before
                 answer_format = "reasoning" if has_reasoning(sample.row) and rng.random() < 0.5 else "label"
             formats.append(answer_format)
-        rho = keep if self.train else None if self.keep_ratio is None else [self.keep_ratio] * len(samples)
-        self.last_keep_ratio = rho
-        clip_split = self.processor.ewm_split == "clip"
-        futures = [self._cut(s, r) for s, r in zip(samples, rho, strict=True)] if clip_split and rho else []
-        if not samples:
-            self.skipped["empty_batch"] += 1
-            warnings.warn(f"every row of a batch of {len(rows)} was skipped: an empty step is taken", stacklevel=2)
-            return self._empty_batch()
+        rho = keep if self.train else [self.keep_ratio] * len(samples) if self.with_future else None
+        return rho, formats
 
+    def _process(self, samples: list[_Sample], formats: list[str]) -> dict:
+        """The samples' prompts and media through the processor, with the answers labelled when asked for."""
         processor = self.processor
         texts, videos, fps, audio, sources = [], [], [], [], []
         for sample, answer_format in zip(samples, formats, strict=True):
@@ -308,11 +391,13 @@ class AffectVerseCollator:
                 raise DataError(f"rows {[s.row.get('id') for s in samples]}: {err}") from err
         if in_video:
             batch["use_audio_in_video"] = True
-        if rho is not None and not clip_split:  # the embedded split: the model drops the future tokens itself
-            batch["keep_ratio"] = torch.tensor(rho, dtype=torch.float32)
-        if any(future is not None for future in futures):
-            batch.update(processor.future_inputs(futures, [s.fps for s in samples]))
-        emotions = getattr(processor, "emotion_labels", None)  # emotion-first (issue 14): the clip label's index
+        return batch
+
+    def _add_extras(self, batch: dict, samples: list[_Sample]) -> None:
+        """The emotion-first labels, WETR's token roles and the host-side `batch_layout` (so the model's forward never
+        reads counts back from the GPU; free on CPU tensors)."""
+        processor = self.processor
+        emotions = getattr(processor, "emotion_labels", None)  # emotion-first: the clip label's index
         if emotions and self.with_answer:
             batch["emotion_labels"] = torch.tensor(
                 [
@@ -320,18 +405,20 @@ class AffectVerseCollator:
                     if s.row.get("task") == "emotion" and s.row.get("label") in emotions
                     else -100
                     for s in samples
-                ]  # fmt: skip
+                ]
             )
         if self.wetr_queries:
             batch["wetr_roles"] = processor.token_roles(batch["input_ids"])
-        # host-side counts, so the model's forward never reads them back from the GPU (issue 12); free on CPU tensors
         if self._layout_ids is None:
             self._layout_ids = BatchLayout.token_ids(processor.tokenizer)
         batch["batch_layout"] = BatchLayout.read(
-            batch["input_ids"], batch["attention_mask"], self._layout_ids, batch.get("keep_ratio"),
-            batch.get("video_grid_thw"), processor.video_processor.merge_size,
-        )  # fmt: skip
-        return batch
+            batch["input_ids"],
+            batch["attention_mask"],
+            self._layout_ids,
+            batch.get("keep_ratio"),
+            batch.get("video_grid_thw"),
+            processor.video_processor.merge_size,
+        )
 
     def _fit_subtitle(self, row: dict, question: str, has_media: bool, prompt: dict) -> str | None:
         """The row's subtitle, cut (with a counted warning) when the prompt's text alone would not leave the media
@@ -384,4 +471,4 @@ class AffectVerseCollator:
         return batch
 
 
-__all__ = ["AffectVerseCollator", "DataError", "answer_text", "has_reasoning", "row_problem"]
+__all__ = ["AffectVerseCollator", "DataError", "MediaOptions", "answer_text", "has_reasoning", "row_problem"]

@@ -36,19 +36,85 @@ from modeling_affectverse.data.manifest import write_manifest
 # The cues are deliberately coarse (tint, pitch register, timbre) so that the tiny random encoders of the embedded
 # model can see them at 56x56 pixels and 20 mel bins; each emotion differs from every other in several cues.
 EXPRESSIONS = {
-    "neutral": dict(curve=0.0, mouth=0.05, tilt=0.0, brow=0.0, eyes=0.6, tint=(1.0, 1.0, 1.0),
-                    pitch=150, slope=0, vibrato=0, energy=0.3, rolloff=1.5),
-    "happy": dict(curve=1.0, mouth=0.4, tilt=0.0, brow=0.15, eyes=0.5, tint=(1.0, 0.9, 0.35),
-                  pitch=420, slope=80, vibrato=0, energy=0.6, rolloff=1.0),
-    "sad": dict(curve=-0.9, mouth=0.0, tilt=-0.8, brow=0.1, eyes=0.3, tint=(0.5, 0.65, 1.0),
-                pitch=100, slope=-30, vibrato=0, energy=0.2, rolloff=2.5),
-    "angry": dict(curve=-0.5, mouth=0.2, tilt=1.0, brow=-0.3, eyes=0.4, tint=(1.0, 0.3, 0.25),
-                  pitch=220, slope=0, vibrato=0, energy=0.9, rolloff=0.5),
-    "surprise": dict(curve=0.0, mouth=1.0, tilt=0.0, brow=0.9, eyes=1.0, tint=(0.85, 0.55, 1.0),
-                     pitch=650, slope=150, vibrato=0, energy=0.7, rolloff=1.5),
-    "worried": dict(curve=-0.3, mouth=0.1, tilt=-1.0, brow=0.4, eyes=0.8, tint=(0.55, 0.95, 0.6),
-                    pitch=300, slope=10, vibrato=25, energy=0.35, rolloff=1.2),
-}  # fmt: skip
+    "neutral": dict(
+        curve=0.0,
+        mouth=0.05,
+        tilt=0.0,
+        brow=0.0,
+        eyes=0.6,
+        tint=(1.0, 1.0, 1.0),
+        pitch=150,
+        slope=0,
+        vibrato=0,
+        energy=0.3,
+        rolloff=1.5,
+    ),
+    "happy": dict(
+        curve=1.0,
+        mouth=0.4,
+        tilt=0.0,
+        brow=0.15,
+        eyes=0.5,
+        tint=(1.0, 0.9, 0.35),
+        pitch=420,
+        slope=80,
+        vibrato=0,
+        energy=0.6,
+        rolloff=1.0,
+    ),
+    "sad": dict(
+        curve=-0.9,
+        mouth=0.0,
+        tilt=-0.8,
+        brow=0.1,
+        eyes=0.3,
+        tint=(0.5, 0.65, 1.0),
+        pitch=100,
+        slope=-30,
+        vibrato=0,
+        energy=0.2,
+        rolloff=2.5,
+    ),
+    "angry": dict(
+        curve=-0.5,
+        mouth=0.2,
+        tilt=1.0,
+        brow=-0.3,
+        eyes=0.4,
+        tint=(1.0, 0.3, 0.25),
+        pitch=220,
+        slope=0,
+        vibrato=0,
+        energy=0.9,
+        rolloff=0.5,
+    ),
+    "surprise": dict(
+        curve=0.0,
+        mouth=1.0,
+        tilt=0.0,
+        brow=0.9,
+        eyes=1.0,
+        tint=(0.85, 0.55, 1.0),
+        pitch=650,
+        slope=150,
+        vibrato=0,
+        energy=0.7,
+        rolloff=1.5,
+    ),
+    "worried": dict(
+        curve=-0.3,
+        mouth=0.1,
+        tilt=-1.0,
+        brow=0.4,
+        eyes=0.8,
+        tint=(0.55, 0.95, 0.6),
+        pitch=300,
+        slope=10,
+        vibrato=25,
+        energy=0.35,
+        rolloff=1.2,
+    ),
+}
 # valence of each final expression for the sentiment variant (MOSI scale, -3 .. 3)
 VALENCE = {"happy": 2.4, "surprise": 0.8, "neutral": 0.0, "worried": -1.2, "sad": -2.1, "angry": -2.6}
 SUBTITLES = [
@@ -159,8 +225,10 @@ def write_clip(path: str, frames: list[np.ndarray], wave: np.ndarray) -> None:
 def describe_clip(start: str, label: str) -> str:
     """The clip's reasoning text: how face and voice change from the start expression to the final one."""
     (face_start, voice_start), (face_end, voice_end) = CUES[start], CUES[label]
-    return (f"The clip starts with {face_start} and {voice_start}. "
-            f"It ends with {face_end} and {voice_end}, which reads as {label}.")  # fmt: skip
+    return (
+        f"The clip starts with {face_start} and {voice_start}. "
+        f"It ends with {face_end} and {voice_end}, which reads as {label}."
+    )
 
 
 def start_expression(states: list[dict]) -> str:
@@ -213,8 +281,16 @@ def generate_demo_dataset(
             "audio": relative,
             "subtitle": SUBTITLES[int(rng.integers(len(SUBTITLES)))],
         }
-        emotion_rows.append({**common, "dataset": "demo", "task": "emotion", "label": label, "label_set": MER_LABELS,
-                             "reasoning": describe_clip(start_expression(states), label)})  # fmt: skip
+        emotion_rows.append(
+            {
+                **common,
+                "dataset": "demo",
+                "task": "emotion",
+                "label": label,
+                "label_set": MER_LABELS,
+                "reasoning": describe_clip(start_expression(states), label),
+            }
+        )
         valence = round(VALENCE[label] + float(rng.uniform(-0.4, 0.4)), 1)
         sentiment_rows.append(
             {**common, "dataset": "demo-sentiment", "task": "sentiment", "label": float(np.clip(valence, -3, 3))}

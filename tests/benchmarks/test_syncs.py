@@ -18,7 +18,7 @@ def training_step_syncs(rows, placeholders: bool, with_layout: bool) -> tuple[di
     if not placeholders:
         processor.belief_injection = "none"
     model = tiny_model(processor, 0).train()
-    batch = AffectVerseCollator(processor, train=True)(rows)  # rho drawn per row, modalities mixed below
+    batch = AffectVerseCollator.for_training(processor)(rows)  # rho drawn per row, modalities mixed below
     if not with_layout:
         batch.pop("batch_layout")
     beliefs = int((batch["input_ids"] == processor.belief_token_id).sum())

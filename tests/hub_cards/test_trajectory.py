@@ -1,5 +1,5 @@
 """Issue 16: the belief trajectory (the paper's case study, §4.4) from the pipeline: the probabilities of each label
-as the observed fraction of the clip grows, under the benchmark runner's keep-ratio rule."""
+as the observed fraction of the clip grows, under the evaluation runner's keep-ratio rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.collator import AffectVerseCollator, MediaOptions
 from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.pipeline_affectverse import TRAJECTORY_FRACTIONS, AffectVerseEmotionPipeline
 from modeling_affectverse.tiny import build_tiny_model
@@ -43,8 +43,8 @@ def test_trajectory_ends_at_the_pipelines_probabilities(recognizer, row):
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 1.0])
-def test_each_fraction_observes_what_the_collators_observe_ratio_observes(recognizer, row, fraction):
-    """The model inputs at fraction f equal the collator's with `observe_ratio=f` on the same clip: the clip cut at
+def test_each_fraction_observes_what_the_collators_keep_ratio_observes(recognizer, row, fraction):
+    """The model inputs at fraction f equal the collator's with `keep_ratio=f` on the same clip: the clip cut at
     t* = f x its length (whole 2-frame patches ending by t*, at least one; audio samples before t*), the same
     prompt."""
     processor = recognizer.processor
@@ -52,8 +52,9 @@ def test_each_fraction_observes_what_the_collators_observe_ratio_observes(recogn
                                          label_set=row["label_set"], trajectory=[fraction])  # fmt: skip
     step = model_inputs["trajectory"][-1] if fraction == 1.0 else model_inputs["trajectory"][0]
     inputs = model_inputs["generation"] if step["inputs"] is None else step["inputs"]
-    collator = AffectVerseCollator(processor, train=False, with_answer=False, observe_ratio=fraction,
-                                   fps=processor.fps)  # fmt: skip
+    collator = AffectVerseCollator.for_prediction(
+        processor, keep_ratio=fraction, media=MediaOptions(fps=processor.fps)
+    )
     expected = collator([row])
     for key in ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "input_features",
                 "feature_attention_mask"):  # fmt: skip

@@ -1,4 +1,4 @@
-"""The benchmark runner end to end on the demo dataset with the tiny model, including interruption and resume."""
+"""The evaluation runner end to end on the demo dataset with the tiny model, including interruption and resume."""
 
 from __future__ import annotations
 

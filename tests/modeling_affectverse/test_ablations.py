@@ -139,7 +139,7 @@ def test_rollout_steps_and_belief_count_set_the_shapes():
     assert out.imagination_cosine.shape == (5,)
 
 
-# -- DESIGN §4.4-4.5 revised: time embeddings, frozen targets ----------------------------------------------------
+# -- docs/architecture.md §4.4-4.5: time embeddings, frozen targets ----------------------------------------------------
 @pytest.mark.parametrize("time_embedding", [True, False])
 def test_reversing_the_observed_past_changes_the_imagination_only_with_time(time_embedding):
     ewm = make_ewm(ewm_time_embedding=time_embedding)

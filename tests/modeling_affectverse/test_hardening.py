@@ -196,7 +196,7 @@ def test_chat_template_decodes_video_paths_with_the_package_decoder(tmp_path, pr
                                         load_audio_from_video=True)  # fmt: skip
     row = {"id": "c", "task": "emotion", "label": "happy", "label_set": list(MER_LABELS), "video": path,
            "audio": path, "subtitle": subtitle}  # fmt: skip
-    expected = AffectVerseCollator(processor, train=False, with_answer=False)([row])
+    expected = AffectVerseCollator.for_prediction(processor)([row])
     for key in ("input_ids", "attention_mask", "pixel_values_videos", "input_features", "video_grid_thw"):
         torch.testing.assert_close(out[key], expected[key], msg=key)
     text = processor.apply_chat_template(messages, add_generation_prompt=True)

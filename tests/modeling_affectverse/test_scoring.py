@@ -12,9 +12,9 @@ from modeling_affectverse.tiny import MER_LABELS, synthetic_clip
 
 def by_hand(model, processor, row: dict, answer: str) -> float:
     """log p(answer tokens + <|im_end|> | prompt), from one unbatched forward and the tokenizer."""
-    batch = AffectVerseCollator(processor, train=False, with_answer=False)([row])
+    batch = AffectVerseCollator.for_prediction(processor)([row])
     answer_ids = processor.tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    full = AffectVerseCollator(processor, train=False)([{**row, "answer": answer}])
+    full = AffectVerseCollator.for_prediction(processor, with_answer=True)([{**row, "answer": answer}])
     assert full["input_ids"].shape[1] == batch["input_ids"].shape[1] + len(answer_ids) + 1  # + the trailing "\n"
     with torch.no_grad():
         logits = model(**{k: v for k, v in full.items() if k != "labels"}).logits[0]
@@ -42,7 +42,7 @@ def clip_rows(tmp_path):
 
 def test_probabilities_sum_to_one_and_rank_by_summed_log_probability(model, processor, clip_rows):
     labels = list(MER_LABELS)
-    batch = AffectVerseCollator(processor, train=False).collate_candidates(clip_rows, labels)
+    batch = AffectVerseCollator.for_prediction(processor, with_answer=True).collate_candidates(clip_rows, labels)
     log_likelihoods, probabilities = closed_set_probabilities(model, batch, len(labels))
     assert probabilities.shape == (2, len(labels))
     torch.testing.assert_close(probabilities.sum(-1), torch.ones(2))
@@ -53,7 +53,9 @@ def test_probabilities_sum_to_one_and_rank_by_summed_log_probability(model, proc
 
 
 def test_candidate_count_must_divide_the_batch(model, processor, clip_rows):
-    batch = AffectVerseCollator(processor, train=False).collate_candidates(clip_rows[:1], ["happy", "sad", "angry"])
+    batch = AffectVerseCollator.for_prediction(processor, with_answer=True).collate_candidates(
+        clip_rows[:1], ["happy", "sad", "angry"]
+    )
     with pytest.raises(ValueError, match="3 sequences do not split into groups of 2"):
         closed_set_probabilities(model, batch, 2)
 
@@ -67,9 +69,11 @@ def test_one_prefill_per_prompt_equals_one_forward_per_candidate(overrides, clip
     labels = [*MER_LABELS, "very surprised"]  # one answer of several tokens
     rows = [*clip_rows, {**clip_rows[0], "id": "silent", "audio": None}]  # a mixed audio-in-video batch too
     reference, _ = closed_set_probabilities(
-        model, AffectVerseCollator(processor, train=False).collate_candidates(rows, labels), len(labels)
+        model,
+        AffectVerseCollator.for_prediction(processor, with_answer=True).collate_candidates(rows, labels),
+        len(labels),
     )
-    prompts = AffectVerseCollator(processor, train=False, with_answer=False)(rows)
+    prompts = AffectVerseCollator.for_prediction(processor)(rows)
     calls = []  # (batch, length) of every model call
     hook = model.register_forward_pre_hook(lambda _, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)),
                                            with_kwargs=True)  # fmt: skip

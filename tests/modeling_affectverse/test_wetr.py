@@ -388,9 +388,9 @@ def test_closed_set_scoring_from_the_refined_cache_equals_one_refined_forward_pe
     labels = ["worried", "happy", "neutral", "angry", "surprise", "sad"]
     model.enable_wetr(WETRConfig(trigger_interval=2, p_visual=0.25, p_audio=0.5, p_text=0.5))
     with torch.no_grad():
-        collator = AffectVerseCollator(processor, train=False, wetr_queries=True)
+        collator = AffectVerseCollator.for_prediction(processor, with_answer=True, wetr_queries=True)
         reference, _ = closed_set_probabilities(model, collator.collate_candidates(rows, labels), len(labels))
-        prompts = AffectVerseCollator(processor, train=False, with_answer=False, wetr_queries=True)(rows)
+        prompts = AffectVerseCollator.for_prediction(processor, wetr_queries=True)(rows)
         shared = candidate_log_likelihoods(model, prompts, candidate_token_ids(processor.tokenizer, labels))
     model.disable_wetr()
     torch.testing.assert_close(shared, reference, rtol=1e-5, atol=1e-4)

@@ -76,7 +76,7 @@ def test_generated_answers_end_at_the_label(demo_run):
     from modeling_affectverse.data.collator import AffectVerseCollator
 
     trainer, rows = demo_run["trainer"], demo_run["held_out"]
-    collator = AffectVerseCollator(trainer.processing_class, train=False, with_answer=False)
+    collator = AffectVerseCollator.for_prediction(trainer.processing_class)
     batch = [rows[i] for i in range(16)]
     answers = [r["prediction"] for r in predict_batch(trainer.model, collator, batch, "generate")]
     labels = batch[0]["label_set"]

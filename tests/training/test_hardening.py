@@ -66,7 +66,7 @@ def test_manifest_rejects_missing_label_sets_and_repeated_ids(tmp_path):
 def test_an_over_long_subtitle_is_cut_with_a_counted_warning(demo_manifest, tmp_path):
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path))
     processor = build_tiny_processor(max_length=400)
-    collator = AffectVerseCollator(processor, train=False)
+    collator = AffectVerseCollator.for_prediction(processor, with_answer=True)
     long_row = {**rows[0], "subtitle": "I am fine, thank you. " * 400}
     with pytest.warns(UserWarning, match=r"subtitle of \d+ tokens cut to \d+ to fit max_length=400"):
         batch = collator([long_row, rows[1]])
@@ -152,7 +152,7 @@ def test_saved_adapters_and_merged_exports_stop_generating(run_sft, demo_manifes
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path / "cache"))
     adapter, processor = load(output)
     assert processor.chat_template == CHAT_TEMPLATE  # the processor saved by training keeps the prompt format
-    prompt = AffectVerseCollator(processor, train=False, with_answer=False)([rows[0]])
+    prompt = AffectVerseCollator.for_prediction(processor)([rows[0]])
     merged = AffectVerseForConditionalGeneration.from_pretrained(os.path.join(output, "merged")).eval()
     assert "forward" not in vars(merged)  # nothing a trainer patched onto its model came along
     with torch.no_grad():

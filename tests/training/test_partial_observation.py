@@ -67,7 +67,7 @@ def capture(model):
 
 def training_collator(processor, rho: float) -> AffectVerseCollator:
     """The training collator with rho fixed (U(rho, rho)) and no modality dropout."""
-    return AffectVerseCollator(processor, keep_ratio_range=(rho, rho), modality_dropout=0.0, seed=0)
+    return AffectVerseCollator.for_training(processor, keep_ratio_range=(rho, rho), modality_dropout=0.0, seed=0)
 
 
 def expected_cut(frames, wave, rho: float) -> tuple[int | None, int | None]:
@@ -102,7 +102,7 @@ def test_a_training_sample_is_the_cut_clip_processed_alone(demo_manifest, rho):
         assert (None if frames is None else len(frames), None if wave is None else len(wave)) == expected_cut(
             decoded.frames, decoded.wave, rho
         )
-        alone_collator = AffectVerseCollator(processor, train=False, observe_ratio=rho)
+        alone_collator = AffectVerseCollator.for_prediction(processor, keep_ratio=rho, with_answer=True)
         alone = alone_collator([item])
         assert not any(key.startswith("future_") for key in alone)
         if frames is not None:  # the cut clip's own frames reached the processor
@@ -271,10 +271,10 @@ def test_lora_cut_trains_on_cut_clips_and_its_adapter_holds_no_ewm(run_sft, demo
     video_id, audio_id = processor.tokenizer.convert_tokens_to_ids(["<|VIDEO|>", "<|AUDIO|>"])
     shorter = 0
     for b, (item, rho) in enumerate(zip(rows, collator.last_keep_ratio, strict=True)):
-        alone = AffectVerseCollator(processor, train=False, observe_ratio=rho)([item])
+        alone = AffectVerseCollator.for_prediction(processor, keep_ratio=rho, with_answer=True)([item])
         for token in (video_id, audio_id):
             assert int((batch["input_ids"][b] == token).sum()) == int((alone["input_ids"] == token).sum())
-        whole = AffectVerseCollator(processor, train=False)([item])
+        whole = AffectVerseCollator.for_prediction(processor, with_answer=True)([item])
         shorter += int((whole["input_ids"] == audio_id).sum()) > int((alone["input_ids"] == audio_id).sum())
     assert shorter >= 3  # rho < 1 really cut them (rho ~ U(0.3, 1))
 

@@ -22,7 +22,7 @@ CURRICULUM = os.path.join(ROOT, "configuration", "recipes", "curriculum.yaml")
 def test_the_labels_cover_exactly_the_tagged_answer_and_the_end_of_turn(demo_manifest):
     processor = build_tiny_processor()
     rows = [r for r in load_manifest(demo_manifest)][:2]
-    batch = AffectVerseCollator(processor, train=False, answer_format="reasoning")(rows)
+    batch = AffectVerseCollator.for_prediction(processor, with_answer=True, answer_format="reasoning")(rows)
     for row, ids, labels in zip(rows, batch["input_ids"], batch["labels"], strict=True):
         labelled = ids[labels != -100]
         expected = f"<think>{row['reasoning']}</think><answer>{row['label']}</answer><|im_end|>"
@@ -36,7 +36,7 @@ def test_a_row_without_reasoning_is_skipped_and_counted(demo_manifest):
     processor = build_tiny_processor()
     rows = [dict(r) for r in load_manifest(demo_manifest)][:2]
     rows[0]["reasoning"] = None
-    collator = AffectVerseCollator(processor, train=False, answer_format="reasoning")
+    collator = AffectVerseCollator.for_prediction(processor, with_answer=True, answer_format="reasoning")
     with pytest.warns(UserWarning, match="no reasoning"):
         batch = collator(rows)
     assert batch["input_ids"].shape[0] == 1 and collator.skipped["no_reasoning"] == 1
@@ -121,7 +121,7 @@ def test_a_curriculum_file_is_recognised_before_the_arguments_are_parsed(tmp_pat
 def test_joint_mixes_label_and_reasoning_samples_in_training_and_reasons_in_evaluation(demo_manifest):
     processor = build_tiny_processor()
     rows = [r for r in load_manifest(demo_manifest)][:10]
-    collator = AffectVerseCollator(processor, train=True, modality_dropout=0.0, answer_format="joint")
+    collator = AffectVerseCollator.for_training(processor, modality_dropout=0.0, answer_format="joint")
     batch = collator(rows)
     targets = [processor.tokenizer.decode(ids[labels != -100]) for ids, labels in
                zip(batch["input_ids"], batch["labels"], strict=True)]  # fmt: skip
@@ -130,11 +130,11 @@ def test_joint_mixes_label_and_reasoning_samples_in_training_and_reasons_in_eval
     for row, target, reasons in zip(rows, targets, reasoning, strict=True):
         expected = f"<think>{row['reasoning']}</think><answer>{row['label']}</answer>" if reasons else row["label"]
         assert target == expected + "<|im_end|>"
-    again = AffectVerseCollator(processor, train=True, modality_dropout=0.0, answer_format="joint")(rows)
+    again = AffectVerseCollator.for_training(processor, modality_dropout=0.0, answer_format="joint")(rows)
     assert torch.equal(again["input_ids"], batch["input_ids"])  # drawn from the seed, epoch and id: repeatable
-    plain = AffectVerseCollator(processor, train=True, modality_dropout=0.0)
+    plain = AffectVerseCollator.for_training(processor, modality_dropout=0.0)
     plain(rows)
     assert plain.last_keep_ratio == collator.last_keep_ratio  # the format draw comes after the others
-    evaluation = AffectVerseCollator(processor, train=False, answer_format="joint")(rows[:2])
+    evaluation = AffectVerseCollator.for_prediction(processor, with_answer=True, answer_format="joint")(rows[:2])
     labelled = evaluation["input_ids"][0][evaluation["labels"][0] != -100]
     assert processor.tokenizer.decode(labelled).startswith("<think>")

@@ -56,7 +56,7 @@ def test_trainable_parameters_changed_and_frozen_ones_did_not(trained):
     ewm = {n: p for n, p in trained_model.named_parameters() if ".ewm.modules_to_save." in n}
     assert lora and ewm
     # where the demo recipe puts LoRA: the LLM's attention and MLP, the vision merger, the audio projection; never the
-    # audio encoder's own q/k/v (same names as the LLM's: DESIGN §3)
+    # audio encoder's own q/k/v (same names as the LLM's: docs/architecture.md §3)
     places = ("language_model.layers", "visual.merger.mlp", "audio_tower.proj")
     assert all(any(p in n for p in places) for n in lora) and not any("audio_tower.layers" in n for n in lora)
     assert any("mlp.gate_proj" in n for n in lora) and any("self_attn.q_proj" in n for n in lora)
@@ -91,7 +91,9 @@ def test_adapter_folder_reloads_and_merged_export_matches(trained, demo_manifest
 
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path))
     processor = trainer.processing_class
-    batch = AffectVerseCollator(processor, train=False)([rows[5], rows[11]])  # the two held-out clips
+    batch = AffectVerseCollator.for_prediction(processor, with_answer=True)(
+        [rows[5], rows[11]]
+    )  # the two held-out clips
     model = trainer.model.eval()
     with torch.no_grad():
         expected = model(**batch).logits
@@ -151,7 +153,7 @@ def test_gradient_accumulation_matches_the_full_batch(run_sft, tmp_path):
 
 
 def test_two_process_cpu_run_matches_one_process_with_the_same_global_batch(run_sft, demo_manifest, tmp_path):
-    """DESIGN §7's launch line (gloo on CPU): both processes step, stay in sync, and match one process."""
+    """docs/architecture.md §7's launch line (gloo on CPU): both processes step, stay in sync, and match one process."""
     sgd = ["--max_steps", "2", "--logging_steps", "1", *SGD]
     single = run_sft("--per_device_train_batch_size", "2", *sgd, output_dir=str(tmp_path / "single"))
     output_dir = tmp_path / "ddp"

@@ -68,7 +68,7 @@ def test_ewm_config_override_trains_saves_and_reloads_the_variant(run_sft, demo_
     model, processor = load(output)
     assert model.get_base_model().ewm is None and processor.belief_injection == "none"
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path / "cache"))
-    batch = AffectVerseCollator(processor, train=False)([rows[0], rows[5]])
+    batch = AffectVerseCollator.for_prediction(processor, with_answer=True)([rows[0], rows[5]])
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(**batch).logits, trainer.model.eval()(**batch).logits)
 

@@ -24,7 +24,7 @@ def test_labels_cover_exactly_the_answer(processor, rows, side):
     original = tokenizer.padding_side
     tokenizer.padding_side = side
     try:
-        batch = AffectVerseCollator(processor, modality_dropout=0.0)(rows[:3])
+        batch = AffectVerseCollator.for_training(processor, modality_dropout=0.0)(rows[:3])
     finally:
         tokenizer.padding_side = original
     assert (batch["attention_mask"][:, 0 if side == "left" else -1] == 0).any()  # really padded on that side
@@ -46,30 +46,30 @@ def test_answers_by_task():
 
 
 def test_keep_ratio_and_dropout_draws_are_seeded_per_sample_and_epoch(processor, rows):
-    first_collator = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    first_collator = AffectVerseCollator.for_training(processor, modality_dropout=0.5, seed=3)
     first = first_collator(rows[:4])
-    again_collator = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    again_collator = AffectVerseCollator.for_training(processor, modality_dropout=0.5, seed=3)
     again = again_collator(rows[:4])
     assert first_collator.last_keep_ratio == again_collator.last_keep_ratio
     for key in ("input_ids", "labels", "future_input_features"):
         torch.testing.assert_close(first[key], again[key])
-    alone = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    alone = AffectVerseCollator.for_training(processor, modality_dropout=0.5, seed=3)
     alone(rows[2:3])  # batch-independent draws
     assert alone.last_keep_ratio[0] == first_collator.last_keep_ratio[2]
     assert all(0.3 <= rho <= 1.0 for rho in first_collator.last_keep_ratio)
     assert "keep_ratio" not in first  # the clip split: the clip is already cut, the model splits nothing
-    later = AffectVerseCollator(processor, modality_dropout=0.5, seed=3)
+    later = AffectVerseCollator.for_training(processor, modality_dropout=0.5, seed=3)
     later.epoch = 1
     later(rows[:4])
     assert later.last_keep_ratio != first_collator.last_keep_ratio
-    evaluation = AffectVerseCollator(processor, train=False)
+    evaluation = AffectVerseCollator.for_prediction(processor, with_answer=True)
     batch = evaluation(rows[:2])
     assert evaluation.last_keep_ratio is None  # whole clips: nothing cut, nothing imagined past the clip
     assert not any(key.startswith("future_") for key in batch)
 
 
 def test_modality_dropout_removes_one_modality_for_the_llm_too(processor, rows):
-    collator = AffectVerseCollator(processor, modality_dropout=1.0, seed=0)
+    collator = AffectVerseCollator.for_training(processor, modality_dropout=1.0, seed=0)
     batch = collator(rows[:6])
     assert sum(collator.dropped_modality.values()) == 6 and set(collator.dropped_modality) == {"video", "audio"}
     video_id, audio_id = processor.tokenizer.convert_tokens_to_ids(["<|VIDEO|>", "<|AUDIO|>"])
@@ -79,7 +79,7 @@ def test_modality_dropout_removes_one_modality_for_the_llm_too(processor, rows):
     assert int(has_video.sum()) == collator.dropped_modality["audio"]
     beliefs = (batch["input_ids"] == processor.belief_token_id).sum(1)
     assert beliefs.tolist() == [4] * 6  # single-modality placeholders (2 + 2)
-    untouched = AffectVerseCollator(processor, modality_dropout=0.0)(rows[:6])
+    untouched = AffectVerseCollator.for_training(processor, modality_dropout=0.0)(rows[:6])
     assert ((untouched["input_ids"] == processor.belief_token_id).sum(1) == 8).all()
 
 
@@ -91,7 +91,7 @@ def test_bad_rows_are_skipped_and_counted_or_raise_in_strict_mode(processor, row
         {**rows[1], "id": "unreadable", "video": str(garbage), "audio": str(garbage)},
         {**rows[2], "id": "no-answer", "task": "sentiment", "label": 0.0, "label_set": None},
     ]
-    collator = AffectVerseCollator(processor)
+    collator = AffectVerseCollator.for_training(processor)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         batch = collator([*bad, rows[3]])
@@ -103,14 +103,14 @@ def test_bad_rows_are_skipped_and_counted_or_raise_in_strict_mode(processor, row
         warnings.simplefilter("ignore")
         empty = collator(bad)  # a batch with nothing usable: an empty step, counted
     assert (empty["labels"] == -100).all() and collator.skipped["empty_batch"] == 1
-    strict = AffectVerseCollator(processor, strict=True)
+    strict = AffectVerseCollator.for_training(processor, strict=True)
     with pytest.raises(DataError, match="row 'unreadable': .*garbage.mp4: cannot be read as media"):
         strict([bad[1], rows[3]])
 
 
 def test_prompt_only_batches_end_at_the_assistant_turn(processor, rows):
     """What generation and closed-set scoring start from: no answer, no labels, belief placeholders last."""
-    batch = AffectVerseCollator(processor, train=False, with_answer=False)([{**rows[0], "label": None}])
+    batch = AffectVerseCollator.for_prediction(processor)([{**rows[0], "label": None}])
     assert "labels" not in batch and "keep_ratio" not in batch
     tokens = processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
     assert tokens[-4:] == ["<|belief|>"] * 4
