@@ -793,7 +793,8 @@ def verdicts(figures: dict) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
@@ -802,6 +803,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gpu-7b", action="store_true", help="run only the 7B-shaped bf16 comparison on CUDA")
     parser.add_argument("--compile-ewm", action="store_true", help="--gpu-7b: also measure with compile_ewm()")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sections = {

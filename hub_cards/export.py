@@ -277,7 +277,8 @@ def export(
     return output
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", help="adapter folder written by training/sft.py")
     parser.add_argument("--checkpoint", help="full AffectVerse checkpoint folder (e.g. <output>/merged)")
@@ -294,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="the card's datasets, Hub ids (default: the training datasets that are Hub ids; others are left out)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         folder = export(
             args.output,

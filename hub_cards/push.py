@@ -23,12 +23,18 @@ def listing(folder: str) -> list[tuple[str, int]]:
     return files
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", required=True)
     parser.add_argument("--repo-id", required=True)
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="list the files and sizes; upload nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.folder, "config.json")):
         parser.error(f"{args.folder} has no config.json: export it first (python -m hub_cards.export)")

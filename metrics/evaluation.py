@@ -317,7 +317,8 @@ def wetr_config(args: argparse.Namespace, **overrides) -> WETRConfig:
     return WETRConfig(**{**fields, **overrides})
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny", help="tiny, an adapter folder, or a checkpoint folder / hub id")
     parser.add_argument("--manifest", nargs="+", required=True, help="manifest(s) to evaluate")
@@ -337,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-predictions", type=int, default=None, help="stop after this many new predictions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if any(not 0 < r <= 1 for r in args.keep_ratios):
         parser.error("--keep-ratios must lie in (0, 1]")

@@ -140,14 +140,19 @@ def model_accuracy(folder: str, rows: list[dict], ratios: list[float], batch_siz
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", default="data/demo/emotion.jsonl")
     parser.add_argument("--output", default="outputs/leak")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.5, 0.3])
     parser.add_argument("--encoders", default="tiny", help="model whose encoders parts 1-2 use (default: tiny, random)")
     parser.add_argument("--model", action="append", default=[], help="adapter folder(s) to score (part 3)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     rows = list(load_manifest(args.manifest))
     model, processor = load(args.encoders)

@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> dict:
     return saved
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny", help="tiny, an adapter folder, or a checkpoint folder / hub id")
     parser.add_argument("--video", required=True)
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", type=int, default=8)
     parser.add_argument("--output", required=True, help="the .png; its .json is written next to it")
     add_wetr_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if any(not 0 < p <= 1 for p in args.p_visual):
         parser.error("--p-visual values must lie in (0, 1]")

@@ -20,11 +20,16 @@ def load_preset(path: str, **overrides) -> AffectVerseConfig:
     return AffectVerseConfig(**{**fields, **overrides})
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Print the EWM parameter count of a preset (built on the meta device: no memory, no weights)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("preset", help="a config JSON, e.g. configuration/affectverse-7b.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the EWM parameter count of a preset (built on the meta device: no memory, no weights)."""
+    args = build_parser().parse_args(argv)
     config = load_preset(args.preset)
     with torch.device("meta"):
         module = EmotionWorldModule(config)

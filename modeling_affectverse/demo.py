@@ -16,12 +16,17 @@ from .processing_affectverse import task_question
 from .tiny import MER_LABELS, build_tiny_model, synthetic_clip
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description="AffectVerse inference demo on the tiny embedded default")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of the synthetic clip")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     model, processor = build_tiny_model(seed=args.seed)
     frames, wave = synthetic_clip(args.seconds, seed=args.seed)

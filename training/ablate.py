@@ -63,13 +63,12 @@ def variant_arguments(overrides: dict) -> list[str]:
 def run_one(spec: dict) -> dict:
     """Train one (variant, seed), evaluate it, write and return its result (called in a worker process)."""
     import torch
-    from trl import ModelConfig, TrlParser
 
     from metrics.evaluation import run as run_benchmark
     from metrics.imagination_report import imagination_report
     from modeling_affectverse.data.manifest import load_manifest
-    from training.sft import ScriptArguments, main
-    from training.trainer import AffectVerseSFTConfig
+    from training.sft import build_parser as sft_parser
+    from training.sft import main
 
     torch.set_num_threads(spec["threads"])
     run_dir, started = spec["run_dir"], time.time()
@@ -90,8 +89,7 @@ def run_one(spec: dict) -> dict:
         *variant_arguments(spec["overrides"]),
         *spec["extra"],
     ]
-    parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config(arguments)
+    script_args, training_args, model_args = sft_parser().parse_args_and_config(arguments)
     reports, held_out = {}, []
 
     def report_at_init(trainer):  # the model as training starts: one load, the same model the run then trains
@@ -366,7 +364,8 @@ def write_reports(summary: dict, output: str) -> None:
     plot(summary, os.path.join(output, "keep_ratio.png"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one spec.json
     parser.add_argument("--recipe", default=RECIPE, help="training recipe (YAML) every variant starts from")
@@ -378,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(KEEP_RATIOS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
     parser.add_argument("extra", nargs="*", help="sft.py arguments for every run, after --: -- --max_steps 50")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.worker:
         with open(args.worker, encoding="utf-8") as handle:

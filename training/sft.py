@@ -276,6 +276,12 @@ def main(
     return trainer
 
 
+def build_parser() -> TrlParser:
+    """The command line this script takes: the script's, TRL's `SFTConfig` (with AffectVerse's fields) and
+    `ModelConfig` arguments, plus `--config` (a recipe YAML)."""
+    return TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
+
+
 def run_curriculum(
     stages: list[str], overrides: list[str] | None = None, output_root: str | None = None, before_training=None
 ) -> list:
@@ -284,7 +290,7 @@ def run_curriculum(
     `before_training(stage, trainer)` sees each stage's trainer as it starts. Returns the trainers."""
     trainers, previous = [], None
     for number, recipe in enumerate(stages, start=1):
-        parser = TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig))
+        parser = build_parser()
         extra = [] if previous is None else ["--init_adapter", previous]
         if output_root is not None:
             extra += ["--output_dir", os.path.join(output_root, f"stage{number}")]
@@ -319,4 +325,4 @@ if __name__ == "__main__":
     if curriculum is not None:
         run_curriculum(*curriculum)
     else:
-        main(*TrlParser((ScriptArguments, AffectVerseSFTConfig, ModelConfig)).parse_args_and_config())
+        main(*build_parser().parse_args_and_config())

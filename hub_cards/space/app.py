@@ -246,7 +246,8 @@ def build_app(recognizer, description: str, clips: dict[str, str], max_seconds: 
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="Hub id, model folder, adapter folder or 'tiny'")
     parser.add_argument("--clips", default=None, help="folder of demo clips (default: data/demo/clips)")
@@ -255,7 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     recognizer, description = load_recognizer(args.model)
     clips = demo_clips(args.clips)
     app = build_app(recognizer, description, clips, args.max_seconds)

@@ -20,7 +20,8 @@ from modeling_affectverse.data.converters import CONVERTERS
 from modeling_affectverse.data.manifest import write_manifest
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(CONVERTERS), help="which benchmark's layout --root holds")
     parser.add_argument("--root", required=True, help="the dataset folder as downloaded")
@@ -28,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true", help="open every media file's header with av (slower)")
     parser.add_argument("--absolute", action="store_true", help="keep absolute media paths in the manifest")
     parser.add_argument("--language", default=None, help="subtitle column of the transcription CSV (MER, OV-MERD+)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     if not os.path.exists(args.root):

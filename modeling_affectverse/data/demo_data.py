@@ -301,11 +301,17 @@ def generate_demo_dataset(
     return manifests
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="data/demo", help="folder for clips/ and the manifests")
     parser.add_argument("--num-clips", type=int, default=NUM_CLIPS)
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.num_clips < 1:
         parser.error("--num-clips must be at least 1")

@@ -52,9 +52,7 @@ def test_each_fraction_observes_what_the_collators_keep_ratio_observes(recognize
                                          label_set=row["label_set"], trajectory=[fraction])  # fmt: skip
     step = model_inputs["trajectory"][-1] if fraction == 1.0 else model_inputs["trajectory"][0]
     inputs = model_inputs["generation"] if step["inputs"] is None else step["inputs"]
-    collator = AffectVerseCollator.for_prediction(
-        processor, keep_ratio=fraction, media=MediaOptions(fps=processor.fps)
-    )
+    collator = AffectVerseCollator.for_prediction(processor, keep_ratio=fraction, media=MediaOptions(fps=processor.fps))
     expected = collator([row])
     for key in ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "input_features",
                 "feature_attention_mask"):  # fmt: skip
