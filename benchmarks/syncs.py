@@ -1,4 +1,4 @@
-"""Counting the ops that make the host wait for the device (issue 12), with `torch.profiler` on CPU.
+"""Counting the ops that make the host wait for the device, with `torch.profiler` on CPU.
 
 On a GPU each of these reads a device value back to the host and so waits for every queued kernel: a scalar
 (`item`, `_local_scalar_dense`: `int(t)`, `float(t)`, `t.tolist()` element by element), a data-dependent size
@@ -37,7 +37,7 @@ def count_ops(function: Callable[[], Any]) -> tuple[int, Any]:
 def future_encoder_syncs(model, batch: dict) -> dict[str, int]:
     """Sync-inducing ops of the thinker's own encoders (`model.model`'s `get_video_features` /
     `get_audio_features`, no gradient) on a batch's clip-split future inputs: what encoding the future segment costs
-    in host waits whatever the EWM does (issue 21)."""
+    in host waits whatever the EWM does."""
     import torch
 
     def encode():

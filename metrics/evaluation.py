@@ -126,7 +126,7 @@ def run(args) -> dict:
     model, processor = load(args.model)
     model.eval()
     wetr = getattr(args, "wetr", False)
-    if wetr:  # issue 13: the same protocol with WETR's token refinement inside the language model
+    if wetr:  # the same protocol with WETR's token refinement inside the language model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.enable_wetr(wetr_config(args))
         use_wetr_queries(processor, args)
@@ -279,7 +279,7 @@ def plot(results: dict, path: str) -> None:
 
 def add_wetr_arguments(parser: argparse.ArgumentParser) -> None:
     """WETR's settings (paper defaults) and the switches of its ablations (WETR Tables 2, 3 and 6)."""
-    group = parser.add_argument_group("WETR (issue 13)")
+    group = parser.add_argument_group("WETR")
     group.add_argument("--wetr-interval", type=int, default=9, help="trigger interval n_r")
     group.add_argument("--wetr-delta", type=float, default=4.0, help="STR's strength delta")
     group.add_argument("--wetr-p-visual", type=float, default=0.03)
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modalities", nargs="+", default=["AVT"], choices=sorted(MODALITIES))
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=[1.0])
     parser.add_argument("--scoring", choices=["generate", "closed_set"], default="generate")
-    parser.add_argument("--wetr", action="store_true", help="score with WETR's token refinement (issue 13)")
+    parser.add_argument("--wetr", action="store_true", help="score with WETR's token refinement")
     add_wetr_arguments(parser)
     parser.add_argument(
         "--answer-format",

@@ -1,4 +1,4 @@
-"""How much of the future a partial observation shows (issue 21): the paper's embedded split against the clip split.
+"""How much of the future a partial observation shows: the paper's embedded split against the clip split.
 
     python -m metrics.leak_report --manifest data/demo/emotion.jsonl --output outputs/leak \\
         [--model outputs/demo-embedded --model outputs/demo]

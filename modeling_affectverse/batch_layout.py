@@ -27,8 +27,8 @@ LAYOUT_TOKENS = {
 
 @dataclass(frozen=True)
 class BatchLayout:
-    """What the host must know of a batch of token ids to run AffectVerse's forward without waiting for the device
-    (issue 12): per sample the video, audio and `<|belief|>` token counts, the unpadded length, whether it holds a
+    """What the host must know of a batch of token ids to run AffectVerse's forward without waiting for the device:
+    per sample the video, audio and `<|belief|>` token counts, the unpadded length, whether it holds a
     plain video block and an interleaved audio-in-video block, the padding side, rho when one is given, and the video
     tokens per temporal patch (for the embedded split, which keeps whole patches) when the video grid is given.
 

@@ -14,8 +14,8 @@ BELIEF_CONSTRUCTIONS = ("ewm", "pooling", "random_tokens", "none")  # paper Tabl
 AGGREGATIONS = ("mama", "mean")  # Table 3: rows (b)-(c) pool the imagined tokens, (d)-(f) use MAMA
 INJECTIONS = ("interleaved", "single")  # Table 3: row (d) one position, (e)-(f) two
 IMAGINATION_TARGETS = ("frozen", "online")  # docs/architecture.md §4.5: online is the original, collapsing design
-FACTORIZATIONS = ("joint", "emotion_first")  # issue 14: LEWM's p(E'|h) p(S'|h, E') as an option
-PREFUSIONS = ("none", "conv_attention")  # issue 14: Emotion-LLaMAv2's Conv-Attention pre-fusion as an option
+FACTORIZATIONS = ("joint", "emotion_first")  # LEWM's p(E'|h) p(S'|h, E') as an option
+PREFUSIONS = ("none", "conv_attention")  # Emotion-LLaMAv2's Conv-Attention pre-fusion as an option
 SPLITS = ("clip", "embedded")  # docs/architecture.md §4.3 2026-12-02: the clip cut before the processor, or the paper's
 MER_LABELS = ("worried", "happy", "neutral", "angry", "surprise", "sad")  # MER2023 / MER2024, the prompt's order
 
@@ -83,7 +83,7 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             time-blind rollout (docs/architecture.md §4.4.
         ewm_factorization (`str`, defaults to `"joint"`): `"joint"` imagines the future directly (the paper);
             `"emotion_first"` (LEWM) first predicts an emotion distribution at every rollout step from the rollout
-            context and conditions that step's future queries on it (docs/design-notes.md, issue 14).
+            context and conditions that step's future queries on it (docs/design-notes.md).
         ewm_emotion_labels (`list[str]`, *optional*): the emotion space of `emotion_first` (default: MER's six
             classes); a clip whose label is outside it trains the distribution as a latent only.
         ewm_emotion_consistency_weight (`float`, defaults to 0.1): beta of the consistency term (mean squared change

@@ -1,5 +1,5 @@
 """`python -m modeling_affectverse.count_ewm PRESET.json`: a preset's EWM parameter count, built on the meta device,
-and those of the options of issue 14 (emotion-first imagination, Conv-Attention pre-fusion) at that preset."""
+and those of the seed systems' options (emotion-first imagination, Conv-Attention pre-fusion) at that preset."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def option_sizes(preset: str) -> dict[str, int]:
-    """Parameters the options of issue 14 add at a preset (meta device): the emotion-first heads (both rollouts),
+    """Parameters the seed systems' options add at a preset (meta device): the emotion-first heads (both rollouts),
     and the Conv-Attention pre-fusion module at its configured width and depth."""
     joint = load_preset(preset)
     emotion_first = load_preset(preset, ewm_factorization="emotion_first")

@@ -270,7 +270,7 @@ class RolloutTerms:
 class TemporalImagination(nn.Module):
     """K-step rollout for one target modality (paper Eq. 4, D.2): blocks shared across steps.
 
-    With `num_emotions` (LEWM's emotion-first factorization, issue 14) each step first resolves an emotion state: an
+    With `num_emotions` (LEWM's emotion-first factorization) each step first resolves an emotion state: an
     emotion query reads the step's context through the same block, a head gives a distribution over the emotions,
     and its embedding is added to the step's future queries, so the step's imagined state is conditioned on it.
     """
@@ -897,7 +897,7 @@ class EmotionWorldModule(nn.Module):
         )
 
     def _emotion_terms(self, logits: dict, labels: torch.Tensor | None, batch: torch.Tensor):
-        """The belief trajectory `(B, K, E)` and the emotion loss (design-notes, issue 14):
+        """The belief trajectory `(B, K, E)` and the emotion loss (docs/design-notes.md):
 
         L_emo = CE(last step's logits, label) over the (sample, modality) pairs whose clip has a label in the space,
         C = mean over pairs and steps k >= 1 of ||p_k - p_{k-1}||^2, emotion_loss = L_emo + beta x C. Masks, not

@@ -21,7 +21,7 @@ def split_lengths(
 
     `patch` `(B,)`: tokens per temporal patch (a video's merged spatial patches). Given, the past is whole patches:
     floor(rho * patches) of them (the patches ending at or before rho of the stream), at least one, so the split
-    never cuts a temporal patch (issue 21). None or 1 per token: the ceiling rule above.
+    never cuts a temporal patch. None or 1 per token: the ceiling rule above.
 
     rho usually arrives as float32 (0.3 is stored as 0.30000001), so rho * N is allowed to overshoot an integer by
     float32's relative precision before the ceiling counts it: 0.3 * 10 gives 3, 0.7 * 10 gives 7, 0.3 * 50 gives 15.

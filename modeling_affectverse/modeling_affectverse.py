@@ -249,7 +249,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         self.wetr: WETRConfig | None = None  # enable_wetr: a run-time option, not part of the checkpoint
         self.wetr_record: list | None = None
         self.prefusion = None
-        if config.ewm_prefusion == "conv_attention":  # issue 14: Emotion-LLaMAv2's pre-fusion, as an option
+        if config.ewm_prefusion == "conv_attention":  # Emotion-LLaMAv2's pre-fusion, as an option
             self.prefusion = ConvAttentionPrefusion(
                 config.ewm_hidden_size,
                 config.ewm_prefusion_size,

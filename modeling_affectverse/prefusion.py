@@ -11,7 +11,7 @@ parallel branches, then added back to themselves:
 so at initialisation the model is exactly the model without pre-fusion. It runs on the merged input embeddings at
 the video / audio placeholder positions, which hold exactly the encoders' outputs in the thinker's order: the same
 features a module placed before the merge would see, without re-splitting the encoders' flat outputs per sample.
-The EWM then reads the fused features. Deviations from the paper, and why, are in docs/design-notes.md (issue 14).
+The EWM then reads the fused features. Deviations from the paper, and why, are in docs/design-notes.md.
 
 Shapes: B batch, L sequence, D LLM width, W working width, N tokens of one stream.
 """

@@ -44,7 +44,7 @@ def answer_token_ids(tokenizer, answer: str) -> list[int]:
     return tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
 
 
-# issue 14: a plain answer, <think>...</think><answer>...</answer>, or (training) both mixed per sample
+# a plain answer, <think>...</think><answer>...</answer>, or (training) both mixed per sample
 ANSWER_FORMATS = ("label", "reasoning", "joint")
 REASONING_INSTRUCTION = (
     "First describe the cues in the face and the voice between <think> and </think>, "
@@ -279,22 +279,22 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         video and audio placeholders, the subtitle's words (content), the two query spans, and instruction for
         everything else. Found in the token ids: each span sits on a line of its own, so it tokenizes as it does
         alone. A prompt without the spans gets no query role (`wetr.check_roles` then refuses it)."""
-        from .wetr import AUDIO, CONTENT, INSTRUCTION, QUERY_NEG, QUERY_POS, VISUAL
+        from .wetr import ROLE_AUDIO, ROLE_CONTENT, ROLE_INSTRUCTION, ROLE_QUERY_NEG, ROLE_QUERY_POS, ROLE_VISUAL
 
         tokenizer = self.tokenizer
         ids = input_ids.tolist()
-        roles = torch.full_like(input_ids, INSTRUCTION)
-        roles[input_ids == tokenizer.convert_tokens_to_ids(self.video_token)] = VISUAL
-        roles[input_ids == tokenizer.convert_tokens_to_ids(self.audio_token)] = AUDIO
+        roles = torch.full_like(input_ids, ROLE_INSTRUCTION)
+        roles[input_ids == tokenizer.convert_tokens_to_ids(self.video_token)] = ROLE_VISUAL
+        roles[input_ids == tokenizer.convert_tokens_to_ids(self.audio_token)] = ROLE_AUDIO
         texts = {"pos": self.wetr_query_pos, "neg": self.wetr_query_neg, "subtitle": "Subtitle:"}
         pieces = {name: tokenizer(text, add_special_tokens=False)["input_ids"] for name, text in texts.items()}
         for b, row in enumerate(ids):
             starts = {name: _find(row, piece) for name, piece in pieces.items()}
-            for name, role in (("pos", QUERY_POS), ("neg", QUERY_NEG)):
+            for name, role in (("pos", ROLE_QUERY_POS), ("neg", ROLE_QUERY_NEG)):
                 if starts[name] is not None:
                     roles[b, starts[name] : starts[name] + len(pieces[name])] = role
             if starts["subtitle"] is not None and starts["pos"] is not None:  # the words between, without the newline
-                roles[b, starts["subtitle"] + len(pieces["subtitle"]) : starts["pos"] - 1] = CONTENT
+                roles[b, starts["subtitle"] + len(pieces["subtitle"]) : starts["pos"] - 1] = ROLE_CONTENT
         return roles
 
     def defuse_special_tokens(self, text: str) -> str:

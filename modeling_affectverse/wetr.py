@@ -17,8 +17,9 @@ computed by hand) and `refined_language_model`, the thinker's decoder run over a
 layers (`AffectVerseForConditionalGeneration.enable_wetr`), and `refined_decode`, the decode steps that continue
 from the cache of the refined sequence (each layer holds what it saw).
 
-Shapes: B batch, L sequence, H heads, E head width. Token roles (`ROLES`): 0 other/instruction, 1 visual, 2 audio,
-3 text content (the subtitle), 4 Q_pos span, 5 Q_neg span.
+Shapes: B batch, L sequence, H heads, E head width. Token roles (`ROLES`, the `ROLE_*` constants; not the EWM's
+modality indices `ewm.VIDEO` / `ewm.AUDIO`): 0 other/instruction, 1 visual, 2 audio, 3 text content (the subtitle),
+4 Q_pos span, 5 Q_neg span.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from transformers.cache_utils import DynamicCache
 
 from .ewm_layers import compaction, masked_positions
 
-INSTRUCTION, VISUAL, AUDIO, CONTENT, QUERY_POS, QUERY_NEG = range(6)
+ROLE_INSTRUCTION, ROLE_VISUAL, ROLE_AUDIO, ROLE_CONTENT, ROLE_QUERY_POS, ROLE_QUERY_NEG = range(6)
 ROLES = ("instruction", "visual", "audio", "content", "query_pos", "query_neg")
 PROXIES = ("contrastive", "positive", "negative", "random")  # WETR Table 2
 # the two inserted query spans (WETR §3.3 asks for an emotion-seeking and an emotion-irrelevant one)
@@ -98,12 +99,12 @@ class WETRConfig:
         return list(range(self.trigger_interval, num_layers, self.trigger_interval))
 
     def keep_fraction(self, role: int) -> float:
-        return {VISUAL: self.p_visual, AUDIO: self.p_audio, CONTENT: self.p_text}[role]
+        return {ROLE_VISUAL: self.p_visual, ROLE_AUDIO: self.p_audio, ROLE_CONTENT: self.p_text}[role]
 
 
 def check_roles(roles: torch.Tensor) -> None:
     """A sequence without the two query spans cannot be scored: a clear error instead of a silent no-op."""
-    for role, name in ((QUERY_POS, "Q_pos"), (QUERY_NEG, "Q_neg")):
+    for role, name in ((ROLE_QUERY_POS, "Q_pos"), (ROLE_QUERY_NEG, "Q_neg")):
         missing = (~(roles == role).any(1)).nonzero().flatten().tolist()
         if missing:
             raise ValueError(
@@ -141,18 +142,18 @@ def selection_scores(
     (default: every row, R = L, `roles`). The scores read the rows of the two query spans, the content tokens (their
     support of the media) and the media tokens (their support of the content); rows of other roles are ignored."""
     row_roles = roles if row_roles is None else row_roles
-    candidates = (roles == VISUAL) | (roles == AUDIO) | (roles == CONTENT)
-    positive = span_attention(attention, row_roles, QUERY_POS)
-    negative = span_attention(attention, row_roles, QUERY_NEG)
+    candidates = (roles == ROLE_VISUAL) | (roles == ROLE_AUDIO) | (roles == ROLE_CONTENT)
+    positive = span_attention(attention, row_roles, ROLE_QUERY_POS)
+    negative = span_attention(attention, row_roles, ROLE_QUERY_NEG)
     if proxy == "random":
         noise = torch.rand(roles.shape, generator=generator, device="cpu").to(attention.device, attention.dtype)
         return torch.where(candidates, noise, torch.zeros_like(noise))
     raw = {"contrastive": positive - negative, "positive": positive, "negative": -negative}[proxy]
     d = norm(raw, candidates)
-    media = (roles == VISUAL) | (roles == AUDIO)
-    content = roles == CONTENT
-    from_content = norm(span_attention(attention, row_roles, CONTENT), media)  # content -> media support
-    media_rows = ((row_roles == VISUAL) | (row_roles == AUDIO)).to(attention.dtype)
+    media = (roles == ROLE_VISUAL) | (roles == ROLE_AUDIO)
+    content = roles == ROLE_CONTENT
+    from_content = norm(span_attention(attention, row_roles, ROLE_CONTENT), media)  # content -> media support
+    media_rows = ((row_roles == ROLE_VISUAL) | (row_roles == ROLE_AUDIO)).to(attention.dtype)
     from_media = (media_rows[:, :, None] * attention).sum(1) / media_rows.sum(1, keepdim=True).clamp(min=1)
     from_media = norm(from_media, content)  # media -> content support (0 under causal attention: media come first)
     return d + torch.where(media, from_content, torch.zeros_like(d)) + torch.where(content, from_media, 0.0)
@@ -173,10 +174,10 @@ def top_fraction(scores: torch.Tensor, mask: torch.Tensor, fraction: float) -> t
 
 def select(scores: torch.Tensor, roles: torch.Tensor, config: WETRConfig) -> torch.Tensor:
     """NTS's kept set K (Eq. 6-7): top fractions of visual, audio and content tokens; every other token kept."""
-    kept = ~((roles == VISUAL) | (roles == AUDIO) | (roles == CONTENT))
+    kept = ~((roles == ROLE_VISUAL) | (roles == ROLE_AUDIO) | (roles == ROLE_CONTENT))
     if not config.select:
         return torch.ones_like(kept)
-    for role in (VISUAL, AUDIO, CONTENT):
+    for role in (ROLE_VISUAL, ROLE_AUDIO, ROLE_CONTENT):
         kept = kept | top_fraction(scores, roles == role, config.keep_fraction(role))
     return kept
 
@@ -219,8 +220,8 @@ def reweighting(
 ) -> dict[str, torch.Tensor]:
     """STR (Eq. 9-11): `{"e", "g", "r", "c", "gamma", "anchors"}`, each `(B, L)`; gamma is 1 outside the kept media
     and content tokens (instruction and query tokens are never rescaled)."""
-    media = ((roles == VISUAL) | (roles == AUDIO)) & kept
-    content = (roles == CONTENT) & kept
+    media = ((roles == ROLE_VISUAL) | (roles == ROLE_AUDIO)) & kept
+    content = (roles == ROLE_CONTENT) & kept
     scored = media | content
     errors = reconstruction_errors(queries, keys, media, content) + reconstruction_errors(queries, keys, content, media)
     e = norm(errors, scored)
@@ -232,7 +233,7 @@ def reweighting(
     )
     anchors = torch.zeros_like(kept)
     if config.anchors and config.reweight:
-        for role in (VISUAL, AUDIO, CONTENT):
+        for role in (ROLE_VISUAL, ROLE_AUDIO, ROLE_CONTENT):
             anchors = anchors | top_fraction(scores, (roles == role) & kept, config.p_anchor)
         gamma = torch.where(anchors, gamma.clamp(min=config.gamma_anchor), gamma)
     return {"e": e, "g": g, "r": r, "c": c, "gamma": gamma, "anchors": anchors}
@@ -248,7 +249,7 @@ def kept_visual_grid(record: dict, roles: torch.Tensor, grid_thw, merge: int, sa
     video's merged patches in raster order (time, row, column), also when interleaved with audio."""
     t, h, w = (int(x) for x in grid_thw)
     h, w = h // merge, w // merge
-    visual = (roles[sample] == VISUAL).nonzero().flatten().cpu()
+    visual = (roles[sample] == ROLE_VISUAL).nonzero().flatten().cpu()
     if visual.numel() != t * h * w:
         raise ValueError(
             f"sample {sample} has {visual.numel()} visual tokens but its video grid {t}x{h}x{w} (merged) has "
@@ -289,7 +290,7 @@ def span_rows_attention(queries: torch.Tensor, keys: torch.Tensor, valid: torch.
     (B, R))`, the rows of the two query spans and the content tokens (-1: a padding row of a sample with fewer).
     No (L x L) matrix is formed. The media tokens' rows (their support of the content, Eq. 5) are left out: the
     processor puts every media token before the subtitle, so under causal attention those rows are 0 there."""
-    needed = (roles == QUERY_POS) | (roles == QUERY_NEG) | (roles == CONTENT)
+    needed = (roles == ROLE_QUERY_POS) | (roles == ROLE_QUERY_NEG) | (roles == ROLE_CONTENT)
     count = int(needed.sum(1).max())
     rows = masked_positions(needed, count)  # (B, R) positions
     picked = queries.gather(2, rows[:, None, :, None].expand(-1, queries.shape[1], -1, queries.shape[-1]))
@@ -370,7 +371,7 @@ def refined_language_model(
             hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
             cos = cos.gather(1, order[..., None].expand(-1, -1, cos.shape[-1]))
             sin = sin.gather(1, order[..., None].expand(-1, -1, sin.shape[-1]))
-            roles = torch.where(valid, roles.gather(1, order), INSTRUCTION)
+            roles = torch.where(valid, roles.gather(1, order), ROLE_INSTRUCTION)
             index = torch.where(valid, index.gather(1, order), -1)
             if record is not None:
                 kept_gamma = torch.where(valid, gamma.gather(1, order), 1.0)
@@ -451,7 +452,7 @@ def wetr_language_model(
         past_key_values = DynamicCache(config=text_config)
     roles = roles.to(inputs_embeds.device)
     if roles.shape[1] < inputs_embeds.shape[1]:  # uncached generation: the generated tokens are instruction
-        roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=INSTRUCTION)
+        roles = F.pad(roles, (0, inputs_embeds.shape[1] - roles.shape[1]), value=ROLE_INSTRUCTION)
     cache = past_key_values if use_cache or past_key_values is not None else None
     hidden, kept_index = refined_language_model(
         text_model, inputs_embeds, attention_mask, position_ids, roles, config, record, cache
@@ -460,19 +461,19 @@ def wetr_language_model(
 
 
 __all__ = [
-    "AUDIO",
+    "ROLE_AUDIO",
     "refined_decode",
     "refined_language_model",
     "span_rows_attention",
-    "CONTENT",
-    "INSTRUCTION",
+    "ROLE_CONTENT",
+    "ROLE_INSTRUCTION",
     "PROXIES",
-    "QUERY_NEG",
+    "ROLE_QUERY_NEG",
     "QUERY_NEG_TEXT",
-    "QUERY_POS",
+    "ROLE_QUERY_POS",
     "QUERY_POS_TEXT",
     "ROLES",
-    "VISUAL",
+    "ROLE_VISUAL",
     "WETRConfig",
     "check_roles",
     "kept_visual_grid",

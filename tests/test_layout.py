@@ -16,7 +16,7 @@ FLOORS = [
     "metrics",  # metric modules, the evaluation runner, reports and figures
     "training",  # trainer, SFT script, adapters, ablations
     "hub_cards",  # Hub export, push, handler, Space
-    "benchmarks",  # speed and memory
+    "benchmarks",  # speed and memory (`run.py` and one module per section)
     "quickstart",
 ]
 TOP_LEVEL = {name.split(".")[0] for name in FLOORS}

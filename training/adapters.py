@@ -36,7 +36,7 @@ def affectverse_lora_config(
 
     `target_modules` replaces the LLM regex; a one-element list is read as a regex too (YAML recipes give lists).
     `with_ewm=False` (a model without EWM: `ewm_belief_construction="none"`) saves neither: plain thinker LoRA.
-    `with_prefusion` trains and saves the Conv-Attention pre-fusion in full too (`ewm_prefusion`, issue 14).
+    `with_prefusion` trains and saves the Conv-Attention pre-fusion in full too (`ewm_prefusion`).
     """
     if isinstance(target_modules, list) and len(target_modules) == 1:
         target_modules = target_modules[0]

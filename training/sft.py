@@ -10,7 +10,7 @@ The paper's recipe (Qwen2.5-Omni-7B, GPUs; manifests from `python -m modeling_af
     accelerate launch --config_file configuration/accelerate/multi_gpu.yaml training/sft.py \\
         --config configuration/recipes/paper.yaml --train_manifest data/manifests/train.jsonl
 
-Emotion-LLaMAv2's perception -> cognition curriculum (issue 14): stage 1 labels only, stage 2 labels + reasoning
+Emotion-LLaMAv2's perception -> cognition curriculum: stage 1 labels only, stage 2 labels + reasoning
 (`<think>...</think><answer>...</answer>`) starting from stage 1's adapter, with one command:
 
     python training/sft.py --config configuration/recipes/curriculum.yaml

@@ -34,7 +34,7 @@ class AffectVerseSFTConfig(SFTConfig):
     )
     emotion_loss_weight: float = field(
         default=1.0,
-        metadata={"help": "Weight of the emotion loss of ewm_factorization=emotion_first (LEWM, issue 14)."},
+        metadata={"help": "Weight of the emotion loss of ewm_factorization=emotion_first (LEWM)."},
     )
     keep_ratio_min: float = field(default=0.3, metadata={"help": "Lower end of the per-sample keep ratio rho ~ U."})
     keep_ratio_max: float = field(default=1.0, metadata={"help": "Upper end of the per-sample keep ratio rho ~ U."})
@@ -152,7 +152,7 @@ class AffectVerseSFTTrainer(SFTTrainer):
         else:
             loss = lm_loss if imagination is None or weight == 0 else lm_loss + weight * imagination
         emotion = getattr(outputs, "emotion_loss", None)
-        if emotion is not None and self.args.emotion_loss_weight > 0:  # a micro-batch mean (design-notes, issue 14)
+        if emotion is not None and self.args.emotion_loss_weight > 0:  # a micro-batch mean (docs/design-notes.md)
             loss = loss + self.args.emotion_loss_weight * emotion
         self._log_terms(mode, lm_loss, imagination, outputs)
         return (loss, outputs) if return_outputs else loss
@@ -171,7 +171,7 @@ class AffectVerseSFTTrainer(SFTTrainer):
         extra = 6  # copy-last, batch-mean baseline losses; target similarity and whether it exists; emotion loss, too
         stats = torch.zeros(3 + steps + extra, device=lm_loss.device)
         emotion = getattr(outputs, "emotion_loss", None)
-        if emotion is not None:  # emotion-first (issue 14): logged with the rest, no read of its own
+        if emotion is not None:  # emotion-first: logged with the rest, no read of its own
             stats[7 + steps], stats[8 + steps] = emotion.detach(), 1.0
         stats[0] = lm_loss.detach()
         if imagination is not None:

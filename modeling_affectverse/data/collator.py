@@ -44,7 +44,7 @@ class DataError(ValueError):
 
 
 def has_reasoning(row: dict) -> bool:
-    """Whether a row carries a reasoning text, the target of the reasoning answer format (issue 14)."""
+    """Whether a row carries a reasoning text, the target of the reasoning answer format."""
     return bool((row.get("reasoning") or "").strip())
 
 

@@ -127,7 +127,7 @@ SUBTITLES = [
     "Let me tell you what happened next.",
     "The train was there when we arrived.",
 ]
-# what each expression looks and sounds like, in words: the clips' generated `reasoning` (issue 14's stage 2 target)
+# what each expression looks and sounds like, in words: the clips' generated `reasoning` (the curriculum's stage 2)
 CUES = {
     "neutral": ("a relaxed face", "a level voice"),
     "happy": ("a smile and a warm yellow face", "a high, rising voice"),

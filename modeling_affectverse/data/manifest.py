@@ -24,7 +24,7 @@ import datasets
 from modeling_affectverse.processing_affectverse import TASKS
 
 FIELDS = ("id", "dataset", "split", "task", "video", "audio", "subtitle", "label", "label_set")
-OPTIONAL_FIELDS = ("segment", "modality_labels", "reasoning")  # reasoning: issue 14's reasoning answers
+OPTIONAL_FIELDS = ("segment", "modality_labels", "reasoning")  # reasoning: the reasoning answer format's target
 MODALITY_LABEL_KEYS = ("text", "audio", "video")
 
 

@@ -8,17 +8,13 @@ import os
 
 import torch
 
-from benchmarks.run import (
-    gpu_section,
-    profiled_peak_bytes,
-    size_section,
-    synthetic_batch,
-    synthetic_future,
-    synthetic_roles,
-)
+from benchmarks.gpu import gpu_section
+from benchmarks.inputs import synthetic_batch, synthetic_future, synthetic_roles
+from benchmarks.size import size_section
+from benchmarks.timing import profiled_peak_bytes
 from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.count_ewm import load_preset
-from modeling_affectverse.wetr import AUDIO, CONTENT, QUERY_NEG, QUERY_POS, VISUAL
+from modeling_affectverse.wetr import ROLE_AUDIO, ROLE_CONTENT, ROLE_QUERY_NEG, ROLE_QUERY_POS, ROLE_VISUAL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configuration", "tiny.json")
@@ -53,9 +49,17 @@ def test_synthetic_batch_drives_the_ewm():
     # issue 13 at the preset's shape: WETR triggers at depth - 1 on the 4-layer tiny preset, and the layer after it
     # sees 3% of the media (ceil), 20% of the subtitle and every other token
     roles = synthetic_roles(config, batch["input_ids"])[0]
-    assert [int((roles == role).sum()) for role in (VISUAL, AUDIO, QUERY_POS, QUERY_NEG)] == [8, 50, 8, 8]
-    kept = sum(math.ceil(p * int((roles == role).sum())) for role, p in ((VISUAL, 0.03), (AUDIO, 0.03), (CONTENT, 0.2)))
-    others = int(((roles != VISUAL) & (roles != AUDIO) & (roles != CONTENT)).sum())
+    assert [int((roles == role).sum()) for role in (ROLE_VISUAL, ROLE_AUDIO, ROLE_QUERY_POS, ROLE_QUERY_NEG)] == [
+        8,
+        50,
+        8,
+        8,
+    ]
+    kept = sum(
+        math.ceil(p * int((roles == role).sum()))
+        for role, p in ((ROLE_VISUAL, 0.03), (ROLE_AUDIO, 0.03), (ROLE_CONTENT, 0.2))
+    )
+    others = int(((roles != ROLE_VISUAL) & (roles != ROLE_AUDIO) & (roles != ROLE_CONTENT)).sum())
     wetr = figures["wetr_prefill"]
     assert wetr["trigger_layers"] == [3] and wetr["tokens_after_each_trigger"] == [kept + others]
     assert math.isfinite(wetr["time_ratio"]) and wetr["peak_memory_ratio"] is None  # no allocator peak on CPU

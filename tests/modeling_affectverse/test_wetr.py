@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from modeling_affectverse.wetr import (
-    AUDIO,
-    CONTENT,
-    INSTRUCTION,
-    QUERY_NEG,
-    QUERY_POS,
-    VISUAL,
+    ROLE_AUDIO,
+    ROLE_CONTENT,
+    ROLE_INSTRUCTION,
+    ROLE_QUERY_NEG,
+    ROLE_QUERY_POS,
+    ROLE_VISUAL,
     WETRConfig,
     check_roles,
     kept_visual_grid,
@@ -25,7 +25,20 @@ from modeling_affectverse.wetr import (
 )
 
 # positions: instruction, v1, v2, audio, c1, c2, Q_pos, Q_neg
-ROLES = torch.tensor([[INSTRUCTION, VISUAL, VISUAL, AUDIO, CONTENT, CONTENT, QUERY_POS, QUERY_NEG]])
+ROLES = torch.tensor(
+    [
+        [
+            ROLE_INSTRUCTION,
+            ROLE_VISUAL,
+            ROLE_VISUAL,
+            ROLE_AUDIO,
+            ROLE_CONTENT,
+            ROLE_CONTENT,
+            ROLE_QUERY_POS,
+            ROLE_QUERY_NEG,
+        ]
+    ]
+)
 ATTENTION = torch.tensor([[  # head-averaged, causal, rows sum to 1
     [1.0, 0, 0, 0, 0, 0, 0, 0],
     [0.5, 0.5, 0, 0, 0, 0, 0, 0],
@@ -146,7 +159,7 @@ def test_bad_settings_are_refused(overrides, message):
 def test_defaults_trigger_every_ninth_layer_and_a_prompt_without_spans_is_refused():
     assert WETRConfig().trigger_layers(28) == [9, 18, 27]
     with pytest.raises(ValueError, match="sample"):
-        check_roles(torch.tensor([[INSTRUCTION, VISUAL, QUERY_POS]]))
+        check_roles(torch.tensor([[ROLE_INSTRUCTION, ROLE_VISUAL, ROLE_QUERY_POS]]))
     check_roles(ROLES)
 
 
@@ -167,14 +180,16 @@ def test_the_processor_inserts_the_query_spans_and_finds_every_role(processor, s
     tokenizer = processor.tokenizer
     for b, expected_subtitle in enumerate([subtitle, "ok"]):
         ids = batch["input_ids"][b]
-        assert int((roles[b] == VISUAL).sum()) == int((ids == tokenizer.convert_tokens_to_ids("<|VIDEO|>")).sum()) > 0
-        assert int((roles[b] == AUDIO).sum()) == int((ids == tokenizer.convert_tokens_to_ids("<|AUDIO|>")).sum())
-        assert tokenizer.decode(ids[roles[b] == QUERY_POS]) == QUERY_POS_TEXT
-        assert tokenizer.decode(ids[roles[b] == QUERY_NEG]) == QUERY_NEG_TEXT
-        content = tokenizer.decode(ids[roles[b] == CONTENT]).strip()
+        assert (
+            int((roles[b] == ROLE_VISUAL).sum()) == int((ids == tokenizer.convert_tokens_to_ids("<|VIDEO|>")).sum()) > 0
+        )
+        assert int((roles[b] == ROLE_AUDIO).sum()) == int((ids == tokenizer.convert_tokens_to_ids("<|AUDIO|>")).sum())
+        assert tokenizer.decode(ids[roles[b] == ROLE_QUERY_POS]) == QUERY_POS_TEXT
+        assert tokenizer.decode(ids[roles[b] == ROLE_QUERY_NEG]) == QUERY_NEG_TEXT
+        content = tokenizer.decode(ids[roles[b] == ROLE_CONTENT]).strip()
         assert content == (expected_subtitle or "")
         question_ids = tokenizer(question, add_special_tokens=False)["input_ids"]
-        assert (roles[b][-len(question_ids) - 10 :] == INSTRUCTION).any()  # the question and the template: kept
+        assert (roles[b][-len(question_ids) - 10 :] == ROLE_INSTRUCTION).any()  # the question and the template: kept
     plain = processor(text=[processor.build_prompt(question, subtitle=subtitle)], return_tensors="pt")
     with pytest.raises(ValueError, match="no Q_pos span"):
         check_roles(processor.token_roles(plain["input_ids"]))
@@ -193,8 +208,8 @@ def test_the_query_spans_are_configurable_saved_and_checked(tmp_path):
     ids = processor(text=[text], return_tensors="pt")["input_ids"]
     roles = processor.token_roles(ids)
     decode = processor.tokenizer.decode
-    assert decode(ids[0][roles[0] == QUERY_POS]) == "How does she feel now?"
-    assert decode(ids[0][roles[0] == QUERY_NEG]) == "What is on the wall?"
+    assert decode(ids[0][roles[0] == ROLE_QUERY_POS]) == "How does she feel now?"
+    assert decode(ids[0][roles[0] == ROLE_QUERY_NEG]) == "What is on the wall?"
     processor.save_pretrained(tmp_path)
     loaded = AffectVerseProcessor.from_pretrained(tmp_path)
     assert (loaded.wetr_query_pos, loaded.wetr_query_neg) == ("How does she feel now?", "What is on the wall?")
@@ -270,10 +285,10 @@ def test_later_layers_see_only_the_kept_tokens(make_model, processor):
     model.disable_wetr()
     kept = record["kept"]
     for b in range(2):
-        for role, fraction in ((VISUAL, 0.25), (AUDIO, 0.5), (CONTENT, 0.5)):
+        for role, fraction in ((ROLE_VISUAL, 0.25), (ROLE_AUDIO, 0.5), (ROLE_CONTENT, 0.5)):
             count = int(((roles[b] == role) & valid[b]).sum())
             assert int((kept[b] & (roles[b] == role)).sum()) == math.ceil(fraction * count), (b, role)
-        others = valid[b] & ~((roles[b] == VISUAL) | (roles[b] == AUDIO) | (roles[b] == CONTENT))
+        others = valid[b] & ~((roles[b] == ROLE_VISUAL) | (roles[b] == ROLE_AUDIO) | (roles[b] == ROLE_CONTENT))
         assert kept[b][others].all()  # instruction and query tokens are all kept
     lengths = kept.sum(1)
     assert seen[:2] == [valid.shape[1]] * 2 and seen[2:] == [int(lengths.max())] * 2  # layers 2, 3 see L' tokens
@@ -323,7 +338,7 @@ def test_the_kept_patch_grid_places_each_kept_visual_token_on_its_patch(make_mod
         kept, gamma = kept_visual_grid(record, roles, batch["video_grid_thw"][grid_row], merge, sample)
         t, h, w = batch["video_grid_thw"][grid_row].tolist()
         assert kept.shape == (t, h // merge, w // merge)
-        visual = (roles[sample] == VISUAL).nonzero().flatten().tolist()  # raster order = order in the sequence
+        visual = (roles[sample] == ROLE_VISUAL).nonzero().flatten().tolist()  # raster order = order in the sequence
         chosen = [visual.index(p) for p in record["kept_index"][sample].tolist() if p in visual]
         assert sorted(kept.flatten().nonzero().flatten().tolist()) == sorted(chosen)
         assert int(kept.sum()) == math.ceil(0.25 * len(visual))
