@@ -34,30 +34,10 @@ from modeling_affectverse.pipeline_affectverse import TASK, AffectVerseEmotionPi
 HERE = os.path.dirname(os.path.abspath(__file__))
 # every score the metric modules report (metrics/*/); counts and per-wheel skips are not scores
 METRICS = {
-    "accuracy",
-    "uar",
-    "macro_f1",
-    "weighted_f1",
-    "hit_rate",
-    "has0_acc2",
-    "has0_f1",
-    "non0_acc2",
-    "non0_f1",
-    "acc3",
-    "sims_acc2",
-    "sims_f1",
-    "precision",
-    "recall",
-    "f_score",
-    "mae",
-    "corr",
-    "acc5",
-    "acc7",
-    "sims_acc3",
-    "sims_acc5",
-    "sims_mae",
-    "sims_corr",
-}
+    "accuracy", "uar", "macro_f1", "weighted_f1", "hit_rate", "has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc3",
+    "sims_acc2", "sims_f1", "precision", "recall", "f_score", "mae", "corr", "acc5", "acc7", "sims_acc3", "sims_acc5",
+    "sims_mae", "sims_corr",
+}  # fmt: skip
 PER_WHEEL = ("hit_rate_", "precision_", "recall_", "f_score_")
 COUNTS = {"unmatched", "num_samples", "num_nonzero", "task"}
 
