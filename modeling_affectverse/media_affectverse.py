@@ -409,6 +409,17 @@ def _sample_frames(container, stream, path, fps: float, size: int, aspect: str, 
     return frames, stamps, t0, stop, last_end
 
 
+def _fitted_rate(fps: float, declared, start, end, max_frames: int | None, notes: list[str]) -> float:
+    """The sampling rate for a segment of a video whose declared length is `declared` seconds: `fps`, lowered (and
+    noted) when the segment would give more than `max_frames` frames."""
+    span = None if declared is None else (min(end, declared) if end is not None else declared) - (start or 0.0)
+    if max_frames is not None and span is not None and span * fps > max_frames:
+        new_fps = max_frames / span
+        notes.append(f"{span:.1f} s at {fps:g} fps exceeds max_frames={max_frames}: sampled at {new_fps:.3g} fps")
+        return new_fps
+    return fps
+
+
 def decode_video(
     path: str | os.PathLike,
     fps: float = 3.0,
@@ -460,11 +471,7 @@ def decode_video(
             raise SegmentError(
                 path, f"segment [{start:g}, {end}] starts at or past the end of the video ({declared:.2f} s)"
             )
-        span = None if declared is None else (min(end, declared) if end is not None else declared) - (start or 0.0)
-        if max_frames is not None and span is not None and span * fps > max_frames:
-            new_fps = max_frames / span
-            notes.append(f"{span:.1f} s at {fps:g} fps exceeds max_frames={max_frames}: sampled at {new_fps:.3g} fps")
-            fps = new_fps
+        fps = _fitted_rate(fps, declared, start, end, max_frames, notes)
         if start:
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
 

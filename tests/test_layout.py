@@ -130,3 +130,19 @@ def test_every_pointer_to_the_architecture_names_a_section_that_exists():
             pointers += 1
             missing += [f"{os.path.relpath(path, ROOT)}: §{n}" for n in (first, last) if n and n not in sections]
     assert pointers > 20 and not missing, missing
+
+
+def test_the_model_package_reads_in_short_pieces():
+    """No function of the model package is longer than 80 lines, and no class of the modeling file longer than 400
+    (transformers' llava: 385 lines, its longest function 72)."""
+    long_functions, long_classes = [], []
+    for path in project_files():
+        if module_name(path).split(".")[0] != "modeling_affectverse":
+            continue
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+            length = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and length > 80:
+                long_functions.append(f"{module_name(path)}.{node.name}: {length} lines")
+            if isinstance(node, ast.ClassDef) and path.endswith("modeling_affectverse.py") and length > 400:
+                long_classes.append(f"{node.name}: {length} lines")
+    assert not long_functions and not long_classes, long_functions + long_classes
