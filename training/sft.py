@@ -101,13 +101,6 @@ class ScriptArguments:
             raise ValueError(f"ewm_config takes only ewm_* fields of AffectVerseConfig, got {unknown}")
 
 
-def load_model_and_processor(model_args: ModelConfig, ewm_config: dict | None = None, seed: int | None = None):
-    """`tiny` (the embedded random default), an AffectVerse checkpoint, or a Qwen2.5-Omni checkpoint (folders or Hub
-    ids), with EWM config overrides; a new EWM is drawn from `seed` (`modeling_affectverse.loading.load`)."""
-    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
-    return load(model_args.model_name_or_path or "tiny", ewm_config, seed, dtype)
-
-
 def load_rows(path: str, split: str, media_root: str | None, strict: bool):
     """The manifest's rows of one split, minus rows that cannot be trained on (counted, or raised when strict)."""
     rows = load_manifest(path, media_root=media_root)
@@ -167,7 +160,9 @@ def main(
         if script_args.ewm_config not in (None, saved):
             raise ValueError(f"ewm_config {script_args.ewm_config} differs from {script_args.init_adapter}'s {saved}")
         script_args.ewm_config = saved
-    model, processor = load_model_and_processor(model_args, script_args.ewm_config, training_args.seed)
+    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
+    # tiny (the embedded default), an AffectVerse or a Qwen2.5-Omni checkpoint; a new EWM drawn from the run's seed
+    model, processor = load(model_args.model_name_or_path or "tiny", script_args.ewm_config, training_args.seed, dtype)
     if script_args.init_adapter is not None:
         model = PeftModel.from_pretrained(model, script_args.init_adapter, is_trainable=True)
     peft_config = (

@@ -43,7 +43,7 @@ class InputProblem(ValueError):
 
 
 # -- model --------------------------------------------------------------------------------------------------------
-def load_recognizer(model: str | None):
+def build_recognizer(model: str | None):
     """The emotion pipeline for `model`: a Hub id or full model folder (remote code), an adapter folder from
     `training/sft.py`, or `tiny` (the embedded random model). None: the quickstart demo's adapter when it has been
     trained (`outputs/demo`), else `tiny`. Returns `(pipeline, description)`."""
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    recognizer, description = load_recognizer(args.model)
+    recognizer, description = build_recognizer(args.model)
     clips = demo_clips(args.clips)
     app = build_app(recognizer, description, clips, args.max_seconds)
     app.queue().launch(server_name=args.host, server_port=args.port, show_error=False)
