@@ -115,6 +115,11 @@ class AffectVerseEmotionPipeline(Pipeline):
             if task not in TASKS:
                 raise ValueError(f"task must be one of {TASKS}, got {task!r}")
             preprocess["task"] = task
+        if label_set is not None and task not in (None, "emotion"):
+            raise ValueError(
+                f"label_set is for task 'emotion' (the classes to choose among); task {task!r} does not take one "
+                "(sentiment answers positive / negative, open_vocabulary any emotion words)"
+            )
         if label_set is not None:
             labels = [label_set] if isinstance(label_set, str) else list(label_set)
             if not labels or not all(isinstance(x, str) and x.strip() for x in labels):
@@ -124,7 +129,13 @@ class AffectVerseEmotionPipeline(Pipeline):
             preprocess["label_set"] = labels
         forward, postprocess = {}, {}
         if max_new_tokens is not None:
-            forward["max_new_tokens"] = int(max_new_tokens)
+            if (
+                isinstance(max_new_tokens, bool)
+                or not isinstance(max_new_tokens, int)
+                or not 1 <= max_new_tokens <= 256
+            ):
+                raise ValueError(f"max_new_tokens must be an integer in [1, 256], got {max_new_tokens!r}")
+            forward["max_new_tokens"] = max_new_tokens
         if top_k is not None:
             if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}")

@@ -182,6 +182,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.ewm_split = "clip"
         self.ewm_horizon_seconds = 2.0
         self.imagines = True  # the model scores an imagination: the clip split's collator adds the future inputs
+        self.min_modality_tokens = 2  # a modality with fewer tokens is absent for the EWM (follow_model_config sets it)
         self.belief_token = BELIEF_TOKEN
         self.belief_token_id = tokenizer.convert_tokens_to_ids(BELIEF_TOKEN)
         self.set_wetr_queries(wetr_query_pos, wetr_query_neg)
@@ -233,6 +234,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         self.emotion_labels = config.emotion_labels  # emotion-first: the space the collator indexes labels in
         self.ewm_split, self.ewm_horizon_seconds = config.ewm_split, float(config.ewm_horizon_seconds)
         self.imagines = bool(config.imagines)
+        self.min_modality_tokens = int(config.ewm_min_modality_tokens)
         return self
 
     # -- prompt ------------------------------------------------------------------------------------
@@ -467,6 +469,8 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             )
         if audio is not None:
             audio = [self._mono(clip, i) for i, clip in enumerate(audio)]
+        if videos is not None:
+            videos = [self._pixels(clip, i) for i, clip in enumerate(videos)]
         video_audio, standalone = self._audio_slots(len(videos or []), len(audio or []), from_video, kwargs)
         has_video = [self.video_token in t for t in texts]
         video_of_sample = np.cumsum(has_video) - 1  # one video per sample: video k is the k-th sample with one
@@ -475,6 +479,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             for i, (t, v) in enumerate(zip(texts, has_video, strict=True))
         ]
         if with_beliefs:
+            has_video, has_audio = self._countable(texts, videos, audio, video_audio, standalone, has_video, has_audio)
             texts = [
                 self.insert_belief_placeholders(t, v, a) for t, v, a in zip(texts, has_video, has_audio, strict=True)
             ]
@@ -500,6 +505,65 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             )
         finally:
             self._call_fps = None
+
+    def _sample_media(self, texts, video_audio: dict, standalone: list[int]) -> list[tuple[int | None, int | None]]:
+        """Per sample, the index of its video and of its audio (its own standalone audio, else its video's track),
+        matched by placeholder order: one video and one audio per sample, the prompt format of `build_prompt`."""
+        pairs, next_video, next_audio = [], 0, 0
+        for i, text in enumerate(texts):
+            n_video, n_audio = text.count(self.video_token), text.count(self.audio_token)
+            if n_video > 1 or n_audio > 1:
+                raise ValueError(f"sample {i}: the token budget supports one video and one audio per sample")
+            v = next_video if n_video else None
+            a = video_audio.get(v) if v is not None else None
+            if n_audio:
+                a = standalone[next_audio] if next_audio < len(standalone) else None
+            next_video += n_video
+            next_audio += n_audio
+            pairs.append((v, a))
+        return pairs
+
+    def _countable(self, texts, videos, audio, video_audio, standalone, has_video, has_audio):
+        """Which samples' video and audio count as present for the belief placeholders: those with at least
+        `min_modality_tokens` tokens, the rule the model's Emotion World Module applies (a shorter stream is absent
+        for it). A modality too short to count is still given to the LLM; it gets no belief tokens, with a warning."""
+        video_ok, audio_ok = list(has_video), list(has_audio)
+        for i, (v, a) in enumerate(self._sample_media(texts, video_audio, standalone)):
+            checks = (
+                ("video", v, videos, self._video_tokens, video_ok),
+                ("audio", a, audio, self._audio_tokens, audio_ok),
+            )
+            for name, index, clips, tokens_of, present in checks:
+                if index is None or clips is None or not present[i]:
+                    continue
+                tokens = tokens_of(len(clips[index]))
+                if tokens < self.min_modality_tokens:
+                    present[i] = False
+                    warnings.warn(
+                        f"sample {i}: its {name} ({len(clips[index])} {'frames' if name == 'video' else 'samples'}) "
+                        f"gives {tokens} token(s), fewer than the {self.min_modality_tokens} the Emotion World Module "
+                        f"needs: it counts as absent for the belief tokens (the answer comes from the rest)",
+                        stacklevel=4,
+                    )
+        return video_ok, audio_ok
+
+    @staticmethod
+    def _pixels(video, index: int):
+        """Frames on the 0-255 scale the video processor rescales from. Float frames whose values all lie in [0, 1]
+        (torchvision's convention) are scaled to 0-255; float frames outside [0, 255] or not finite are refused.
+        Integer frames pass as they are."""
+        if isinstance(video, torch.Tensor):
+            floating, empty = video.is_floating_point(), video.numel() == 0
+        elif isinstance(video, np.ndarray):
+            floating, empty = bool(np.issubdtype(video.dtype, np.floating)), video.size == 0
+        else:
+            return video  # frames as a list (PIL images, paths): the video processor's own conversion
+        if not floating or empty:
+            return video
+        low, high = float(video.min()), float(video.max())
+        if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high > 255:
+            raise ValueError(f"video {index}: float frames must lie in [0, 1] or [0, 255], got [{low:g}, {high:g}]")
+        return video * 255 if high <= 1 else video
 
     def _mono(self, clip, index: int) -> np.ndarray:
         """One audio clip as a 1-D float waveform: (channels, samples) or (samples, channels) arrays are averaged
@@ -684,23 +748,17 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         rate = self.feature_extractor.sampling_rate
         window = int(self.feature_extractor.n_samples)  # the Whisper window (30 s for Qwen): longer is cut
         min_frames = 2 * self.video_processor.temporal_patch_size
-        next_video = next_audio = 0
-        for i, text in enumerate(texts):
+        for i, (text, (v, a)) in enumerate(zip(texts, self._sample_media(texts, video_audio, standalone), strict=True)):
             n_video, n_audio = text.count(self.video_token), text.count(self.audio_token)
-            if n_video > 1 or n_audio > 1:
-                raise ValueError(f"sample {i}: the token budget supports one video and one audio per sample")
+            # an interleaved audio-in-video block adds its own <|audio_bos|> and <|audio_eos|> to the text's tokens
+            interleaved = 2 if v is not None and a is not None and video_audio.get(v) == a and not n_audio else 0
             text_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - n_video - n_audio
+            text_tokens += interleaved
             if text_tokens > budget:
                 raise ValueError(
                     f"sample {i}: the text alone is {text_tokens} tokens, over the budget of {budget} "
                     "(text is never cut; shorten the subtitle or raise max_length)"
                 )
-            v = next_video if n_video else None
-            a = video_audio.get(v) if v is not None else None
-            if n_audio and audio is not None:
-                a = standalone[next_audio]
-            next_video += n_video
-            next_audio += n_audio
             if a is not None and len(audio[a]) > window:
                 warnings.warn(
                     f"sample {i}: audio of {len(audio[a]) / rate:.1f} s cut to {window / rate:.0f} s "

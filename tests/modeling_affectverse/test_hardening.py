@@ -13,7 +13,7 @@ from modeling_affectverse import AffectVerseForConditionalGeneration
 from modeling_affectverse.ewm import split_lengths
 from modeling_affectverse.media_affectverse import SegmentError, decode_audio, decode_video
 from modeling_affectverse.modeling_affectverse import drop_positions
-from modeling_affectverse.tiny import build_tiny_model
+from modeling_affectverse.tiny import MER_LABELS, build_tiny_model
 
 from ..conftest import build_inputs
 
@@ -201,3 +201,88 @@ def test_chat_template_decodes_video_paths_with_the_package_decoder(tmp_path, pr
         torch.testing.assert_close(out[key], expected[key], msg=key)
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     assert "< |im_end|>" in text and text.count("<|im_end|>") == 2  # system and user turns only
+
+
+# -- hardening, third pass -------------------------------------------------------------------------------------
+def _pipeline(model, processor):
+    from modeling_affectverse.pipeline_affectverse import AffectVerseEmotionPipeline
+
+    return AffectVerseEmotionPipeline(model=model.eval(), processor=processor)
+
+
+def test_audio_too_short_to_count_is_absent_for_the_beliefs_and_answered_from_the_rest(model, processor, tmp_path):
+    """Under ~1,000 samples the audio gives one token: the model's EWM treats it as absent, and so must the
+    processor's placeholders (one rule, `min_modality_tokens`), alone or next to a video; a note says so."""
+    from tests.media_fixtures import write_audio, write_constant_video
+
+    short, video = str(tmp_path / "short.wav"), str(tmp_path / "clip.mp4")
+    write_audio(short, seconds=0.05, rate=16000, channels=1)  # 800 samples: one audio token
+    write_constant_video(video, seconds=1.0)  # a silent video
+    pipe = _pipeline(model, processor)
+    for inputs, placeholders in (({"audio": short}, 0), ({"video": video, "audio": short}, 4)):
+        with pytest.warns(UserWarning, match="counts as absent for the belief tokens"):
+            prompt = pipe.preprocess(dict(inputs))["generation"]
+        assert int((prompt["input_ids"] == processor.belief_token_id).sum()) == placeholders
+        with pytest.warns(UserWarning, match="counts as absent"):
+            result = pipe(dict(inputs))
+        assert result[0]["label"] in MER_LABELS and 0 < result[0]["score"] <= 1
+    wave = np.zeros(900, dtype=np.float32)
+    prompt = processor.build_prompt("q?", audio=True)
+    with pytest.warns(UserWarning, match="gives 1 token"):
+        batch = processor(text=[prompt], audio=[wave], return_tensors="pt")
+    assert not (batch["input_ids"] == processor.belief_token_id).any()
+    longer = processor(text=[prompt], audio=[np.zeros(16000, dtype=np.float32)], return_tensors="pt")
+    assert int((longer["input_ids"] == processor.belief_token_id).sum()) == processor.belief_tokens_single
+
+
+def test_the_budget_counts_the_interleaved_blocks_own_tokens(processor):
+    """A clip with its own soundtrack adds <|audio_bos|> / <|audio_eos|> inside the video block: a long subtitle must
+    still leave the whole sample within `max_length`."""
+    from modeling_affectverse.tiny import synthetic_clip
+
+    frames, wave = synthetic_clip(8.0, seed=0)
+    lengths = []
+    for words in range(40, 400, 7):
+        prompt = processor.build_prompt("q?", subtitle="word " * words, video=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                batch = processor(text=[prompt], videos=[frames], audio=[wave], load_audio_from_video=True,
+                                  audio_from_video_indices=[0], return_tensors="pt", max_length=300)  # fmt: skip
+        except ValueError:
+            continue  # the text alone leaves no room: refused, not cut
+        lengths.append(batch["input_ids"].shape[1])
+    assert len(lengths) > 5 and max(lengths) <= 300 and max(lengths) >= 290, lengths  # tight fits were tried
+
+
+def test_pipeline_options_that_cannot_apply_are_refused(model, processor, tmp_path):
+    """A label set with a task that takes none, or a generation length outside [1, 256] (the Endpoints handler's
+    range), is an error naming the option, not a result that ignored it."""
+    from tests.media_fixtures import write_constant_video
+
+    video = str(tmp_path / "clip.mp4")
+    write_constant_video(video, seconds=1.0)
+    pipe = _pipeline(model, processor)
+    for task in ("sentiment", "open_vocabulary"):
+        with pytest.raises(ValueError, match="label_set is for task 'emotion'"):
+            pipe(video, task=task, label_set=["happy", "sad"])
+    for bad in (0, -1, 257, 2.5, True):
+        with pytest.raises(ValueError, match=r"max_new_tokens must be an integer in \[1, 256\]"):
+            pipe(video, max_new_tokens=bad, return_details=True)
+    assert pipe(video, task="emotion", label_set=["happy", "sad"])[0]["label"] in ("happy", "sad")
+
+
+def test_float_frames_in_0_1_give_the_pixels_of_their_uint8_frames(processor):
+    """Frames as floats in [0, 1] (torchvision's convention) are the same pixels as their 0-255 uint8 frames; floats
+    outside [0, 255] are refused, naming the video."""
+    from modeling_affectverse.tiny import synthetic_clip
+
+    frames, _ = synthetic_clip(2.0, seed=0)
+    prompt = processor.build_prompt("q?", video=True)
+    as_uint8 = processor(text=[prompt], videos=[frames], return_tensors="pt")["pixel_values_videos"]
+    for floats in (frames.astype(np.float32) / 255, torch.from_numpy(frames.astype(np.float32) / 255)):
+        as_float = processor(text=[prompt], videos=[floats], return_tensors="pt")["pixel_values_videos"]
+        torch.testing.assert_close(as_float, as_uint8, rtol=0, atol=1e-5)
+    for bad in (frames.astype(np.float32) * 2.0, frames.astype(np.float32) - 1.0):
+        with pytest.raises(ValueError, match=r"video 0: float frames must lie in \[0, 1\] or \[0, 255\]"):
+            processor(text=[prompt], videos=[bad], return_tensors="pt")
