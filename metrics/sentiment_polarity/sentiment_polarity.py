@@ -64,6 +64,25 @@ _CITATION = """
 """
 
 
+# numbers travel as tagged strings, so that one list (or successive `add` calls) may mix numbers and words: evaluate
+# casts every prediction to the type of the first it sees
+NUMBER = "\x00number:"
+
+
+def _tagged(prediction):
+    """A numeric prediction as its tagged string; a word answer as it is."""
+    if isinstance(prediction, int | float) and not isinstance(prediction, bool):
+        return f"{NUMBER}{float(prediction)!r}"
+    return prediction
+
+
+def _untagged(prediction):
+    """The number a tagged string stands for; any other prediction as it is."""
+    if isinstance(prediction, str) and prediction.startswith(NUMBER):
+        return float(prediction[len(NUMBER) :])
+    return prediction
+
+
 def _score(prediction, word_rule: str = "strict") -> float | None:
     if isinstance(prediction, int | float):
         return float(prediction) if math.isfinite(prediction) else None
@@ -130,7 +149,22 @@ class SentimentPolarity(metric_base.CheckedMetric):
             ],
         )
 
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """`compute`, numbers and words allowed in one list (evaluate appends the input description here)."""
+        tagged = None if predictions is None else [_tagged(p) for p in predictions]
+        return super().compute(predictions=tagged, references=references, **kwargs)
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """`add_batch`, numbers and words allowed in one list."""
+        tagged = None if predictions is None else [_tagged(p) for p in predictions]
+        return super().add_batch(predictions=tagged, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """`add`, a number or a word."""
+        return super().add(prediction=_tagged(prediction), reference=reference, **kwargs)
+
     def _compute(self, predictions, references, word_rule="strict"):
+        predictions = [_untagged(p) for p in predictions]
         if word_rule not in ("strict", "mer_unibench"):
             raise ValueError(f"word_rule must be 'strict' or 'mer_unibench', got {word_rule!r}")
         scores = [_score(p, word_rule) for p in predictions]

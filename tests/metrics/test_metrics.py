@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import evaluate
@@ -154,10 +155,63 @@ def test_empty_or_unequal_inputs_are_clear_errors(name, kwargs):
 def test_evaluate_combine_is_refused_as_the_cards_say():
     """The cards document it: one shared set of arguments cannot serve modules that take different ones."""
     combined = evaluate.combine([load("emotion_classification"), load("emotion_hit_rate")])
-    with pytest.raises(TypeError, match="label_set"):
+    with pytest.raises(ValueError, match=r"emotion_hit_rate does not take \['label_set'\].*evaluate.combine is not"):
         combined.compute(predictions=["happy"], references=["happy"], label_set=MER)
     for name in ("emotion_classification", "emotion_hit_rate", "open_vocabulary_emotion", "sentiment_polarity"):
         card = open(os.path.join(ROOT, "metrics", name, "README.md"), encoding="utf-8").read()
         assert "`evaluate.combine` is not supported" in card
         for section in ("### Inputs", "## Output values", "## Examples", "## Limitations", "## Citation"):
             assert section in card, (name, section)
+
+
+INCREMENTAL = [  # (module, predictions, references, compute arguments)
+    ("emotion_classification", ["happy", "sad", "Angry!"], ["happy", "happy", "angry"], {"label_set": MER}),
+    ("emotion_hit_rate", ["happy", "sad", "joyful"], ["happy", "happy", "happy"], {}),
+    ("open_vocabulary_emotion", ["happy, sad", "angry"], [["happy"], ["angry", "sad"]], {}),
+    ("sentiment_polarity", [1.2, "negative", 0.3], [2.0, -1.0, 0.0], {}),
+]
+
+
+@pytest.mark.parametrize(("name", "predictions", "references", "kwargs"), INCREMENTAL)
+def test_add_and_add_batch_give_what_one_compute_gives(name, predictions, references, kwargs):
+    """evaluate's incremental API: the checks run on what was gathered, not on the empty call to compute."""
+    whole = load(name).compute(predictions=predictions, references=references, **kwargs)
+    batched = load(name)
+    batched.add_batch(predictions=predictions[:2], references=references[:2])
+    batched.add_batch(predictions=predictions[2:], references=references[2:])
+    one_by_one = load(name)
+    for prediction, reference in zip(predictions, references, strict=True):
+        one_by_one.add(prediction=prediction, reference=reference)
+    assert batched.compute(**kwargs) == whole == one_by_one.compute(**kwargs)
+
+
+def test_add_batch_across_two_processes_gives_the_single_process_result(tmp_path):
+    """evaluate's distributed mode (num_process=2, process_id): each process adds its half, process 0 scores all."""
+    import subprocess
+    import sys
+
+    name, predictions, references, kwargs = INCREMENTAL[0]
+    whole = load(name).compute(predictions=predictions, references=references, **kwargs)
+    script = (
+        "import evaluate, json, sys\n"
+        "rank = int(sys.argv[1])\n"
+        f"metric = evaluate.load({os.path.join(ROOT, 'metrics', name)!r}, num_process=2, process_id=rank, "
+        f"experiment_id='two', cache_dir={str(tmp_path)!r})\n"
+        f"predictions, references = {predictions!r}, {references!r}\n"
+        "metric.add_batch(predictions=predictions[rank::2], references=references[rank::2])\n"
+        f"print(json.dumps(metric.compute(**{kwargs!r})))\n"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(rank)], stdout=subprocess.PIPE, text=True)
+            for rank in (0, 1)]  # fmt: skip
+    outputs = [run.communicate(timeout=300)[0].strip().splitlines()[-1] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert json.loads(outputs[0]) == whole and outputs[1] == "null"  # only process 0 returns the scores
+
+
+def test_sentiment_predictions_may_mix_numbers_and_words():
+    """The card: numbers and words in one list score each by its kind; the regression scores are then None."""
+    metric = load("sentiment_polarity")
+    mixed = metric.compute(predictions=[1.0, "positive", "negative"], references=[1.0, 2.0, -1.0])
+    assert mixed["non0_acc2"] == 1.0 and mixed["unmatched"] == 0 and mixed["mae"] is None
+    numbers = metric.compute(predictions=[1.0, 0.5, -0.5], references=[1.0, 2.0, -1.0])
+    assert numbers["mae"] == pytest.approx((0 + 1.5 + 0.5) / 3)
