@@ -4,10 +4,9 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from modeling_affectverse import (
-    metric_base,  # the module, not the class: evaluate.load instantiates every Metric subclass in sight
-)
-from modeling_affectverse.emotion_lexicon import map_to_label
+# shipped beside this script (`python -m metrics.vendor`): the folder works alone, without the AffectVerse package
+from .emotion_lexicon import map_to_label
+from .metric_base import CheckedMetric
 
 UNMATCHED = "<unmatched>"
 
@@ -50,7 +49,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EmotionClassification(metric_base.CheckedMetric):
+class EmotionClassification(CheckedMetric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -78,3 +77,6 @@ class EmotionClassification(metric_base.CheckedMetric):
             "unmatched": sum(m is None for m in mapped),
             "num_samples": len(references),
         }
+
+
+del CheckedMetric  # evaluate.load takes the first Metric subclass in the module's namespace: this script's

@@ -3,10 +3,13 @@
 import datasets
 import evaluate
 
-from modeling_affectverse import (
-    metric_base,  # the module, not the class: evaluate.load instantiates every Metric subclass in sight
-)
-from modeling_affectverse.emotion_wheels import resolve_wheels
+# shipped beside this script (`python -m metrics.vendor`): the folder works alone, without the AffectVerse package;
+# evaluate copies only the files a script imports itself, so the lexicon the wheels import is named here too
+from .emotion_lexicon import WHEELS
+from .emotion_wheels import resolve_wheels
+from .metric_base import CheckedMetric
+
+BUILT_IN_WHEELS = tuple(WHEELS)  # the wheels used when no wheel file or folder is given
 
 _DESCRIPTION = """
 A prediction "hits" when one of the wheel groups its emotion words fall into is the group of the true label. This
@@ -49,7 +52,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EmotionHitRate(metric_base.CheckedMetric):
+class EmotionHitRate(CheckedMetric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -81,3 +84,6 @@ class EmotionHitRate(metric_base.CheckedMetric):
         result["hit_rate"] = sum(rates) / len(rates) if rates else None
         result["num_samples"] = len(references)
         return result
+
+
+del CheckedMetric  # evaluate.load takes the first Metric subclass in the module's namespace: this script's

@@ -3,10 +3,13 @@
 import datasets
 import evaluate
 
-from modeling_affectverse import (
-    metric_base,  # the module, not the class: evaluate.load instantiates every Metric subclass in sight
-)
-from modeling_affectverse.emotion_wheels import resolve_wheels
+# shipped beside this script (`python -m metrics.vendor`): the folder works alone, without the AffectVerse package;
+# evaluate copies only the files a script imports itself, so the lexicon the wheels import is named here too
+from .emotion_lexicon import WHEELS
+from .emotion_wheels import resolve_wheels
+from .metric_base import CheckedMetric
+
+BUILT_IN_WHEELS = tuple(WHEELS)  # the wheels used when no wheel file or folder is given
 
 _DESCRIPTION = """
 For each sample, the predicted words and the true words are mapped to the groups of an emotion wheel. Precision is
@@ -44,7 +47,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class OpenVocabularyEmotion(metric_base.CheckedMetric):
+class OpenVocabularyEmotion(CheckedMetric):
     def _info(self):
         words = datasets.Sequence(datasets.Value("string"))
         return evaluate.MetricInfo(
@@ -88,3 +91,6 @@ class OpenVocabularyEmotion(metric_base.CheckedMetric):
             result[key] = sum(w[index] for w in per_wheel) / len(per_wheel) if per_wheel else None
         result["num_samples"] = len(references)
         return result
+
+
+del CheckedMetric  # evaluate.load takes the first Metric subclass in the module's namespace: this script's

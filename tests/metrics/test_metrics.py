@@ -215,3 +215,46 @@ def test_sentiment_predictions_may_mix_numbers_and_words():
     assert mixed["non0_acc2"] == 1.0 and mixed["unmatched"] == 0 and mixed["mae"] is None
     numbers = metric.compute(predictions=[1.0, 0.5, -0.5], references=[1.0, 2.0, -1.0])
     assert numbers["mae"] == pytest.approx((0 + 1.5 + 0.5) / 3)
+
+
+ALONE = """
+import importlib.abc, json, sys
+
+
+class Refused(importlib.abc.MetaPathFinder):  # this process cannot import the project's packages
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("modeling_affectverse", "metrics", "training", "hub_cards", "benchmarks"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+
+sys.meta_path.insert(0, Refused())
+import evaluate
+
+metric = evaluate.load(sys.argv[1])
+print(json.dumps(metric.compute(predictions=json.loads(sys.argv[2]), references=json.loads(sys.argv[3]),
+                                **json.loads(sys.argv[4]))))
+"""
+
+
+@pytest.mark.parametrize(("name", "predictions", "references", "kwargs"), INCREMENTAL)
+def test_each_module_folder_copied_alone_loads_without_the_package(name, predictions, references, kwargs, tmp_path):
+    """A Hub metric is used this way: the folder alone, in a process where AffectVerse cannot be imported."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = shutil.copytree(os.path.join(ROOT, "metrics", name), tmp_path / name)
+    arguments = [json.dumps(x) for x in (predictions, references, kwargs)]
+    run = subprocess.run([sys.executable, "-c", ALONE, str(folder), *arguments], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "HF_HOME": str(tmp_path / "hf")}, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = load(name).compute(predictions=predictions, references=references, **kwargs)
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == json.loads(json.dumps(expected))
+
+
+def test_the_files_each_module_ships_are_current_copies_of_their_sources():
+    """`python -m metrics.vendor` wrote them; a source changed without a new copy fails here."""
+    from metrics.vendor import stale
+
+    assert stale() == []
