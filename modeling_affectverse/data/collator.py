@@ -370,7 +370,8 @@ class AffectVerseCollator:
                 "answer": self._answer(row, answer_format) if self.with_answer else None,
             }
             spans = processor.wetr_query_lines if self.wetr_queries else ""  # text the budget must fit
-            subtitle = self._fit_subtitle(row, spans + question, has_video or has_audio, prompt)
+            own_track = has_video and has_audio and sample.audio_from_video  # one interleaved audio-in-video block
+            subtitle = self._fit_subtitle(row, spans + question, has_video or has_audio, prompt, own_track)
             texts.append(processor.build_prompt(question, subtitle=subtitle, wetr_queries=self.wetr_queries, **prompt))
             if has_video:
                 videos.append(sample.frames)
@@ -420,22 +421,26 @@ class AffectVerseCollator:
             processor.video_processor.merge_size,
         )
 
-    def _fit_subtitle(self, row: dict, question: str, has_media: bool, prompt: dict) -> str | None:
+    def _fit_subtitle(self, row: dict, question: str, has_media: bool, prompt: dict, own_track: bool = False):
         """The row's subtitle, cut (with a counted warning) when the prompt's text alone would not leave the media
-        their minimum tokens within the processor's `max_length` (the processor refuses to cut text itself)."""
+        their minimum tokens within the processor's `max_length` (the processor refuses to cut text itself).
+        `own_track`: the video carries its own audio, one interleaved block (its audio tokens and the block's
+        `<|audio_bos|>` / `<|audio_eos|>` need room too)."""
         subtitle = row.get("subtitle") or None
         processor = self.processor
         if subtitle is None or processor.max_length is None:
             return subtitle
         tokenizer = processor.tokenizer
-        key = (processor.max_length, question, has_media, *prompt.values())  # a few kinds of prompt per dataset
+        key = (processor.max_length, question, has_media, own_track, *prompt.values())  # a few kinds per dataset
         if key not in self._prompt_room:
             frame = processor.build_prompt(question, subtitle="x", **prompt)  # "x": the subtitle line's frame
             reserve = processor.belief_tokens_dual if has_media else 0
             if prompt["video"]:
                 reserve += processor.video_tokens(2 * processor.video_processor.temporal_patch_size)  # fewest frames
             if has_media and (prompt["audio"] or not prompt["video"]):
-                reserve += 2
+                reserve += 2  # the fewest audio tokens the budget keeps
+            if own_track:
+                reserve += 2 + 2  # the track's fewest audio tokens and the interleaved block's two tokens
             used = len(tokenizer(frame, add_special_tokens=False)["input_ids"])
             self._prompt_room[key] = processor.max_length - used - reserve
         room = self._prompt_room[key]
