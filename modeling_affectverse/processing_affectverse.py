@@ -506,14 +506,19 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         finally:
             self._call_fps = None
 
-    def _sample_media(self, texts, video_audio: dict, standalone: list[int]) -> list[tuple[int | None, int | None]]:
+    def _sample_media(self, texts, video_audio: dict, standalone: list[int], strict: bool = True) -> list[tuple]:
         """Per sample, the index of its video and of its audio (its own standalone audio, else its video's track),
-        matched by placeholder order: one video and one audio per sample, the prompt format of `build_prompt`."""
+        matched by placeholder order: one video and one audio per sample, the prompt format of `build_prompt`.
+        A sample with more is refused (`strict`, the token budget) or given `(None, None)`: not judged."""
         pairs, next_video, next_audio = [], 0, 0
         for i, text in enumerate(texts):
             n_video, n_audio = text.count(self.video_token), text.count(self.audio_token)
-            if n_video > 1 or n_audio > 1:
+            if (n_video > 1 or n_audio > 1) and strict:
                 raise ValueError(f"sample {i}: the token budget supports one video and one audio per sample")
+            if n_video > 1 or n_audio > 1:
+                pairs.append((None, None))
+                next_video, next_audio = next_video + n_video, next_audio + n_audio
+                continue
             v = next_video if n_video else None
             a = video_audio.get(v) if v is not None else None
             if n_audio:
@@ -528,7 +533,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         `min_modality_tokens` tokens, the rule the model's Emotion World Module applies (a shorter stream is absent
         for it). A modality too short to count is still given to the LLM; it gets no belief tokens, with a warning."""
         video_ok, audio_ok = list(has_video), list(has_audio)
-        for i, (v, a) in enumerate(self._sample_media(texts, video_audio, standalone)):
+        for i, (v, a) in enumerate(self._sample_media(texts, video_audio, standalone, strict=False)):
             checks = (
                 ("video", v, videos, self._video_tokens, video_ok),
                 ("audio", a, audio, self._audio_tokens, audio_ok),
