@@ -333,3 +333,24 @@ def test_the_space_is_exported_naming_this_model(exported):
     shown = run_python(f"import sys; sys.path.insert(0, {space!r}); import app; print(app.space_model())", space)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip().splitlines()[-1] == REPO_ID
+
+
+def test_handler_answers_audio_too_short_to_count(exported):
+    """800 samples of audio (one audio token): the exported remote code's processor leaves it out of the belief
+    tokens, as the model's EWM does, and the endpoint answers (it used to fail on the placeholder count)."""
+    import io
+    import wave
+
+    sys.path.insert(0, exported["folder"])
+    try:
+        from handler import EndpointHandler
+    finally:
+        sys.path.pop(0)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes((np.sin(np.arange(800) / 5) * 8000).astype(np.int16).tobytes())
+    short = base64.b64encode(buffer.getvalue()).decode()
+    with pytest.warns(UserWarning, match="counts as absent for the belief tokens"):
+        answer = EndpointHandler(exported["folder"])({"inputs": {"audio": short}})
+    assert len(answer) == 5 and all(item["label"] in MER_LABELS for item in answer)
