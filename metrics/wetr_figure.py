@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> dict:
         "label_set": list(MER_LABELS),
         "split": "test",
     }
-    media = decode_clip(args.video, None, fps=collator.fps, size=processor.frame_size, max_frames=collator.max_frames)
+    media = decode_clip(
+        args.video, None, fps=collator.media.fps, size=processor.frame_size, max_frames=collator.media.max_frames
+    )
     vision = model.config.vision_config
     rows, saved = [], {}
     for p_visual in args.p_visual:

@@ -912,36 +912,7 @@ class AffectVerseForConditionalGeneration(AffectVerseModel, GenerationMixin):
         **kwargs,
     ) -> AffectVerseCausalLMOutputWithPast:
         """`AffectVerseModel.forward`, then the LM head and the LM loss (the imagination loss is reported apart)."""
-        outputs = super().forward(
-            input_ids=input_ids,
-            input_features=input_features,
-            pixel_values=pixel_values,
-            pixel_values_videos=pixel_values_videos,
-            image_grid_thw=image_grid_thw,
-            video_grid_thw=video_grid_thw,
-            attention_mask=attention_mask,
-            feature_attention_mask=feature_attention_mask,
-            audio_feature_lengths=audio_feature_lengths,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            use_audio_in_video=use_audio_in_video,
-            video_second_per_grid=video_second_per_grid,
-            mm_encoder_outputs=mm_encoder_outputs,
-            keep_ratio=keep_ratio,
-            batch_layout=batch_layout,
-            emotion_labels=emotion_labels,
-            wetr_roles=wetr_roles,
-            future_pixel_values_videos=future_pixel_values_videos,
-            future_video_grid_thw=future_video_grid_thw,
-            future_input_features=future_input_features,
-            future_feature_attention_mask=future_feature_attention_mask,
-            future_layout=future_layout,
-            return_dict=True,
-            **kwargs,
-        )
+        outputs = super().forward(**named_arguments(locals()), return_dict=True, **kwargs)
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if outputs.labels is not None:

@@ -478,8 +478,10 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             self.audio_token in t or (v and int(video_of_sample[i]) in video_audio)
             for i, (t, v) in enumerate(zip(texts, has_video, strict=True))
         ]
+        # each sample's video and audio, matched once (the budget refuses a sample with more than one of either)
+        media = self._sample_media(texts, video_audio, standalone, strict=budget is not None)
         if with_beliefs:
-            has_video, has_audio = self._countable(texts, videos, audio, video_audio, standalone, has_video, has_audio)
+            has_video, has_audio = self._countable(videos, audio, media, has_video, has_audio)
             texts = [
                 self.insert_belief_placeholders(t, v, a) for t, v, a in zip(texts, has_video, has_audio, strict=True)
             ]
@@ -489,7 +491,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         if len(fps) != len(videos or []):
             raise ValueError(f"videos_kwargs['fps'] lists {len(fps)} frame rates for {len(videos or [])} videos")
         if budget is not None:
-            videos, audio, fps = self._fit_budget(texts, videos, audio, fps, budget, video_audio, standalone)
+            videos, audio, fps = self._fit_budget(texts, videos, audio, fps, budget, media, video_audio)
 
         videos_kwargs = {
             "do_sample_frames": False,
@@ -528,12 +530,12 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             pairs.append((v, a))
         return pairs
 
-    def _countable(self, texts, videos, audio, video_audio, standalone, has_video, has_audio):
+    def _countable(self, videos, audio, media: list[tuple], has_video, has_audio):
         """Which samples' video and audio count as present for the belief placeholders: those with at least
         `min_modality_tokens` tokens, the rule the model's Emotion World Module applies (a shorter stream is absent
         for it). A modality too short to count is still given to the LLM; it gets no belief tokens, with a warning."""
         video_ok, audio_ok = list(has_video), list(has_audio)
-        for i, (v, a) in enumerate(self._sample_media(texts, video_audio, standalone, strict=False)):
+        for i, (v, a) in enumerate(media):
             checks = (
                 ("video", v, videos, self._video_tokens, video_ok),
                 ("audio", a, audio, self._audio_tokens, audio_ok),
@@ -741,19 +743,18 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             return {v: v for v in range(min(num_videos, num_audio))}, []
         return {v: j for j, v in enumerate(indices) if v is not None}, [j for j, v in enumerate(indices) if v is None]
 
-    def _fit_budget(self, texts, videos, audio, fps, budget, video_audio, standalone):
+    def _fit_budget(self, texts, videos, audio, fps, budget, media: list[tuple], video_audio: dict):
         """Fit each sample into `budget` tokens: halve its frame rate, then cut its audio (warned).
 
-        Media are matched to samples by placeholder order (one video and one audio per sample, the prompt format of
-        `build_prompt`); `video_audio` maps a video to the audio that is its own track, `standalone` lists the other
-        audio in placeholder order.
+        `media`: each sample's (video, audio) indices (`_sample_media`); `video_audio` maps a video to the audio that
+        is its own track (an interleaved block, whose two extra tokens count).
         """
         videos = list(videos) if videos is not None else None
         audio = list(audio) if audio is not None else None
         rate = self.feature_extractor.sampling_rate
         window = int(self.feature_extractor.n_samples)  # the Whisper window (30 s for Qwen): longer is cut
         min_frames = 2 * self.video_processor.temporal_patch_size
-        for i, (text, (v, a)) in enumerate(zip(texts, self._sample_media(texts, video_audio, standalone), strict=True)):
+        for i, (text, (v, a)) in enumerate(zip(texts, media, strict=True)):
             n_video, n_audio = text.count(self.video_token), text.count(self.audio_token)
             # an interleaved audio-in-video block adds its own <|audio_bos|> and <|audio_eos|> to the text's tokens
             interleaved = 2 if v is not None and a is not None and video_audio.get(v) == a and not n_audio else 0

@@ -262,7 +262,7 @@ def main(
             print(f"rows changed to fit during training: {dict(collator.adjusted)}")
         if script_args.evaluate_held_out:
             rows = load_rows(script_args.train_manifest, script_args.eval_split, script_args.media_root, strict)
-            accuracy, chance, count = held_out_accuracy(trainer.model, processor, rows, fps=collator.fps)
+            accuracy, chance, count = held_out_accuracy(trainer.model, processor, rows, fps=collator.media.fps)
             print(
                 f"held-out accuracy ({script_args.eval_split} split, {count} clips, closed-set, whole clips): "
                 f"{accuracy:.3f} (chance {chance:.3f})"

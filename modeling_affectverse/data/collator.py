@@ -174,7 +174,6 @@ class AffectVerseCollator:
         self.wetr_queries = wetr_queries
         self.strict = strict
         self.media = media or MediaOptions()
-        self.fps, self.max_frames = self.media.fps, self.media.max_frames
         self._format = "reasoning" if answer_format == "joint" and not train else answer_format  # fixed unless drawn
         self._layout_ids: dict | None = None
         self._media: dict = {}
