@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import ModelOutput
 
 from .ewm_layers import (
     CrossAttentionBlock,
@@ -100,8 +101,9 @@ class ImaginationPairs:
 
 
 @dataclass
-class EWMOutput:
-    """What one EWM pass produces.
+class EWMOutput(ModelOutput):
+    """What one EWM pass produces. A `ModelOutput` (a dict as well as a dataclass), so that DeepSpeed ZeRO-3 finds
+    its tensors and hooks them: it re-gathers the EWM's weights for backward from hooks on the module's outputs.
 
     Attributes:
         belief_tokens: `(B, n_max, D)` belief tokens in LLM width, zero rows past `belief_counts`.
@@ -125,17 +127,17 @@ class EWMOutput:
             end of what was observed plus fixed offsets over `ewm_horizon_seconds` (nothing of the real future).
     """
 
-    belief_tokens: torch.Tensor
-    belief_counts: torch.Tensor
-    imagination_loss: torch.Tensor | None
-    imagination_cosine: torch.Tensor | None
-    video_present: torch.Tensor
-    audio_present: torch.Tensor
-    video_past_len: torch.Tensor
-    audio_past_len: torch.Tensor
+    belief_tokens: torch.Tensor | None = None
+    belief_counts: torch.Tensor | None = None
+    imagination_loss: torch.Tensor | None = None
+    imagination_cosine: torch.Tensor | None = None
+    video_present: torch.Tensor | None = None
+    audio_present: torch.Tensor | None = None
+    video_past_len: torch.Tensor | None = None
+    audio_past_len: torch.Tensor | None = None
     imagination_baselines: torch.Tensor | None = None
     target_similarity: torch.Tensor | None = None
-    batch_pairs: dict[int, ImaginationPairs] = field(default_factory=dict)
+    batch_pairs: dict[int, ImaginationPairs] | None = None
     emotion_trajectory: torch.Tensor | None = None
     emotion_loss: torch.Tensor | None = None
     query_times: torch.Tensor | None = None
@@ -143,7 +145,7 @@ class EWMOutput:
     @property
     def pairs(self) -> dict[int, ImaginationPairs]:
         """Per modality the supervised pairs only (reads the masks back to the host: for diagnostics)."""
-        return {modality: pairs.compact() for modality, pairs in self.batch_pairs.items()}
+        return {modality: pairs.compact() for modality, pairs in (self.batch_pairs or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -404,6 +406,7 @@ class EmotionWorldModule(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
+        self.every_parameter_used = False  # set by the model's run_every_module (sharded training)
         width, hidden = config.ewm_working_size, config.ewm_hidden_size
         construction = config.ewm_belief_construction
         # Every option is resolved here, once: into the parts built (only those a setting uses, so an adapter holds
@@ -473,9 +476,18 @@ class EmotionWorldModule(nn.Module):
         self.boundary_residual = None
         if config.ewm_boundary_residual:
             self.boundary_proj = nn.Linear(width, width)
-            self.residual_scale = nn.Parameter(torch.tensor(float(config.ewm_residual_scale_init)))
+            # shape (1,), not (): DeepSpeed broadcasts parameters as byte views and FSDP2 shards dim 0, both of
+            # which refuse a 0-dim tensor (docs/architecture.md §7); checkpoints with the old () alpha still load
+            self.residual_scale = nn.Parameter(torch.full((1,), float(config.ewm_residual_scale_init)))
             self.own_inits += (("residual_scale", "residual"),)
             self.boundary_residual = self._boundary_residual
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Reads a 0-dim `residual_scale` (adapters saved before it became `(1,)`) as `(1,)`."""
+        key = prefix + "residual_scale"
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def compile_cores(self, **compile_kwargs) -> list[str]:
         """`torch.compile` the numeric cores in place (the rollouts and the MAMA aggregators: tensors in, tensors out,
@@ -767,6 +779,9 @@ class EmotionWorldModule(nn.Module):
         boundary = torch.maximum(video.observed_end, audio.observed_end)  # (B,) the end of what was observed
         terms = RolloutTerms()
         beliefs = self.make_beliefs(hidden_states, video, audio, facts, boundary, future, emotion_override, terms)
+        if self.every_parameter_used:  # sharded training: every process produces every gradient (run_every_module)
+            touched = [p.sum().to(beliefs.dtype) for p in self.parameters() if p.requires_grad]
+            beliefs = beliefs + 0.0 * torch.stack(touched).sum() if touched else beliefs
         return self._output(beliefs, terms, video, audio, facts, boundary, emotion_labels)
 
     def _streams(

@@ -242,6 +242,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
     config: AffectVerseConfig
     config_class = AffectVerseConfig
     _keys_to_ignore_on_load_unexpected = [r"^talker", r"^token2wav"]
+    every_module_runs: bool = False  # sharded training: run_every_module
 
     def __init__(self, config: AffectVerseConfig):
         super().__init__(config)
@@ -349,6 +350,40 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
     def _encoders(self) -> list[nn.Module]:
         return [self.model.audio_tower, self.model.visual]
 
+    def run_every_module(self, enabled: bool = True) -> None:
+        """Sharded training (DeepSpeed ZeRO-3, FSDP): every process must call the same modules in the same order on
+        every micro-batch, because each call gathers that module's weight shards from all processes. With this on,
+        a micro-batch without video or audio still runs that encoder once on a minimal placeholder input (its output
+        enters the sequence times 0), the encoders run for the imagination's targets whatever the batch holds, and
+        the EWM adds 0 x each of its trainable parameters, so every process produces every gradient
+        (docs/architecture.md §7, "Scale-out"). Nothing a loss or an output sees changes."""
+        self.every_module_runs = enabled
+        for module in self.modules():
+            if isinstance(module, EmotionWorldModule):  # PEFT's modules_to_save copy too
+                module.every_parameter_used = enabled
+
+    def _placeholder_reference(self) -> torch.Tensor:
+        """An empty tensor of the encoders' device and dtype (read from a parameter's attributes, which, unlike PEFT's
+        token-adapter `weight` property, gathers nothing under ZeRO-3)."""
+        param = next(self.model.visual.parameters())
+        return torch.empty(0, device=param.device, dtype=param.dtype)
+
+    def _idle_audio(self, reference: torch.Tensor) -> torch.Tensor:
+        """0 x the audio encoder's output on one window of silence (a scalar on `reference`'s device and dtype): the
+        call a micro-batch without audio makes in sharded training, where the real call would be."""
+        window = 2 * self.config.audio_config.n_window
+        features = reference.new_zeros(1, self.config.audio_config.num_mel_bins, window)
+        mask = torch.ones(1, window, dtype=torch.long, device=reference.device)
+        return 0.0 * self.model.get_audio_features(features, mask, return_dict=True).last_hidden_state.sum()
+
+    def _idle_video(self, reference: torch.Tensor) -> torch.Tensor:
+        """0 x the vision encoder's output on one black merged patch: as `_idle_audio`, for video."""
+        vision, merge = self.config.vision_config, self.config.vision_config.spatial_merge_size
+        patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+        pixels = reference.new_zeros(merge * merge, patch)
+        grid = torch.tensor([[1, merge, merge]], device=reference.device)
+        return 0.0 * torch.cat(self.model.get_video_features(pixels, grid, return_dict=True).pooler_output).sum()
+
     def _merge_multimodal(
         self,
         input_ids,
@@ -365,6 +400,9 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         """Token embeddings with the encoders' outputs placed at their placeholders (the thinker's methods)."""
         thinker = self.model
         inputs_embeds = thinker.get_input_embeddings()(input_ids)
+        idle = 0.0  # sharded training: each encoder is called in its place, on a placeholder when the batch has none
+        if input_features is None and self.every_module_runs:
+            idle = idle + self._idle_audio(inputs_embeds)
         if input_features is not None:
             audio = thinker.get_audio_features(
                 input_features, feature_attention_mask, audio_feature_lengths, return_dict=True, **kwargs
@@ -383,6 +421,8 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
             encoded["video"] = thinker.get_video_features(
                 pixel_values_videos, video_grid_thw, return_dict=True, **kwargs
             )
+        elif encoded.get("video") is None and self.every_module_runs:
+            idle = idle + self._idle_video(inputs_embeds)
         for name, index in (("image", 0), ("video", 1)):
             if encoded.get(name) is None:
                 continue
@@ -391,7 +431,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
                 input_ids, inputs_embeds=inputs_embeds, **{f"{name}_features": features}
             )
             inputs_embeds = inputs_embeds.masked_scatter(masks[index], features)
-        return inputs_embeds
+        return inputs_embeds if isinstance(idle, float) else inputs_embeds + idle.to(inputs_embeds.dtype)
 
     def _position_ids(
         self,
@@ -552,6 +592,11 @@ class AffectVerseModel(AffectVersePreTrainedModel):
         self._check_inputs(input_ids, inputs_embeds, step.media, attention_mask, position_ids, step.prefill)
         inputs_embeds, position_ids, unfused = self._embed(step, inputs_embeds, position_ids, past_key_values, **kwargs)
         ewm_out = kept_index = None
+        if self.every_module_runs and self.ewm is not None and step.layout is not None and not any(step.layout.belief):
+            raise ValueError(
+                "sharded training (run_every_module) runs the EWM on every micro-batch, but this one has no "
+                "<|belief|> placeholder (text-only rows only): leave text-only rows out of a sharded run"
+            )
         if step.layout is not None and self.config.belief_token_id is not None and any(step.layout.belief):
             ewm_out, rho_host = self._observe(
                 step,
@@ -673,7 +718,7 @@ class AffectVerseModel(AffectVersePreTrainedModel):
         rho, rho_host = self._keep_ratio(keep_ratio, layout, input_ids.device)
         segments = self._future_segments(future, future_layout, layout.batch_size) if config.imagines else None
         target_states = unfused
-        if config.imagines and (rho is not None or segments is not None):
+        if config.imagines and (rho is not None or segments is not None or self.every_module_runs):
             target_states = self._target_states(step, inputs_embeds if unfused is None else unfused)
         # the temporal row of the 3D positions counts 1 / position_id_per_seconds per step for audio and video alike
         times = None if position_ids is None else position_ids[-3].float() / config.position_id_per_seconds
@@ -724,6 +769,10 @@ class AffectVerseModel(AffectVersePreTrainedModel):
         sample (`partial_observation.future_segment`): the imagination's targets. The LLM never sees them."""
         given = {name: value for name, value in future.items() if value is not None}
         if not given:
+            if self.every_module_runs and self.config.ewm_split == "clip":  # the calls a batch with a future makes
+                with frozen_encoders(self._encoders()):
+                    self._idle_video(self._placeholder_reference())
+                    self._idle_audio(self._placeholder_reference())
             return None
         if future_layout is None or future_layout.batch_size != batch_size:
             raise ValueError(
@@ -741,10 +790,14 @@ class AffectVerseModel(AffectVersePreTrainedModel):
                 videos = self.model.get_video_features(pixels, grid, return_dict=True)
                 features = torch.cat(videos.pooler_output, dim=0)
                 segments[VIDEO] = future_segment(features, future_layout.video, batch_size)
+            elif self.every_module_runs:  # sharded training: each encoder is called in its place
+                self._idle_video(self._placeholder_reference())
             if given.get("input_features") is not None:
                 features, mask = given["input_features"], given.get("feature_attention_mask")
                 audio = self.model.get_audio_features(features, mask, return_dict=True)
                 segments[AUDIO] = future_segment(audio.last_hidden_state, future_layout.audio, batch_size)
+            elif self.every_module_runs:
+                self._idle_audio(self._placeholder_reference())
         return segments
 
     def _target_states(self, step: ForwardStep, unfused: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.loading import EWM_CONFIG_FILE, load
 from modeling_affectverse.processing_affectverse import ANSWER_FORMATS
 from training.adapters import affectverse_lora_config, export_merged, write_adapter_card
+from training.distributed import gathered_trainable, token_rows_on_this_device
 from training.trainer import AffectVerseSFTConfig, AffectVerseSFTTrainer
 
 
@@ -135,12 +136,13 @@ def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int 
 
 
 def report_processes(trainer: AffectVerseSFTTrainer) -> None:
-    """Data-parallel runs: each process reports its optimizer steps; rank 0 checks the trained weights agree."""
+    """Multi-process runs: each process reports its optimizer steps; rank 0 checks the trained weights agree (whole
+    weights, gathered from the shards under ZeRO-3 / FSDP2)."""
     accelerator = trainer.accelerator
     if accelerator.num_processes == 1:
         return
     print(f"process {accelerator.process_index}: {trainer.state.global_step} optimizer steps")
-    trained = torch.cat([p.detach().double().flatten() for p in trainer.model.parameters() if p.requires_grad])
+    trained = torch.cat([p.double().flatten() for p in gathered_trainable(trainer).values()])  # whole, not shards
     sums = accelerator.gather(torch.stack([trained.sum(), trained.pow(2).sum()]).unsqueeze(0).to(accelerator.device))
     if accelerator.is_main_process:
         same = bool((sums == sums[0]).all())
@@ -164,7 +166,8 @@ def main(
     # tiny (the embedded default), an AffectVerse or a Qwen2.5-Omni checkpoint; a new EWM drawn from the run's seed
     model, processor = load(model_args.model_name_or_path or "tiny", script_args.ewm_config, training_args.seed, dtype)
     if script_args.init_adapter is not None:
-        model = PeftModel.from_pretrained(model, script_args.init_adapter, is_trainable=True)
+        with token_rows_on_this_device():
+            model = PeftModel.from_pretrained(model, script_args.init_adapter, is_trainable=True)
     peft_config = (
         None
         if script_args.init_adapter is not None

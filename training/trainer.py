@@ -23,6 +23,13 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from modeling_affectverse.modeling_affectverse import count_imagination_targets
+from training.distributed import (
+    OrderedDeepSpeedBackward,
+    adapter_state_dict,
+    keep_ewm_gathered,
+    prepare_for_sharding,
+    token_rows_on_this_device,
+)
 
 
 @dataclass
@@ -103,10 +110,26 @@ class AffectVerseSFTTrainer(SFTTrainer):
 
     def __init__(self, *args, eval_data_collator=None, **kwargs):
         self.eval_data_collator = eval_data_collator
-        super().__init__(*args, **kwargs)
+        with token_rows_on_this_device():  # PEFT's ZeRO-3 gather of the belief row, on CPU too
+            super().__init__(*args, **kwargs)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            prepare_for_sharding(self.model, self.accelerator)
         if hasattr(self.data_collator, "epoch"):
             self.add_callback(EpochToCollator(self.data_collator))
         self._imagination_targets = None
+        self._ewm_gathered = False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """The Trainer's save, except under FSDP with sharded state dicts (the shipped `fsdp.yaml`), where the
+        Trainer writes no adapter at all: the adapter is then saved from the gathered (full) state dict. Checkpoints
+        stay sharded (resumable on any number of processes of the same shape)."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if not self.is_fsdp_enabled or plugin is None or "FULL_STATE_DICT" in str(plugin.state_dict_type):
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        state_dict = adapter_state_dict(self.accelerator.unwrap_model(self.model))  # a collective: every process
+        if self.args.should_save:
+            self._save(output_dir, state_dict=state_dict)
 
     def get_eval_dataloader(self, eval_dataset=None):
         """The Trainer's eval dataloader, built with `eval_data_collator` when one was given."""
@@ -133,6 +156,19 @@ class AffectVerseSFTTrainer(SFTTrainer):
             targets = self.accelerator.gather(targets).sum()
         self._imagination_targets = targets
         return batch_samples, num_items_in_batch
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step. Under DeepSpeed ZeRO gradients are reduced in parameter order
+        (`OrderedDeepSpeedBackward`); under ZeRO-3 the EWM's weights stay gathered (`keep_ewm_gathered`)."""
+        wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
+        stage = wrapped.engine.zero_optimization_stage() if wrapped is not None else None
+        if stage in (1, 2, 3) and not isinstance(wrapped, OrderedDeepSpeedBackward):
+            trainable = [p for p in wrapped.engine.module.parameters() if p.requires_grad]
+            self.accelerator.deepspeed_engine_wrapped = OrderedDeepSpeedBackward(wrapped, trainable)
+        if stage == 3 and not self._ewm_gathered:
+            keep_ewm_gathered(wrapped.engine)
+            self._ewm_gathered = True
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
