@@ -362,26 +362,23 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
             if isinstance(module, EmotionWorldModule):  # PEFT's modules_to_save copy too
                 module.every_parameter_used = enabled
 
-    def _placeholder_reference(self) -> torch.Tensor:
-        """An empty tensor of the encoders' device and dtype (read from a parameter's attributes, which, unlike PEFT's
-        token-adapter `weight` property, gathers nothing under ZeRO-3)."""
-        param = next(self.model.visual.parameters())
-        return torch.empty(0, device=param.device, dtype=param.dtype)
-
-    def _idle_audio(self, reference: torch.Tensor) -> torch.Tensor:
-        """0 x the audio encoder's output on one window of silence (a scalar on `reference`'s device and dtype): the
-        call a micro-batch without audio makes in sharded training, where the real call would be."""
+    def _idle_audio(self) -> torch.Tensor:
+        """0 x the audio encoder's output on one window of silence (a scalar): the call a micro-batch without audio
+        makes in sharded training, where the real call would be. Device and dtype are read off the encoder's own
+        weight attributes, which gather nothing under ZeRO-3."""
+        weight = next(self.model.audio_tower.parameters())
         window = 2 * self.config.audio_config.n_window
-        features = reference.new_zeros(1, self.config.audio_config.num_mel_bins, window)
-        mask = torch.ones(1, window, dtype=torch.long, device=reference.device)
+        features = weight.new_zeros(1, self.config.audio_config.num_mel_bins, window)
+        mask = torch.ones(1, window, dtype=torch.long, device=weight.device)
         return 0.0 * self.model.get_audio_features(features, mask, return_dict=True).last_hidden_state.sum()
 
-    def _idle_video(self, reference: torch.Tensor) -> torch.Tensor:
+    def _idle_video(self) -> torch.Tensor:
         """0 x the vision encoder's output on one black merged patch: as `_idle_audio`, for video."""
+        weight = next(self.model.visual.parameters())
         vision, merge = self.config.vision_config, self.config.vision_config.spatial_merge_size
         patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
-        pixels = reference.new_zeros(merge * merge, patch)
-        grid = torch.tensor([[1, merge, merge]], device=reference.device)
+        pixels = weight.new_zeros(merge * merge, patch)
+        grid = torch.tensor([[1, merge, merge]], device=weight.device)
         return 0.0 * torch.cat(self.model.get_video_features(pixels, grid, return_dict=True).pooler_output).sum()
 
     def _merge_multimodal(
@@ -402,7 +399,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         inputs_embeds = thinker.get_input_embeddings()(input_ids)
         idle = 0.0  # sharded training: each encoder is called in its place, on a placeholder when the batch has none
         if input_features is None and self.every_module_runs:
-            idle = idle + self._idle_audio(inputs_embeds)
+            idle = idle + self._idle_audio()
         if input_features is not None:
             audio = thinker.get_audio_features(
                 input_features, feature_attention_mask, audio_feature_lengths, return_dict=True, **kwargs
@@ -422,7 +419,7 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
                 pixel_values_videos, video_grid_thw, return_dict=True, **kwargs
             )
         elif encoded.get("video") is None and self.every_module_runs:
-            idle = idle + self._idle_video(inputs_embeds)
+            idle = idle + self._idle_video()
         for name, index in (("image", 0), ("video", 1)):
             if encoded.get(name) is None:
                 continue
@@ -771,8 +768,8 @@ class AffectVerseModel(AffectVersePreTrainedModel):
         if not given:
             if self.every_module_runs and self.config.ewm_split == "clip":  # the calls a batch with a future makes
                 with frozen_encoders(self._encoders()):
-                    self._idle_video(self._placeholder_reference())
-                    self._idle_audio(self._placeholder_reference())
+                    self._idle_video()
+                    self._idle_audio()
             return None
         if future_layout is None or future_layout.batch_size != batch_size:
             raise ValueError(
@@ -791,13 +788,13 @@ class AffectVerseModel(AffectVersePreTrainedModel):
                 features = torch.cat(videos.pooler_output, dim=0)
                 segments[VIDEO] = future_segment(features, future_layout.video, batch_size)
             elif self.every_module_runs:  # sharded training: each encoder is called in its place
-                self._idle_video(self._placeholder_reference())
+                self._idle_video()
             if given.get("input_features") is not None:
                 features, mask = given["input_features"], given.get("feature_attention_mask")
                 audio = self.model.get_audio_features(features, mask, return_dict=True)
                 segments[AUDIO] = future_segment(audio.last_hidden_state, future_layout.audio, batch_size)
             elif self.every_module_runs:
-                self._idle_audio(self._placeholder_reference())
+                self._idle_audio()
         return segments
 
     def _target_states(self, step: ForwardStep, unfused: torch.Tensor) -> torch.Tensor:

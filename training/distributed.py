@@ -2,8 +2,9 @@
 
 - `OrderedDeepSpeedBackward`: ZeRO reduces gradients in parameter order, whatever the batch's graph was.
 - `prepare_for_sharding`: every process calls every module on every micro-batch (ZeRO-3 and FSDP gather weights per
-  module call); ZeRO-3's gradient bucket and prefetch set for a batch-dependent graph.
+  module call); under ZeRO-3 the EWM is one leaf module.
 - `keep_ewm_gathered`: ZeRO-3 keeps the EWM's (small) weights gathered.
+- `adapter_state_dict`, `gathered_trainable`, `trainable_identical`: whole weights out of the shards.
 - `token_rows_on_this_device`: PEFT's ZeRO-3 gather of the `<|belief|>` embedding row on a machine without CUDA.
 """
 
@@ -143,6 +144,15 @@ def gathered_trainable(trainer) -> dict[str, torch.Tensor]:
     return out
 
 
+def trainable_identical(trainer) -> bool:
+    """Whether every process holds the same whole trainable weights (float64 sum and sum of squares of
+    `gathered_trainable`, compared across processes). A collective: every process must call it."""
+    accelerator = trainer.accelerator
+    whole = torch.cat([p.double().flatten() for p in gathered_trainable(trainer).values()])
+    sums = accelerator.gather(torch.stack([whole.sum(), whole.pow(2).sum()]).unsqueeze(0).to(accelerator.device))
+    return bool((sums == sums[0]).all())
+
+
 def _collect_token_weights_here(self, weight: torch.Tensor, rows: torch.Tensor, embed_dim: int) -> torch.Tensor:
     """PEFT's `TrainableTokensLayer._collect_token_weights` (ZeRO-3: rank 0 reads the rows of the gathered
     embedding and broadcasts them), with the receiving buffer on the weight's own device instead of PEFT's
@@ -178,4 +188,5 @@ __all__ = [
     "keep_ewm_gathered",
     "prepare_for_sharding",
     "token_rows_on_this_device",
+    "trainable_identical",
 ]

@@ -46,7 +46,7 @@ from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.loading import EWM_CONFIG_FILE, load
 from modeling_affectverse.processing_affectverse import ANSWER_FORMATS
 from training.adapters import affectverse_lora_config, export_merged, write_adapter_card
-from training.distributed import gathered_trainable, token_rows_on_this_device
+from training.distributed import token_rows_on_this_device, trainable_identical
 from training.trainer import AffectVerseSFTConfig, AffectVerseSFTTrainer
 
 
@@ -142,10 +142,8 @@ def report_processes(trainer: AffectVerseSFTTrainer) -> None:
     if accelerator.num_processes == 1:
         return
     print(f"process {accelerator.process_index}: {trainer.state.global_step} optimizer steps")
-    trained = torch.cat([p.double().flatten() for p in gathered_trainable(trainer).values()])  # whole, not shards
-    sums = accelerator.gather(torch.stack([trained.sum(), trained.pow(2).sum()]).unsqueeze(0).to(accelerator.device))
+    same = trainable_identical(trainer)  # whole weights, not shards
     if accelerator.is_main_process:
-        same = bool((sums == sums[0]).all())
         state = "identical" if same else "DIFFERENT"
         print(f"trainable parameters {state} on all {accelerator.num_processes} processes")
 
