@@ -2,7 +2,7 @@
 
 - `OrderedDeepSpeedBackward`: ZeRO reduces gradients in parameter order, whatever the batch's graph was.
 - `prepare_for_sharding`: every process calls every module on every micro-batch (ZeRO-3 and FSDP gather weights per
-  module call); under ZeRO-3 the EWM is one leaf module.
+  module call); under ZeRO-3 the EWM is one leaf module and the token adapter owns the weights it reads.
 - `keep_ewm_gathered`: ZeRO-3 keeps the EWM's (small) weights gathered.
 - `adapter_state_dict`, `gathered_trainable`, `trainable_identical`: whole weights out of the shards.
 - `token_rows_on_this_device`: PEFT's ZeRO-3 gather of the `<|belief|>` embedding row on a machine without CUDA.
@@ -57,9 +57,10 @@ class OrderedDeepSpeedBackward:
 
 
 def prepare_for_sharding(model: torch.nn.Module, accelerator) -> None:
-    """Before the engine wraps the model: every process runs every module (`run_every_module`), and, under ZeRO-3,
-    the EWM is one leaf module: DeepSpeed hooks it as a whole, not its submodules, so the order of the modules it
-    records on the first step (and prefetches by) is the same on every process whatever branches a batch takes."""
+    """Before the engine wraps the model: every process runs every module (`run_every_module`). Under ZeRO-3 the
+    token adapter's parameters are registered with it, and the EWM is one leaf module: DeepSpeed hooks it as a whole,
+    not its submodules, so the order of the modules it records on the first step (and prefetches by) is the same on
+    every process whatever branches a batch takes."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base, "prefusion", None) is not None:
         raise ValueError(
@@ -68,7 +69,20 @@ def prepare_for_sharding(model: torch.nn.Module, accelerator) -> None:
         )
     base.run_every_module(True)
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is not None and plugin.zero_stage == 3 and base.ewm is not None:
+    if plugin is None or plugin.zero_stage != 3:
+        return
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    # PEFT's token adapter (the <|belief|> row) reads its base embedding's weight and its own rows (a ParameterDict,
+    # itself a module it never calls) inside its forward. DeepSpeed registers such a parameter with the module only
+    # when it finds it not gathered at its use: after a resume its small rows are already gathered on the first step
+    # (restored persistent), so the parameter trace recorded there lacks them and the next step stops with
+    # DeepSpeed's "tracing error". Registered here, before the first step, they belong to the module on every step.
+    for module in model.modules():
+        if isinstance(module, TrainableTokensLayer):
+            for param in [module.base_layer.weight, *module.trainable_tokens_delta.parameters()]:
+                register_external_parameter(module, param)
+    if base.ewm is not None:
         from deepspeed.utils import set_z3_leaf_modules
 
         from modeling_affectverse.ewm import EmotionWorldModule
