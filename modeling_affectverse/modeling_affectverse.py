@@ -528,6 +528,13 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
     def disable_wetr(self) -> None:
         self.wetr, self.wetr_record = None, None
 
+    def belief_stream(self, processor, **kwargs):
+        """A `stream.BeliefStream` on this model: belief updates as a clip arrives chunk by chunk, reusing the KV
+        cache of the media already seen; each update equals the one-shot scoring of the clip so far."""
+        from .stream import BeliefStream
+
+        return BeliefStream(self, processor, **kwargs)
+
     def compile_ewm(self, **compile_kwargs) -> int:
         """`torch.compile` the EWM's numeric cores (`EmotionWorldModule.compile_cores`), also inside a PEFT wrapper
         (every EWM copy: `modules_to_save` keeps one per adapter). Off by default; returns how many EWMs were

@@ -412,9 +412,10 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             max_audio_seconds=30.0,
         )
 
-    def from_clips(self, texts: list[str], clips: list, return_tensors: str = "pt"):
+    def from_clips(self, texts: list[str], clips: list, return_tensors: str = "pt", **kwargs):
         """Model inputs for prompts and their decoded clips (one per text, from `decode`): each clip's frame rate,
-        and its soundtrack interleaved with its video when it is the video's own track."""
+        and its soundtrack interleaved with its video when it is the video's own track. Extra keywords go to the
+        call (`max_length=None`: no token budget, as the belief stream processes a clip)."""
         videos, fps, audio, sources = [], [], [], []
         for media in clips:
             if media.video is not None:
@@ -426,7 +427,7 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         call = {"padding": True, "return_tensors": return_tensors, "videos_kwargs": {"fps": fps}}
         if any(source is not None for source in sources):
             call.update(load_audio_from_video=True, audio_from_video_indices=sources)
-        return self(text=texts, videos=videos or None, audio=audio or None, **call)
+        return self(text=texts, videos=videos or None, audio=audio or None, **call, **kwargs)
 
     def _defused(self, conversation):
         """A copy of a conversation (or a list of them) with special-token text in every text part defused."""

@@ -68,7 +68,29 @@ def candidate_log_likelihoods(model, prompt_inputs: dict, candidates: list[list[
     if not bool(attention_mask[:, -1].all()):
         raise ValueError("prompts must be left-padded (the processor's default): the last position must be real")
     outputs = model(**prompt_inputs, use_cache=True)
-    first = F.log_softmax(outputs.logits[:, -1].float(), dim=-1)  # (B, V): the first answer token
+    last = None  # the prompt's last temporal position: needed only when a candidate has more than one token
+    if max(len(c) for c in candidates) > 1:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        last = base.model.rope_deltas.to(attention_mask.device).view(-1, 1) + attention_mask.sum(1, keepdim=True) - 1
+    return continue_candidates(model, outputs.logits[:, -1], outputs.past_key_values, attention_mask, last, candidates)
+
+
+@torch.no_grad()
+def continue_candidates(
+    model,
+    last_logits: torch.Tensor,
+    cache,
+    attention_mask: torch.Tensor,
+    last: torch.Tensor | None,
+    candidates: list[list[int]],
+) -> torch.Tensor:
+    """`(B, C)` log p(candidate | prompt) from a prefilled prompt: its last logits `(B, V)`, its KV `cache` (modified:
+    repeated per candidate and extended by their tokens), its `attention_mask` `(B, L)` and `last` `(B, 1)`, the
+    temporal position of its last token (the thinker's text positions continue from there).
+
+    Shared by `candidate_log_likelihoods` and the belief stream (`stream.BeliefStream`), which prefills its prompt
+    piece by piece."""
+    first = F.log_softmax(last_logits.float(), dim=-1)  # (B, V): the first answer token
     batch, count = attention_mask.shape[0], len(candidates)
     device = attention_mask.device
     width = max(len(c) for c in candidates)  # shapes from the host's lists: no read back from the device
@@ -78,15 +100,12 @@ def candidate_log_likelihoods(model, prompt_inputs: dict, candidates: list[list[
     if width == 1:
         return scores
     steps = width - 1  # feed tokens 0 .. L-2, each predicts the next
-    cache = outputs.past_key_values
     cache.batch_repeat_interleave(count)  # (B x C) rows, candidates of a prompt consecutive
     state = getattr(cache, "wetr_state", None)
     if state is not None:  # a WETR prefill: each layer's kept prompt positions, repeated with the cache
         state["valid"] = [valid.repeat_interleave(count, dim=0) for valid in state["valid"]]
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    last = base.model.rope_deltas.to(device).view(batch, 1) + attention_mask.sum(1, keepdim=True) - 1  # (B, 1)
     offsets = torch.arange(1, steps + 1, device=device)
-    positions = (last + offsets).repeat_interleave(count, dim=0)  # (B x C, steps)
+    positions = (last.to(device) + offsets).repeat_interleave(count, dim=0)  # (B x C, steps)
     fed = tokens[:, :steps].repeat(batch, 1)  # (B x C, steps)
     fed_mask = (torch.arange(steps, device=device) < (lengths - 1)[:, None]).repeat(batch, 1)
     continued = model(
@@ -104,6 +123,7 @@ def candidate_log_likelihoods(model, prompt_inputs: dict, candidates: list[list[
 
 __all__ = [
     "answer_log_likelihood",
+    "continue_candidates",
     "candidate_log_likelihoods",
     "candidate_token_ids",
     "closed_set_probabilities",

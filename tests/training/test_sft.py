@@ -148,8 +148,10 @@ def test_gradient_accumulation_matches_the_full_batch(run_sft, tmp_path):
         if ".ewm." in n and not torch.equal(full[n], ewm_before[n.split(".ewm.modules_to_save.default.")[1]])
     ]
     assert moved  # the imagination term reached the EWM
+    # float32: two half-batch gradients summed against one full-batch gradient, the same terms in another order;
+    # with lr 1 the update is the gradient (entries up to ~1), rounding measured up to 1.4e-6 on this machine
     for name in full:
-        torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=5e-6, msg=name)
 
 
 def test_two_process_cpu_run_matches_one_process_with_the_same_global_batch(run_sft, demo_manifest, tmp_path):
