@@ -718,9 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(output, "trajectory.json"), "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=1)
     plot_trajectory(times, labels, rows, os.path.join(output, "trajectory.png"), os.path.basename(args.clip))
-    print(
-        f"{len(rows)} updates; trajectory: {output}/trajectory.json and trajectory.png; peak RSS {peak_mib:.0f} MiB"
-    )
+    print(f"{len(rows)} updates; trajectory: {output}/trajectory.json and trajectory.png; peak RSS {peak_mib:.0f} MiB")
     return 0
 
 
