@@ -529,9 +529,9 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         self.wetr, self.wetr_record = None, None
 
     def belief_stream(self, processor, **kwargs):
-        """A `stream.BeliefStream` on this model: belief updates as a clip arrives chunk by chunk, reusing the KV
+        """A `belief_stream.BeliefStream` on this model: belief updates as a clip arrives chunk by chunk, reusing the KV
         cache of the media already seen; each update equals the one-shot scoring of the clip so far."""
-        from .stream import BeliefStream
+        from .belief_stream import BeliefStream
 
         return BeliefStream(self, processor, **kwargs)
 

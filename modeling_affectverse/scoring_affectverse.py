@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .modeling_affectverse import labels_at
+from .batch_layout import labels_at
 from .processing_affectverse import answer_token_ids
 
 IGNORE_INDEX = -100
@@ -88,8 +88,8 @@ def continue_candidates(
     repeated per candidate and extended by their tokens), its `attention_mask` `(B, L)` and `last` `(B, 1)`, the
     temporal position of its last token (the thinker's text positions continue from there).
 
-    Shared by `candidate_log_likelihoods` and the belief stream (`stream.BeliefStream`), which prefills its prompt
-    piece by piece."""
+    Shared by `candidate_log_likelihoods` and the belief stream (`belief_stream.BeliefStream`), which prefills its
+    prompt piece by piece."""
     first = F.log_softmax(last_logits.float(), dim=-1)  # (B, V): the first answer token
     batch, count = attention_mask.shape[0], len(candidates)
     device = attention_mask.device

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOORS = [
     "modeling_affectverse",  # the model, processor, media, EWM, WETR, the tiny default (the Hub's remote code)
     "modeling_affectverse.loading",  # one name -> (model, processor)
+    "modeling_affectverse.stream",  # the stream command: a file played as a belief stream (loads with `loading`)
     "modeling_affectverse.data",  # manifest, converters, demo data, collator
     "metrics",  # metric modules, the evaluation runner, reports and figures
     "training",  # trainer, SFT script, adapters, ablations

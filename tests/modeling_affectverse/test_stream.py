@@ -11,10 +11,11 @@ import pytest
 import torch
 from peft import get_peft_model
 
+from modeling_affectverse.belief_stream import StreamError, play
 from modeling_affectverse.media_affectverse import AudioClip, ClipMedia, VideoClip, observed_media
 from modeling_affectverse.processing_affectverse import MER_LABELS, task_question
 from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
-from modeling_affectverse.stream import StreamError, main, play
+from modeling_affectverse.stream import main
 from modeling_affectverse.tiny import build_tiny_model, synthetic_clip
 from tests.media_fixtures import write_constant_video
 from training.adapters import affectverse_lora_config
