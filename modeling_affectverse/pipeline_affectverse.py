@@ -78,7 +78,9 @@ class AffectVerseEmotionPipeline(Pipeline):
     frames and of the audio is seen (`media_affectverse.observed_prefix`, the evaluation runner's keep-ratio rule).
     `trajectory` holds `fractions`, `labels`, `probabilities` (one row per fraction), `frame_index` (the last
     observed frame, -1 without video) and `frames` (that frame, `(H, W, 3)` uint8, None without video). Closed-set
-    tasks only; one prefill per fraction.
+    tasks only. The fractions are the update times of one belief stream (`model.belief_stream`): each pushes what
+    its cut adds, the media prefix is prefilled once, and each row equals the one-shot scoring of the cut clip
+    (processed without the token budget); fraction 1.0 is the pipeline's own probabilities.
     """
 
     _load_processor = True
@@ -183,12 +185,20 @@ class AffectVerseEmotionPipeline(Pipeline):
             steps.append(
                 {
                     "fraction": fraction,
-                    "inputs": None if fraction == 1 else dict(processor.from_clips([prompt], [seen])),
+                    "frames": 0 if seen.video is None else len(seen.video.frames),  # what the cut keeps
+                    "samples": 0 if seen.audio is None else len(seen.audio.waveform),
                     "frame_index": index,
                     "frame": None if seen.video is None else seen.video.frames[index],
                 }
             )
-        return {"generation": generation, "candidates": candidates, "label_set": label_set, "trajectory": steps}
+        return {
+            "generation": generation,
+            "candidates": candidates,
+            "label_set": label_set,
+            "trajectory": steps,
+            "media": media if steps else None,
+            "stream": {"task": task, "label_set": label_set, "subtitle": inputs.get("subtitle") or None},
+        }
 
     def _forward(self, model_inputs, max_new_tokens: int = 16, generate: bool = False):
         generation = model_inputs["generation"]
@@ -203,22 +213,48 @@ class AffectVerseEmotionPipeline(Pipeline):
             ids = candidate_token_ids(self.processor.tokenizer, model_inputs["candidates"])
             probabilities = candidate_log_likelihoods(self.model, generation, ids).softmax(dim=-1)
         steps = model_inputs.get("trajectory") or []
-        rows = []
-        for step in tqdm(steps, desc="belief trajectory", disable=not steps):
-            if step["inputs"] is None:  # the whole clip: the pipeline's own probabilities
-                rows.append(probabilities[0])
-            else:
-                rows.append(candidate_log_likelihoods(self.model, step["inputs"], ids).softmax(dim=-1)[0])
+        rows = self._trajectory(model_inputs, probabilities[0]) if steps else []
         return {
             "generated": generated,
             "probabilities": probabilities,
             "candidates": model_inputs["candidates"],
             "label_set": model_inputs["label_set"],
             "trajectory": [
-                {**{k: v for k, v in step.items() if k != "inputs"}, "probabilities": row}
+                {**{k: v for k, v in step.items() if k not in ("frames", "samples")}, "probabilities": row}
                 for step, row in zip(steps, rows, strict=True)
             ],
         }
+
+    def _trajectory(self, model_inputs: dict, whole: torch.Tensor) -> list[torch.Tensor]:
+        """One row of probabilities per fraction, from one belief stream (`belief_stream.BeliefStream`): each
+        fraction's cut is pushed as what it adds to the previous one, and the stream's update equals the one-shot
+        scoring of that cut (without the token budget). Fraction 1.0 is the pipeline's own probabilities (`whole`,
+        the clip as the pipeline scores it); a clip without video and audio has nothing to observe partially."""
+        media, steps = model_inputs["media"], model_inputs["trajectory"]
+        if media.video is None and media.audio is None:
+            return [whole for _ in steps]
+        stream = self.model.belief_stream(
+            self.processor,
+            **model_inputs["stream"],
+            video=media.video is not None,
+            audio=media.audio is not None,
+            audio_from_video=media.audio_from_video,
+            fps=None if media.video is None else media.video.fps,
+        )
+        rows, frames, samples, row = [], 0, 0, None
+        for step in tqdm(steps, desc="belief trajectory"):
+            if step["fraction"] == 1:
+                rows.append(whole)
+                continue
+            new_frames = None if step["frames"] == frames else media.video.frames[frames : step["frames"]]
+            new_wave = None if step["samples"] == samples else media.audio.waveform[samples : step["samples"]]
+            if new_frames is not None or new_wave is not None:  # a cut that adds nothing repeats the last row
+                update = stream.push(new_frames, new_wave)
+                row = torch.tensor([update.probabilities[c] for c in model_inputs["candidates"]])
+            frames, samples = step["frames"], step["samples"]
+            rows.append(row)
+        stream.close()
+        return rows
 
     def postprocess(self, model_outputs, top_k: int = 5, return_details: bool = False):
         generated = model_outputs["generated"]
