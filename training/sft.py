@@ -316,9 +316,17 @@ def curriculum_of(argv: list[str]) -> tuple[list[str], list[str]] | None:
     return list(recipe["stages"]), argv[:at] + argv[at + 2 :]
 
 
+def finish(trainer: AffectVerseSFTTrainer) -> None:
+    """End a command-line run: every process waits for the others (rank 0 writes the card, merges, scores), then the
+    process group is destroyed. A process that exits with its gloo group alive can abort in the group's threads
+    ("terminate called without an active exception", seen in CI on a two-process run that had saved its adapter)."""
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+
+
 if __name__ == "__main__":
     curriculum = curriculum_of(sys.argv[1:])
     if curriculum is not None:
-        run_curriculum(*curriculum)
+        finish(run_curriculum(*curriculum)[-1])
     else:
-        main(*build_parser().parse_args_and_config())
+        finish(main(*build_parser().parse_args_and_config()))

@@ -87,7 +87,7 @@ def run(engine: str, argv: list[str]) -> None:
     from accelerate.state import PartialState
 
     PartialState(cpu=True, backend="gloo")  # gloo before the Trainer builds its state
-    from training.sft import build_parser, main
+    from training.sft import build_parser, finish, main
 
     script_args, training_args, model_args = build_parser().parse_args_and_config(argv)
     record: list = []
@@ -109,7 +109,7 @@ def run(engine: str, argv: list[str]) -> None:
             json.dump({"engine": engine, "steps": record, "processes": trainer.accelerator.num_processes}, handle)
         save_file({k: v.contiguous() for k, v in trained.items()}, os.path.join(folder, "trained.safetensors"))
         torch.save(outputs, os.path.join(folder, "outputs.pt"))
-    trainer.accelerator.wait_for_everyone()
+    finish(trainer)  # as training/sft.py's command line ends
 
 
 if __name__ == "__main__":
