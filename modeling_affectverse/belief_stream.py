@@ -106,6 +106,53 @@ class _Window:
     serial: int
 
 
+class CandidateTree:
+    """The candidates' continuation as extra rows of the prompt's last prefill call (tree attention): candidate c's
+    tokens but its last, at the temporal positions after the prompt's last, each row attending to the whole prompt
+    and to c's earlier rows. One call instead of a second one on a cache repeated once per candidate; the scores are
+    `continue_candidates`' (the same log-probabilities, summed the same way). Used where the language model takes a
+    custom 4D mask (sdpa, eager); any other attention falls back to `continue_candidates`."""
+
+    def __init__(self, candidates: list[list[int]], device):
+        fed = [c[:-1] for c in candidates]  # token k predicts token k + 1
+        self.candidates = candidates
+        self.size = sum(map(len, fed))
+        self.ids = torch.tensor([[t for c in fed for t in c]], dtype=torch.long, device=device)
+        self.depth = torch.tensor([d for c in fed for d in range(len(c))], device=device)
+        self.owner = torch.tensor([i for i, c in enumerate(fed) for _ in c], device=device)
+        self.targets = torch.tensor([t for c in candidates for t in c[1:]], device=device)
+
+    @staticmethod
+    def mask_kind(base) -> str | None:
+        """`bool` (sdpa: True attends), `float` (eager: added to the scores) or None (no custom 4D mask)."""
+        kind = getattr(base.config.get_text_config(), "_attn_implementation", None)
+        return {"sdpa": "bool", "eager": "float"}.get(kind)
+
+    def positions(self, last: torch.Tensor) -> torch.Tensor:
+        """`(3, 1, size)`: text positions continue from the prompt's last temporal position."""
+        return (last.view(()) + 1 + self.depth).view(1, 1, -1).expand(3, 1, -1)
+
+    def attention(self, start: int, length: int, base, dtype) -> torch.Tensor:
+        """`(1, 1, length - start + size, length + size)`: prompt rows from `start` causal; tree rows see the prompt
+        and their own candidate's rows up to themselves."""
+        device = self.ids.device
+        columns = torch.arange(length + self.size, device=device)
+        prompt_rows = columns[None, :] <= torch.arange(start, length, device=device)[:, None]
+        same = (self.owner[:, None] == self.owner[None, :]) & (self.depth[None, :] <= self.depth[:, None])
+        tree_rows = torch.cat([torch.ones(self.size, length, dtype=torch.bool, device=device), same], dim=1)
+        allowed = torch.cat([prompt_rows, tree_rows], dim=0)[None, None]
+        if self.mask_kind(base) == "bool":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+    def scores(self, first_logits: torch.Tensor, tree_logits: torch.Tensor) -> torch.Tensor:
+        """`(1, C)` log p(candidate | prompt) from the prompt's last logits `(1, V)` and the tree rows' `(1, n, V)`."""
+        first = torch.log_softmax(first_logits.float(), dim=-1)[0]
+        picked = torch.log_softmax(tree_logits.float(), dim=-1)[0].gather(-1, self.targets[:, None])[:, 0]
+        rest = torch.zeros(len(self.candidates), device=picked.device).index_add(0, self.owner, picked)
+        return (first[[c[0] for c in self.candidates]] + rest)[None]
+
+
 class BeliefStream:
     """Incremental belief updates for one clip; built by `model.belief_stream(processor, ...)`.
 
@@ -157,6 +204,7 @@ class BeliefStream:
         self.config = base.config
         self.labels = list(label_set or MER_LABELS) if task == "emotion" else list(SENTIMENT_ANSWERS)
         self.candidates = [answer_token_ids(processor.tokenizer, c) for c in self.labels]
+        self.tree = CandidateTree(self.candidates, base.device) if max(map(len, self.candidates)) > 1 else None
         self.question, self.subtitle = task_question(task, self.labels if task == "emotion" else None), subtitle
         self.video, self.audio = bool(video), bool(audio)
         self.audio_from_video = bool(audio_from_video)
@@ -447,12 +495,18 @@ class BeliefStream:
             sources[belief_mask] = torch.arange(self._new_serials(int(belief_mask.sum())), self.serial).to(device)
         length = ids.shape[1]
         is_media = video_mask | audio_mask
-        keep, hidden = self._prefill(embeds, mask, positions, sources, is_media)
-        self.sources, self.positions = sources, positions[:, 0].clone()
-        last_logits = base.lm_head(hidden[:, -1])
         last = positions.max().view(1, 1)
-        scores = continue_candidates(base, last_logits, self.cache, mask, last, self.candidates)
-        self._restore_cache(length)
+        tree = self.tree if self.tree is not None and self.tree.mask_kind(self.base) else None
+        keep, hidden = self._prefill(embeds, mask, positions, sources, is_media, tree, last)
+        self.sources, self.positions = sources, positions[:, 0].clone()
+        if tree is not None:  # the candidates rode along with the suffix: their rows follow the prompt's last
+            last_logits = base.lm_head(hidden[:, -1 - tree.size])
+            scores = tree.scores(last_logits, base.lm_head(hidden[:, hidden.shape[1] - tree.size :]))
+            self._crop_to(length)
+        else:
+            last_logits = base.lm_head(hidden[:, -1])
+            scores = continue_candidates(base, last_logits, self.cache, mask, last, self.candidates)
+            self._restore_cache(length)
         answer = self._generate(last_logits, mask, last, length) if self.answer else None
         probabilities = scores.softmax(dim=-1)[0].tolist()
         return BeliefUpdate(
@@ -467,27 +521,35 @@ class BeliefStream:
             frame=None if self.last_frame is None else self.last_frame.copy(),
         )
 
-    def _prefill(self, embeds, mask, positions, sources, is_media) -> tuple[int, torch.Tensor]:
+    def _prefill(self, embeds, mask, positions, sources, is_media, tree=None, last=None) -> tuple[int, torch.Tensor]:
         """Crop the cache to the reusable prefix and prefill the rest: the media tokens, then what follows them (two
-        calls, so a hook on the language model sees the media part alone). Returns `(kept length, last hidden)`."""
+        calls, so a hook on the language model sees the media part alone). With a candidate `tree`, its rows follow
+        the prompt's in the second call (each attending to the prompt and its own earlier tokens). Returns `(kept
+        length, the second call's hidden states)`."""
         length = embeds.shape[1]
         keep = min(self._reusable(sources, positions[:, 0]), length - 1)  # the last position's logits always
         if self.cache is None:
             self.cache = DynamicCache()
         self._crop_to(keep)
         media_end = int(is_media.nonzero().max()) + 1 if bool(is_media.any()) else 0
-        split, hidden = max(keep, media_end), None
+        split, hidden = min(max(keep, media_end), length - 1), None
         for a, b in ((keep, split), (split, length)):
-            if b > a:
-                out = self.base.model(
-                    input_ids=None,
-                    inputs_embeds=embeds[:, a:b],
-                    attention_mask=mask[:, :b],
-                    position_ids=positions[:, :, a:b],
-                    past_key_values=self.cache,
-                    use_cache=True,
-                )
-                hidden = out.last_hidden_state
+            if b <= a:
+                continue
+            rows, where, attend = embeds[:, a:b], positions[:, :, a:b], mask[:, :b]
+            if tree is not None and b == length:
+                rows = torch.cat([rows, self.base.model.get_input_embeddings()(tree.ids)], dim=1)
+                where = torch.cat([where, tree.positions(last)], dim=2)
+                attend = tree.attention(a, length, self.base, rows.dtype)
+            out = self.base.model(
+                input_ids=None,
+                inputs_embeds=rows,
+                attention_mask=attend,
+                position_ids=where,
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+            hidden = out.last_hidden_state
         return keep, hidden
 
     def _reusable(self, sources: torch.Tensor, positions: torch.Tensor) -> int:
@@ -621,4 +683,4 @@ def play(path: str, fps: float, size: int, sample_rate: int, chunk_seconds: floa
         yield rest
 
 
-__all__ = ["BeliefStream", "BeliefUpdate", "StreamError", "floored", "play", "raw_log_mel"]
+__all__ = ["BeliefStream", "BeliefUpdate", "CandidateTree", "StreamError", "floored", "play", "raw_log_mel"]

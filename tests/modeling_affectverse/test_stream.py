@@ -11,7 +11,8 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from modeling_affectverse.belief_stream import StreamError, play
+from modeling_affectverse.belief_stream import CandidateTree, StreamError, play
+from modeling_affectverse.loading import load
 from modeling_affectverse.media_affectverse import AudioClip, ClipMedia, VideoClip, observed_media
 from modeling_affectverse.processing_affectverse import MER_LABELS, task_question
 from modeling_affectverse.scoring_affectverse import candidate_log_likelihoods, candidate_token_ids
@@ -38,11 +39,27 @@ def adapted_tiny():
     return get_peft_model(model, config).eval(), processor
 
 
-@pytest.fixture(scope="module", params=["tiny", "adapted"])
-def loaded(request):
+def trained_demo(manifest: str, folder: str):
+    """A demo adapter trained by training/sft.py's main (the demo recipe, 6 steps of 4 clips, the clip split at
+    rho in [0.3, 1]), saved, and loaded back onto a fresh base as a user loads it (`loading.load`)."""
+    from tests.training.conftest import parse_recipe
+    from training.sft import main as sft_main
+
+    overrides = ["--train_manifest", manifest, "--output_dir", folder, "--max_steps", "6"]
+    sft_main(*parse_recipe(*overrides, "--per_device_train_batch_size", "4", "--logging_steps", "6"))
+    model, processor = load(folder)
+    lora = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora and all(bool(p.abs().sum() > 0) for p in lora)  # trained: LoRA's B starts at zero
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module", params=["tiny", "adapted", "trained"])
+def loaded(request, demo_manifest, tmp_path_factory):
     if request.param == "tiny":
         model, processor = build_tiny_model(seed=0)
         return model.eval(), processor
+    if request.param == "trained":
+        return trained_demo(demo_manifest, str(tmp_path_factory.mktemp("trained-demo")))
     return adapted_tiny()
 
 
@@ -101,6 +118,31 @@ def test_each_update_equals_the_one_shot_scoring_of_the_clip_so_far(loaded, kind
         assert update.media_tokens == int(media_ids.sum())
         updates += 1
     assert updates >= 5
+
+
+@pytest.mark.parametrize("kind", ["bool", "float", None])
+def test_candidates_scored_in_the_prefill_equal_their_continuation(monkeypatch, kind):
+    """The candidates ride along with the suffix's prefill (tree rows: sdpa's boolean mask, eager's additive one);
+    where the attention takes no custom mask they continue from a repeated cache. Labels of 2 to 9 tokens (the
+    tree's rows of one candidate attend to each other): each way equals the one-shot scoring at every update."""
+    model, processor = build_tiny_model(seed=0)
+    model.eval()
+    labels = ["happy", "sad", "surprised and worried", "an angry neutral face"]
+    monkeypatch.setattr(CandidateTree, "mask_kind", staticmethod(lambda base: kind))
+    if kind == "float":
+        model.config.get_text_config()._attn_implementation = "eager"
+    media = clip("av", seconds=4.0)
+    prompt = processor.build_prompt(task_question("emotion", labels), video=True)
+    ids = candidate_token_ids(processor.tokenizer, labels)
+    assert max(map(len, ids)) > 2  # a candidate's rows attend to each other (measured lengths 2, 2, 6, 9)
+    stream = model.belief_stream(processor, label_set=labels)
+    for cut, frames, wave in cuts(media, (0.25, 0.6, 1.0)):
+        update = stream.push(frames, wave)
+        inputs = dict(processor.from_clips([prompt], [cut], max_length=None))
+        expected = candidate_log_likelihoods(model, inputs, ids).softmax(-1)[0]
+        got = torch.tensor([update.probabilities[label] for label in labels])
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+        assert stream.cache.get_seq_length() == stream.sources.numel()  # the tree's rows were cropped off
 
 
 def test_odd_frames_and_a_louder_chunk_are_encoded_again(loaded):
