@@ -14,6 +14,7 @@ Every comparison runs both sides in one process, interleaved (A, B, B, A, ...), 
 6. `wetr_prefill.py`: prefill time and peak memory with WETR's token refinement against without.
 7. `train_step.py` (`split`): one optimizer step with the clip split against the paper's embedded split.
 8. `gpu.py` (`--gpu-7b`): the 7B shape on CUDA in bf16.
+9. `stream.py`: a 10-update belief trajectory through the stream against one-shot scorings of the growing prefix.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from benchmarks.gpu import gpu_section
 from benchmarks.host_syncs import sync_section
 from benchmarks.inference import inference_section
 from benchmarks.size import size_section
+from benchmarks.stream import stream_section
 from benchmarks.train_step import split_section, train_section
 from benchmarks.wetr_prefill import wetr_section
 
@@ -46,6 +48,7 @@ TARGETS = {
     "decode_time_per_token_ratio": ("<=", 1.02),
     "wetr_prefill_time_ratio": ("<=", 0.8),  # "well below 1"
     "split_train_step_time_ratio": ("<=", 1.10),  # the future segment costs encoder work, not LLM work
+    "stream_trajectory_time_ratio": ("<=", 0.35),
 }
 
 
@@ -55,6 +58,8 @@ def verdicts(figures: dict) -> dict:
         flat["wetr_prefill_time_ratio"] = figures["wetr"]["time_ratio"]
     if "split_train_step_time_ratio" in figures.get("split", {}):
         flat["split_train_step_time_ratio"] = figures["split"]["split_train_step_time_ratio"]
+    if "time_ratio" in figures.get("stream", {}):
+        flat["stream_trajectory_time_ratio"] = figures["stream"]["time_ratio"]
     out = {}
     for name, (op, target) in TARGETS.items():
         if name in flat:
@@ -68,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
     parser.add_argument(
-        "--only", nargs="+", choices=["size", "train_step", "inference", "syncs", "wetr", "data", "split"]
+        "--only", nargs="+", choices=["size", "train_step", "inference", "syncs", "wetr", "data", "split", "stream"]
     )
     parser.add_argument("--gpu-7b", action="store_true", help="run only the 7B-shaped bf16 comparison on CUDA")
     parser.add_argument("--compile-ewm", action="store_true", help="--gpu-7b: also measure with compile_ewm()")
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "wetr": lambda: wetr_section(args.repeats),
         "data": data_section,
         "split": lambda: split_section(args.repeats),
+        "stream": lambda: stream_section(max(1, args.repeats // 3)),
     }
     figures = {
         "machine": {
