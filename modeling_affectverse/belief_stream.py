@@ -113,9 +113,9 @@ class CandidateTree:
     `continue_candidates`' (the same log-probabilities, summed the same way). Used where the language model takes a
     custom 4D mask (sdpa, eager); any other attention falls back to `continue_candidates`."""
 
-    def __init__(self, candidates: list[list[int]], device):
+    def __init__(self, candidates: list[list[int]], device, kind: str):
         fed = [c[:-1] for c in candidates]  # token k predicts token k + 1
-        self.candidates = candidates
+        self.candidates, self.kind = candidates, kind
         self.size = sum(map(len, fed))
         self.ids = torch.tensor([[t for c in fed for t in c]], dtype=torch.long, device=device)
         self.depth = torch.tensor([d for c in fed for d in range(len(c))], device=device)
@@ -132,7 +132,7 @@ class CandidateTree:
         """`(3, 1, size)`: text positions continue from the prompt's last temporal position."""
         return (last.view(()) + 1 + self.depth).view(1, 1, -1).expand(3, 1, -1)
 
-    def attention(self, start: int, length: int, base, dtype) -> torch.Tensor:
+    def attention(self, start: int, length: int, dtype) -> torch.Tensor:
         """`(1, 1, length - start + size, length + size)`: prompt rows from `start` causal; tree rows see the prompt
         and their own candidate's rows up to themselves."""
         device = self.ids.device
@@ -141,7 +141,7 @@ class CandidateTree:
         same = (self.owner[:, None] == self.owner[None, :]) & (self.depth[None, :] <= self.depth[:, None])
         tree_rows = torch.cat([torch.ones(self.size, length, dtype=torch.bool, device=device), same], dim=1)
         allowed = torch.cat([prompt_rows, tree_rows], dim=0)[None, None]
-        if self.mask_kind(base) == "bool":
+        if self.kind == "bool":
             return allowed
         return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
 
@@ -204,7 +204,8 @@ class BeliefStream:
         self.config = base.config
         self.labels = list(label_set or MER_LABELS) if task == "emotion" else list(SENTIMENT_ANSWERS)
         self.candidates = [answer_token_ids(processor.tokenizer, c) for c in self.labels]
-        self.tree = CandidateTree(self.candidates, base.device) if max(map(len, self.candidates)) > 1 else None
+        kind = CandidateTree.mask_kind(base) if max(map(len, self.candidates)) > 1 else None
+        self.tree = None if kind is None else CandidateTree(self.candidates, base.device, kind)  # decided once
         self.question, self.subtitle = task_question(task, self.labels if task == "emotion" else None), subtitle
         self.video, self.audio = bool(video), bool(audio)
         self.audio_from_video = bool(audio_from_video)
@@ -496,7 +497,7 @@ class BeliefStream:
         length = ids.shape[1]
         is_media = video_mask | audio_mask
         last = positions.max().view(1, 1)
-        tree = self.tree if self.tree is not None and self.tree.mask_kind(self.base) else None
+        tree = self.tree
         keep, hidden = self._prefill(embeds, mask, positions, sources, is_media, tree, last)
         self.sources, self.positions = sources, positions[:, 0].clone()
         if tree is not None:  # the candidates rode along with the suffix: their rows follow the prompt's last
@@ -540,7 +541,7 @@ class BeliefStream:
             if tree is not None and b == length:
                 rows = torch.cat([rows, self.base.model.get_input_embeddings()(tree.ids)], dim=1)
                 where = torch.cat([where, tree.positions(last)], dim=2)
-                attend = tree.attention(a, length, self.base, rows.dtype)
+                attend = tree.attention(a, length, rows.dtype)
             out = self.base.model(
                 input_ids=None,
                 inputs_embeds=rows,
