@@ -24,7 +24,18 @@ ACCELERATE = os.path.join(VENV, "bin", "accelerate")
 # each job is a list of commands run in order; extra command-line arguments go to the last one
 JOBS = {
     "demo": [
-        [PYTHON, "-m", "modeling_affectverse.data.demo_data", "--output", "data/demo"],
+        # the quickstart's subset: 600 labelled clips (400 train / 50 validation / 150 test), no unlabelled pool
+        [
+            PYTHON,
+            "-m",
+            "modeling_affectverse.data.demo_data",
+            "--output",
+            "data/demo",
+            "--num-clips",
+            "600",
+            "--num-unlabeled",
+            "0",
+        ],
         [
             ACCELERATE,
             "launch",

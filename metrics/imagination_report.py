@@ -5,7 +5,15 @@ A falling imagination loss proves nothing by itself: when the target can drift t
 report compares the EWM with two predictors that know nothing about dynamics, on the same held-out pairs:
 
 - copy-last: predict every future bin as the last observed token (in target space);
-- set-mean: predict the mean target of the whole held-out set (a constant).
+- mean-of-past: predict every future bin as the mean observed token;
+- set-mean: predict the mean target of the whole held-out set (a constant);
+- ridge (with `fit_rows`, training clips): a ridge regression per future bin from [mean of the past, last observed
+  token] to the bin's target, fit on the training clips' pairs (`fit_ridge`), scored on the held-out ones: a
+  forecaster that knows linear dynamics and nothing else.
+
+Under the clip split (the default) the report's pairs are also the inference regime: each clip is cut at rho and
+processed as the short clip it then is, the rollout imagines the next `ewm_horizon_seconds`, and the target is the
+real continuation of the full clip (docs/architecture.md §4.3: training and inference see the same input).
 
 Skill = EWM loss / baseline loss: below 1 beats that baseline. Target similarity is the mean cosine between the
 targets of different clips (near 1: the targets have collapsed); prediction similarity is the same for the EWM's last
@@ -25,29 +33,38 @@ from modeling_affectverse.ewm import ImaginationPairs, imagination_loss_terms, m
 MODALITY_NAMES = {0: "video", 1: "audio"}
 
 
+def ridge_features(pairs: ImaginationPairs) -> torch.Tensor:
+    """`(P, 2W + 1)`: the mean of the past, the last observed token and a constant 1 (the intercept)."""
+    ones = pairs.copy_last.new_ones(pairs.copy_last.shape[0], 1)
+    return torch.cat([pairs.past_mean.float(), pairs.copy_last.float(), ones], dim=1)
+
+
+def fit_ridge(features: torch.Tensor, target: torch.Tensor, bins: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """Ridge weights `(Q, F, W)`: per bin q, argmin_B ||X_q B - Y_q||^2 + alpha ||B without its last row||^2 over the
+    rows that have bin q (X `(P, F)` with a constant last column, the intercept, which is not penalised)."""
+    count, width = features.shape[1], target.shape[-1]
+    penalty = alpha * torch.eye(count, dtype=torch.float64)
+    penalty[-1, -1] = 0.0
+    weights = []
+    for q in range(target.shape[1]):
+        rows = torch.ones(target.shape[0], dtype=torch.bool) if bins is None else bins[:, q]
+        x, y = features[rows].double(), target[rows, q].double()
+        if x.shape[0] == 0:
+            weights.append(torch.zeros(count, width, dtype=torch.float64))
+            continue
+        weights.append(torch.linalg.solve(x.T @ x + penalty, x.T @ y))
+    return torch.stack(weights).float()
+
+
+def ridge_predict(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`(P, Q, W)` predictions of `fit_ridge`'s weights."""
+    return torch.einsum("pf,qfw->pqw", features.float(), weights)
+
+
 @torch.no_grad()
-def imagination_report(
-    model,
-    processor,
-    rows,
-    keep_ratios: tuple[float, ...] = (0.3, 0.5, 0.7),
-    batch_size: int = 8,
-    fps: float = 3.0,
-) -> dict | None:
-    """Held-out imagination statistics of `model` (an AffectVerse model or a PEFT wrapper of one) on manifest rows.
-
-    Each row is split at every keep ratio as training splits it (the model's `ewm_split`: by default the clip cut at
-    rho x its length, scored against the next `ewm_horizon_seconds` in fixed time bins, the bins past the clip's end
-    left out of every term). Returns None for a model that does not imagine.
-
-    Returns:
-        {"pairs": n, "ewm_loss", "copy_last_loss", "set_mean_loss", "skill_copy_last", "skill_set_mean",
-         "target_similarity", "prediction_similarity", "cosine_per_step": [K], "by_modality": {name: {same keys}}}
-    """
+def collect_pairs(model, processor, rows, keep_ratios, batch_size: int = 8, fps: float = 3.0) -> dict:
+    """Modality -> the pairs of `rows` cut at every keep ratio (as `imagine` produces them, supervised rows only)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not base.config.imagines:
-        return None
-    model.eval()
     collected: dict[int, list[ImaginationPairs]] = {}
     for ratio in keep_ratios:
         collator = AffectVerseCollator.for_prediction(
@@ -57,37 +74,68 @@ def imagination_report(
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             for modality, pairs in base.imagine(**batch).pairs.items():
                 collected.setdefault(modality, []).append(pairs)
+    return {modality: ImaginationPairs.cat(parts) for modality, parts in collected.items()}
+
+
+@torch.no_grad()
+def imagination_report(
+    model,
+    processor,
+    rows,
+    keep_ratios: tuple[float, ...] = (0.3, 0.5, 0.7),
+    batch_size: int = 8,
+    fps: float = 3.0,
+    fit_rows=None,
+    ridge_alpha: float = 1.0,
+) -> dict | None:
+    """Held-out imagination statistics of `model` (an AffectVerse model or a PEFT wrapper of one) on manifest rows.
+
+    Each row is split at every keep ratio as training splits it (the model's `ewm_split`: by default the clip cut at
+    rho x its length, scored against the next `ewm_horizon_seconds` in fixed time bins, the bins past the clip's end
+    left out of every term). Returns None for a model that does not imagine.
+
+    `fit_rows` (training clips): also fit the ridge forecaster on their pairs and score it (`ridge_alpha`).
+
+    Returns:
+        {"pairs": n, "ewm_loss", "<baseline>_loss" and "skill_<baseline>" for copy_last, set_mean, mean_of_past
+         (and ridge with `fit_rows`), "target_similarity", "prediction_similarity", "cosine_per_step": [K],
+         "by_modality": {name: {same keys}}, "keep_ratios"}
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not base.config.imagines:
+        return None
+    model.eval()
+    collected = collect_pairs(model, processor, rows, keep_ratios, batch_size, fps)
     if not collected:
         return None
+    fitted = collect_pairs(model, processor, fit_rows, keep_ratios, batch_size, fps) if fit_rows else {}
     weight = float(base.config.ewm_cosine_weight)
-    by_modality, totals = {}, {"ewm": [], "copy_last": [], "set_mean": [], "cosine": []}
+    by_modality, totals = {}, {name: [] for name in ("ewm", "copy_last", "set_mean", "mean_of_past", "ridge", "cosine")}
     for modality in sorted(collected):
-        pairs = ImaginationPairs.cat(collected[modality])
-        imagined = pairs.imagined.float()  # (P, K, Q, W)
-        bins = pairs.bins
-        pairs = ImaginationPairs(imagined, pairs.target.float(), pairs.copy_last.float(), None, bins)
+        pairs = collected[modality]
+        imagined, bins = pairs.imagined.float(), pairs.bins
+        pairs = ImaginationPairs(imagined, pairs.target.float(), pairs.copy_last.float(), None, bins, pairs.past_mean)
         ewm, cosine = imagination_loss_terms(
             imagined, pairs.target[:, None], weight, None if bins is None else bins[:, None]
         )  # (P, K) each
         copied, set_mean = pairs.baseline_losses(weight)  # (P,) each: the mean target over the whole held-out set
-        totals["ewm"].append(ewm.mean(1))
-        totals["copy_last"].append(copied)
-        totals["set_mean"].append(set_mean)
-        totals["cosine"].append(cosine)
+        losses = {"ewm": ewm.mean(1), "copy_last": copied, "set_mean": set_mean, "cosine": cosine}
+        losses["mean_of_past"] = _loss(pairs.past_mean.float()[:, None].expand_as(pairs.target), pairs, weight)
+        if modality in fitted:
+            train = fitted[modality]
+            ridge = fit_ridge(ridge_features(train), train.target.float(), train.bins, ridge_alpha)
+            losses["ridge"] = _loss(ridge_predict(ridge_features(pairs), ridge), pairs, weight)
+        for name, value in losses.items():
+            totals[name].append(value)
         by_modality[MODALITY_NAMES[modality]] = _summary(
-            ewm.mean(1),
-            copied,
-            set_mean,
-            cosine,
+            losses,
             mean_pairwise_cosine(pairs.target, bins=bins),
             mean_pairwise_cosine(imagined[:, -1], bins=bins),
         )
     similarities = [by_modality[MODALITY_NAMES[m]] for m in sorted(collected)]
+    merged = {name: torch.cat(values) for name, values in totals.items() if len(values) == len(collected)}
     report = _summary(
-        torch.cat(totals["ewm"]),
-        torch.cat(totals["copy_last"]),
-        torch.cat(totals["set_mean"]),
-        torch.cat(totals["cosine"]),
+        merged,
         _mean([s["target_similarity"] for s in similarities]),
         _mean([s["prediction_similarity"] for s in similarities]),
     )
@@ -96,24 +144,31 @@ def imagination_report(
     return report
 
 
+def _loss(prediction: torch.Tensor, pairs: ImaginationPairs, weight: float) -> torch.Tensor:
+    """Per-pair loss `(P,)` of a baseline's prediction `(P, Q, W)`, over the bins that exist."""
+    return imagination_loss_terms(prediction, pairs.target, weight, pairs.bins)[0]
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
 
 
-def _summary(ewm, copied, set_mean, cosine, target_similarity, prediction_similarity) -> dict:
+def _summary(losses: dict, target_similarity, prediction_similarity) -> dict:
+    """Mean losses, the EWM's skill against each baseline (EWM loss / baseline loss), similarities, per-step cosine."""
     as_float = lambda value: None if value is None else float(value)  # noqa: E731
-    return {
-        "pairs": int(ewm.shape[0]),
-        "ewm_loss": float(ewm.mean()),
-        "copy_last_loss": float(copied.mean()),
-        "set_mean_loss": float(set_mean.mean()),
-        "skill_copy_last": float(ewm.mean() / copied.mean()),
-        "skill_set_mean": float(ewm.mean() / set_mean.mean()),
-        "target_similarity": as_float(target_similarity),
-        "prediction_similarity": as_float(prediction_similarity),
-        "cosine_per_step": [float(c) for c in cosine.mean(0)],
-    }
+    ewm = losses["ewm"].mean()
+    report = {"pairs": int(losses["ewm"].shape[0]), "ewm_loss": float(ewm)}
+    for name in ("copy_last", "set_mean", "mean_of_past", "ridge"):
+        if name in losses:
+            report[f"{name}_loss"] = float(losses[name].mean())
+            report[f"skill_{name}"] = float(ewm / losses[name].mean())
+    report.update(
+        target_similarity=as_float(target_similarity),
+        prediction_similarity=as_float(prediction_similarity),
+        cosine_per_step=[float(c) for c in losses["cosine"].mean(0)],
+    )
+    return report
 
 
-__all__ = ["imagination_report"]
+__all__ = ["collect_pairs", "fit_ridge", "imagination_report", "ridge_features", "ridge_predict"]

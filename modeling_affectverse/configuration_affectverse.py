@@ -13,6 +13,7 @@ CONTEXT_MODES = ("full", "self", "cross")
 BELIEF_CONSTRUCTIONS = ("ewm", "pooling", "random_tokens", "none")  # paper Table 4 (none = Table 3 row a)
 AGGREGATIONS = ("mama", "mean")  # Table 3: rows (b)-(c) pool the imagined tokens, (d)-(f) use MAMA
 INJECTIONS = ("interleaved", "single")  # Table 3: row (d) one position, (e)-(f) two
+FORECASTS = ("absolute", "residual")  # issue 23: "residual" steps from the boundary state (copy-last at init)
 IMAGINATION_TARGETS = ("frozen", "online")  # docs/architecture.md §4.5: online is the original, collapsing design
 FACTORIZATIONS = ("joint", "emotion_first")  # LEWM's p(E'|h) p(S'|h, E') as an option
 PREFUSIONS = ("none", "conv_attention")  # Emotion-LLaMAv2's Conv-Attention pre-fusion as an option
@@ -78,6 +79,16 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             `"frozen"`: the future merged embeddings through a fixed random projection D -> W and a LayerNorm, which
             training cannot move; `"online"`: the trained down-projection, detached (the original design; its
             targets collapse to a constant, docs/architecture.md §4.5.
+        ewm_forecast (`str`, defaults to `"absolute"`): how a rollout step's output is parameterised. `"absolute"`:
+            the block's output is the imagined token (the paper's Eq. 4 as written); `"residual"`: the output is the
+            boundary state (step 1: the last observed token of the modality in target space; step k: step k-1's
+            output) plus a zero-initialised linear change, so copy-last is the forecaster's starting point and
+            training can only improve on it (docs/design-notes.md, "Evidence v2"). The default is to be decided on
+            the demo's validation split (issue 23); until that is measured it stays the forecast every figure so far
+            was made with.
+        ewm_shuffled_targets (`bool`, defaults to False): a negative control. In training, the imagination targets
+            of the supervised samples are permuted across the batch (a derangement: no sample keeps its own), nothing
+            else changes; a world model that still helps is not helping through its forecasts.
         ewm_time_embedding (`bool`, defaults to True): add a time embedding (seconds from the split boundary) to
             every context token and to the rollout queries (their future bin times); False is the original
             time-blind rollout (docs/architecture.md §4.4.
@@ -120,6 +131,8 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
     ewm_injection: str = "interleaved"
     ewm_boundary_residual: bool = True
     ewm_imagination_target: str = "frozen"
+    ewm_forecast: str = "absolute"
+    ewm_shuffled_targets: bool = False
     ewm_time_embedding: bool = True
     ewm_split: str = "clip"
     ewm_horizon_seconds: float | int = 2.0
@@ -206,13 +219,14 @@ class AffectVerseConfig(Qwen2_5OmniThinkerConfig):
             ("ewm_aggregation", AGGREGATIONS),
             ("ewm_injection", INJECTIONS),
             ("ewm_imagination_target", IMAGINATION_TARGETS),
+            ("ewm_forecast", FORECASTS),
             ("ewm_factorization", FACTORIZATIONS),
             ("ewm_prefusion", PREFUSIONS),
             ("ewm_split", SPLITS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"AffectVerseConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("ewm_boundary_residual", "ewm_time_embedding"):
+        for name in ("ewm_boundary_residual", "ewm_time_embedding", "ewm_shuffled_targets"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"AffectVerseConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.ewm_emotion_labels is not None and (

@@ -29,6 +29,7 @@ from transformers.utils import ModelOutput
 from .ewm_layers import (
     CrossAttentionBlock,
     TimeEmbedding,
+    ZeroInitLinear,
     bin_by_time,
     masked_positions,
     past_length,
@@ -51,6 +52,8 @@ class ImaginationPairs:
         scored: `(P,)` bool, which rows are supervised pairs; None when every row is one. The EWM returns whole-batch
             rows with this mask (selecting them would make the host wait for the device); `compact` selects them.
         bins: `(P, Q)` bool, which target bins exist (clip split: a bin past the clip's end has none); None: all.
+        past_mean: `(P, W)` the mean observed token in target space (the mean-of-past baseline's prediction, and with
+            `copy_last` the ridge forecaster's input); None where not computed.
     """
 
     imagined: torch.Tensor
@@ -58,6 +61,7 @@ class ImaginationPairs:
     copy_last: torch.Tensor
     scored: torch.Tensor | None = None
     bins: torch.Tensor | None = None
+    past_mean: torch.Tensor | None = None
 
     def compact(self) -> ImaginationPairs:
         """Only the supervised rows (one device-to-host read of the mask)."""
@@ -65,7 +69,8 @@ class ImaginationPairs:
             return self
         keep = self.scored.nonzero().squeeze(1)
         bins = None if self.bins is None else self.bins[keep]
-        return ImaginationPairs(self.imagined[keep], self.target[keep], self.copy_last[keep], None, bins)
+        past_mean = None if self.past_mean is None else self.past_mean[keep]
+        return ImaginationPairs(self.imagined[keep], self.target[keep], self.copy_last[keep], None, bins, past_mean)
 
     @classmethod
     def cat(cls, parts: list[ImaginationPairs]) -> ImaginationPairs:
@@ -77,7 +82,10 @@ class ImaginationPairs:
             bins = torch.cat(
                 [p.target.new_ones(p.target.shape[:2], dtype=torch.bool) if p.bins is None else p.bins for p in parts]
             )
-        return cls(*tensors, None, bins)
+        past_mean = None
+        if all(p.past_mean is not None for p in parts):
+            past_mean = torch.cat([p.past_mean for p in parts])
+        return cls(*tensors, None, bins, past_mean)
 
     def baseline_losses(self, cosine_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row loss `(P,)` of two predictors that know nothing of dynamics: copying the last observed token, and
@@ -286,6 +294,7 @@ class TemporalImagination(nn.Module):
         num_queries: int,
         steps: int,
         num_emotions: int = 0,
+        residual: bool = False,
     ):
         super().__init__()
         self.future_queries = nn.Parameter(torch.randn(num_queries, width) * 0.02)  # (Q, W), shared by all steps
@@ -296,6 +305,8 @@ class TemporalImagination(nn.Module):
             self.emotion_head = nn.Linear(width, num_emotions)
             self.emotion_embedding = nn.Linear(num_emotions, width, bias=False)
         self.emotion_first = bool(num_emotions)
+        # "residual" forecast: each step = its boundary state + a change that starts at zero (copy-last at init)
+        self.delta = ZeroInitLinear(width, width) if residual else None
         self.last_emotion_logits: torch.Tensor | None = None  # (B, K, E) of the latest forward (emotion-first)
 
     def forward(
@@ -305,8 +316,12 @@ class TemporalImagination(nn.Module):
         tag_self: torch.Tensor,
         query_time: torch.Tensor | None = None,
         emotion_override: torch.Tensor | None = None,
+        anchor: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """context `(B, C, W)` with mask `(B, C)`; returns the imagined tokens `(B, K, Q, W)`.
+
+        `anchor` `(B, W)` (the residual forecast, required then): the last observed token in target space. Step 1's
+        tokens are `anchor + delta(block output)`, step k's are step k-1's plus its own change.
 
         Emotion-first: the step logits `(B, K, E)` are left in `last_emotion_logits`; `emotion_override` `(B, K, E)`
         replaces the predicted distributions (to check that the conditioning is real, or to steer a rollout).
@@ -323,6 +338,7 @@ class TemporalImagination(nn.Module):
         outputs = []
         ones = context_mask.new_ones(context.shape[0], self.future_queries.shape[0])
         logits = []
+        previous = None if self.delta is None else anchor[:, None, :].expand(-1, self.future_queries.shape[0], -1)
         for step in range(self.step_embedding.num_embeddings):
             imagined = (self.future_queries + self.step_embedding.weight[step]).expand(context.shape[0], -1, -1)
             if query_time is not None:
@@ -336,6 +352,8 @@ class TemporalImagination(nn.Module):
                 imagined = imagined + self.emotion_embedding(belief.to(imagined.dtype))[:, None]
             for layer, (keys, values) in zip(layers, projected, strict=True):
                 imagined = layer.attend(imagined, keys, values, context_mask)  # (B, Q, W)
+            if previous is not None:
+                imagined = previous = previous + self.delta(imagined)
             outputs.append(imagined)
             joining = imagined + tag_self if query_time is None else imagined + tag_self + query_time
             grown = [layer.project_context(joining) for layer in layers]  # the rollout extends its context
@@ -381,6 +399,21 @@ def imagination_loss_terms(
     return mse + cosine_weight * (1.0 - cosine), cosine
 
 
+def shuffle_across_samples(
+    target: torch.Tensor, filled: torch.Tensor | None, scored: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The targets `(B, Q, W)` (and their bins `(B, Q)`) of the `scored` rows permuted among those rows so that no
+    row keeps its own (a random cyclic derangement); the other rows unchanged. Fewer than two scored rows: unchanged.
+    `ewm_shuffled_targets`' negative control: what the loss asks for is a real future, just not this clip's."""
+    rows = scored.nonzero().squeeze(1)
+    if rows.numel() < 2:
+        return target, filled
+    order = rows[torch.randperm(rows.numel(), device=rows.device)]
+    index = torch.arange(target.shape[0], device=target.device)
+    index[order] = order.roll(-1)  # row order[i] takes the target of row order[i + 1]
+    return target[index], None if filled is None else filled[index]
+
+
 def mean_pairwise_cosine(
     vectors: torch.Tensor, weight: torch.Tensor | None = None, bins: torch.Tensor | None = None
 ) -> torch.Tensor | None:
@@ -417,6 +450,7 @@ class EmotionWorldModule(nn.Module):
             "random_tokens": self._free_beliefs,
         }[construction]
         self.imagines = construction == "ewm"
+        self.residual_forecast = self.imagines and config.ewm_forecast == "residual"  # needs the target-space past
         self.cores: tuple[str, ...] = ()  # the numeric cores `compile_cores` compiles
         self.own_inits: tuple[tuple[str, str], ...] = ()  # (tensor, how) the model's `_init_weights` initialises
         if construction == "random_tokens":  # Table 4: free learned tokens, the same for every input
@@ -448,6 +482,7 @@ class EmotionWorldModule(nn.Module):
             config.ewm_num_future_queries,
             steps,
             emotions,
+            config.ewm_forecast == "residual",
         )
         self.video_imagination = TemporalImagination(*imagination)
         self.audio_imagination = TemporalImagination(*imagination)
@@ -558,7 +593,7 @@ class EmotionWorldModule(nn.Module):
         if n_max and self.down is not None:
             selected = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N_max, D)
             tokens = torch.where(valid[..., None], self.down[modality](selected), 0.0)
-            if self.imagines and with_targets:  # else nothing to score against
+            if self.imagines and (with_targets or self.residual_forecast):  # scored, or the forecast's anchor
                 targets = self.stream_targets(tokens, selected, target_states, order, modality, valid)
         stream_times = hidden.new_zeros(hidden.shape[0], n_max, dtype=torch.float32)
         if n_max:
@@ -627,7 +662,8 @@ class EmotionWorldModule(nn.Module):
         else:
             boundary = None
         context, context_mask = self._context(own, other, boundary)
-        return own.present, module(context, context_mask, self.tag_embedding.weight[0], query_time, override)
+        anchor = None if module.delta is None else own.last_past(own.targets)  # (B, W) copy-last's prediction
+        return own.present, module(context, context_mask, self.tag_embedding.weight[0], query_time, override, anchor)
 
     def _imagination_terms(
         self,
@@ -660,10 +696,14 @@ class EmotionWorldModule(nn.Module):
                 bins,
             )
             scored = own.present & (future.count > 0)
+        if self.config.ewm_shuffled_targets and self.training:  # the negative control: another clip's future
+            target, filled = shuffle_across_samples(target, filled, scored)
         loss, cosine = imagination_loss_terms(
             imagined, target[:, None], self.config.ewm_cosine_weight, None if filled is None else filled[:, None]
         )  # (B, K) each
-        pairs = ImaginationPairs(imagined.detach(), target, own.last_past(own.targets), scored, filled)
+        past = own.past_mask[..., None].to(own.targets.dtype)
+        past_mean = (own.targets * past).sum(1) / own.past_len.clamp(min=1)[:, None].to(own.targets.dtype)
+        pairs = ImaginationPairs(imagined.detach(), target, own.last_past(own.targets), scored, filled, past_mean)
         keep = scored[:, None]
         return torch.where(keep, loss, 0.0), torch.where(keep, cosine, 0.0).detach(), pairs
 

@@ -195,7 +195,18 @@ class CrossAttentionBlock(nn.Module):
         return queries
 
 
+class ZeroInitLinear(nn.Linear):
+    """A linear layer that starts at zero (the model's `_init_weights` keeps it so): a residual branch ending in it
+    adds nothing until it is trained."""
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
 __all__ = [
+    "ZeroInitLinear",
     "CrossAttentionBlock",
     "bin_by_time",
     "CrossAttentionLayer",

@@ -22,17 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ewm_layers import CrossAttentionLayer, masked_positions
-
-
-class ZeroInitLinear(nn.Linear):
-    """A linear layer that starts at zero (the model's `_init_weights` keeps it so): a residual branch ending in it
-    adds nothing until it is trained."""
-
-    def reset_parameters(self) -> None:
-        nn.init.zeros_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+from .ewm_layers import CrossAttentionLayer, ZeroInitLinear, masked_positions
 
 
 class ConvAttentionPrefusion(nn.Module):

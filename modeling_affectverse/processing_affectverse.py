@@ -344,9 +344,12 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
             return text[:answer_start] + self.belief_token * count + text[answer_start:]
         return text[:media_end] + half + text[media_end:answer_start] + half + text[answer_start:]
 
-    def answer_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[str]) -> torch.Tensor:
+    def answer_labels(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[str | None]
+    ) -> torch.Tensor:
         """Labels for prompts that end with their answer (`build_prompt(answer=...)`): -100 everywhere but the answer
-        and its `<|im_end|>` (the template's trailing newline is not learned), for either padding side.
+        and its `<|im_end|>` (the template's trailing newline is not learned), for either padding side. A None answer
+        (an unlabeled row, whose prompt has none) labels nothing of its sample.
 
         Raises ValueError when the answer's tokens are not found at the end (the tokenizer merged them with the text
         before), rather than labelling the wrong tokens.
@@ -354,6 +357,8 @@ class AffectVerseProcessor(Qwen2_5OmniProcessor):
         tail = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         for i, answer in enumerate(answers):
+            if answer is None:
+                continue
             ids = answer_token_ids(self.tokenizer, answer)
             end = int(attention_mask[i].nonzero()[-1]) + 1 - len(tail)  # one past the answer's <|im_end|>
             start = end - len(ids)

@@ -101,6 +101,7 @@ def make_inputs(processor):
 
 @pytest.fixture(scope="session")
 def demo_manifest(tmp_path_factory) -> str:
-    """12 demo clips (10 train, 2 test); the emotion manifest's path."""
+    """11 demo clips (8 train, 1 validation, 2 test) and 4 unlabelled pool clips (`unlabeled.jsonl` next to it); the
+    emotion manifest's path."""
     folder = tmp_path_factory.mktemp("demo-data")
-    return generate_demo_dataset(str(folder), num_clips=12, seed=0, progress=False)["emotion"]
+    return generate_demo_dataset(str(folder), num_clips=11, seed=0, progress=False, num_unlabeled=4)["emotion"]

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
@@ -36,9 +37,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = os.path.join(ROOT, "configuration", "ablations.yaml")
 RECIPE = os.path.join(ROOT, "configuration", "recipes", "demo.yaml")
 MODALITIES = ("AVT", "AT", "VT")
-KEEP_RATIOS = (1.0, 0.7, 0.5, 0.3)
+KEEP_RATIOS = (1.0, 0.7, 0.5, 0.3, 0.1)
 IMAGINATION_RATIOS = (0.3, 0.5, 0.7)
-MINIATURE = ("full", "lora_only", "self_only", "lambda_0", "random_tokens", "original")  # docs/miniature
+RIDGE_FIT_CLIPS = 200  # training clips the ridge forecaster is fit on (x 3 keep ratios)
+# docs/miniature (issue 23): the variants with identical truncation exposure, the negative control, the pool
+MINIATURE = (
+    "lora_only",
+    "lora_cut",
+    "pooling",
+    "random_tokens",
+    "full",
+    "full_residual",
+    "lambda_0",
+    "shuffled_targets",
+    "full_unlabeled",
+)
+MINIATURE_DATA = "data/demo-miniature"  # 1,200 labelled clips (800 / 100 / 300) + 1,200 unlabelled
 
 
 def load_variants(path: str = VARIANTS) -> dict[str, dict]:
@@ -51,12 +65,33 @@ def load_variants(path: str = VARIANTS) -> dict[str, dict]:
     return variants
 
 
+def data_arguments(folder: str) -> list[str]:
+    """sft.py arguments that train on the demo folder `folder` (generated first when missing)."""
+    from modeling_affectverse.data.demo_data import NUM_CLIPS, NUM_UNLABELED, generate_demo_dataset
+
+    manifest = os.path.join(folder, "emotion.jsonl")
+    if not os.path.isfile(manifest):
+        generate_demo_dataset(folder, NUM_CLIPS, num_unlabeled=NUM_UNLABELED, workers=os.cpu_count() or 1)
+    return ["--train_manifest", manifest, "--demo_data", ""]
+
+
 def variant_arguments(overrides: dict) -> list[str]:
     """Command-line arguments of training/sft.py for a variant's overrides."""
     arguments = []
     for key, value in overrides.items():
         arguments += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
     return arguments
+
+
+def with_pool(overrides: dict, data: str | None) -> dict:
+    """A variant's overrides with its `unlabeled_manifest` taken from the `--data` folder (the pool of the clips
+    trained on), when one is given."""
+    if data and "unlabeled_manifest" in overrides:
+        return {
+            **overrides,
+            "unlabeled_manifest": os.path.join(data, os.path.basename(overrides["unlabeled_manifest"])),
+        }
+    return overrides
 
 
 # -- one run (a worker process) -------------------------------------------------------------------------------
@@ -90,20 +125,24 @@ def run_one(spec: dict) -> dict:
         *spec["extra"],
     ]
     script_args, training_args, model_args = sft_parser().parse_args_and_config(arguments)
-    reports, held_out = {}, []
+    reports, held_out, fit_rows = {}, [], []
 
     def report_at_init(trainer):  # the model as training starts: one load, the same model the run then trains
         rows = load_manifest(script_args.train_manifest, media_root=script_args.media_root)  # (made by main if demo)
         held_out.extend(rows.filter(lambda row: row["split"] == script_args.eval_split))
+        train = rows.filter(lambda row: row["split"] == script_args.train_split)
+        fit_rows.extend(train.select(range(min(RIDGE_FIT_CLIPS, len(train)))))
         reports["init"] = imagination_report(
-            trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps
-        )
+            trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps,
+            fit_rows=fit_rows,
+        )  # fmt: skip
 
     trainer = main(script_args, training_args, model_args, before_training=report_at_init)
     logs = [entry for entry in trainer.state.log_history if "lm_loss" in entry]
     report_trained = imagination_report(
-        trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps
-    )
+        trainer.model, trainer.processing_class, held_out, IMAGINATION_RATIOS, fps=training_args.decode_fps,
+        fit_rows=fit_rows,
+    )  # fmt: skip
     del trainer
 
     # a model trained to answer <think>...</think><answer>...</answer> is scored in that format: generated, extracted
@@ -131,6 +170,7 @@ def run_one(spec: dict) -> dict:
         "imagination": {"init": reports["init"], "trained": report_trained},
         "final_logs": logs[-10:],
         "seconds": round(time.time() - started, 1),
+        "run_dir": _relative(run_dir),
     }
     with open(os.path.join(run_dir, "result.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2, sort_keys=True)
@@ -157,7 +197,7 @@ def sweep(args) -> dict:
                 "seed": seed,
                 "run_dir": run_dir,
                 "recipe": args.recipe,
-                "overrides": variants[variant],
+                "overrides": with_pool(variants[variant], args.data),
                 "extra": args.extra,
                 "modalities": args.modalities,
                 "ratios": args.keep_ratios,
@@ -239,12 +279,16 @@ def aggregate(results: list[dict], args) -> dict:
                 "ewm_loss",
                 "copy_last_loss",
                 "set_mean_loss",
+                "mean_of_past_loss",
+                "ridge_loss",
                 "skill_copy_last",
                 "skill_set_mean",
+                "skill_mean_of_past",
+                "skill_ridge",
                 "target_similarity",
                 "prediction_similarity",
             )
-            stats[stage] = {key: _mean_std([rep[key] for rep in reports]) for key in keys}
+            stats[stage] = {key: _mean_std([rep.get(key) for rep in reports]) for key in keys}
             steps = len(reports[0]["cosine_per_step"])
             stats[stage]["cosine_per_step"] = [
                 _mean_std([rep["cosine_per_step"][k] for rep in reports]) for k in range(steps)
@@ -260,7 +304,77 @@ def aggregate(results: list[dict], args) -> dict:
         "accuracy": accuracy,
         "imagination": imagination,
         "runs": runs,
+        "primary_endpoint": primary_endpoint(results),
+        "ceilings": held_out_ceilings(results, args),
     }
+
+
+def clip_correctness(result: dict, setting: str, ratio: float) -> dict[str, bool]:
+    """Clip id -> right or wrong, from a run's predictions (`bench/predictions.jsonl`)."""
+    path = os.path.join(ROOT, result.get("run_dir", ""), "bench", "predictions.jsonl")
+    if not result.get("run_dir") or not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    return {
+        r["id"]: r.get("prediction") == r["reference"]
+        for r in records
+        if r["modality"] == setting and float(r["keep_ratio"]) == float(ratio) and not r.get("skipped")
+    }
+
+
+def primary_endpoint(results: list[dict], setting: str = "AVT", ratio: float = 0.5) -> dict | None:
+    """`full` minus the better of `pooling` / `lora_cut` (higher mean over seeds, chosen once), cut-clip accuracy
+    at rho = 0.5 under A+V+T: paired by seed (t interval) and by clip (bootstrap); stated before the sweep runs."""
+    from metrics.statistics import paired_bootstrap, t_interval
+
+    correct = {}
+    for result in results:
+        correct.setdefault(result["variant"], {})[result["seed"]] = clip_correctness(result, setting, ratio)
+    comparators = [v for v in ("pooling", "lora_cut") if v in correct]
+    if "full" not in correct or not comparators:
+        return None
+
+    def mean_accuracy(variant: str) -> float:
+        return float(np.mean([np.mean(list(c.values())) for c in correct[variant].values() if c]))
+
+    comparator = max(comparators, key=mean_accuracy)
+    seeds = sorted(set(correct["full"]) & set(correct[comparator]))
+    clips = (
+        sorted(set.intersection(*[set(correct[v][s]) for v in ("full", comparator) for s in seeds])) if seeds else []
+    )
+    if not clips:
+        return None
+    a = np.array([[correct["full"][s][c] for c in clips] for s in seeds], dtype=float)
+    b = np.array([[correct[comparator][s][c] for c in clips] for s in seeds], dtype=float)
+    return {
+        "setting": setting,
+        "keep_ratio": ratio,
+        "comparator": comparator,
+        "seeds": seeds,
+        "clips": len(clips),
+        "t_over_seeds": t_interval(a.mean(1) - b.mean(1)),
+        "bootstrap_over_clips": paired_bootstrap(a, b),
+    }
+
+
+def held_out_ceilings(results: list[dict], args) -> dict | None:
+    """The ideal observer and the dominant-expression reader on the evaluated clips (`parameters.jsonl` next to the
+    recipe's manifest, the demo's), per setting and rho; None for other data."""
+    from metrics.ceilings import ceilings, read_parameters
+
+    if not results:
+        return None
+    arguments = results[0]["arguments"]
+    manifest = arguments[arguments.index("--train_manifest") + 1] if "--train_manifest" in arguments else None
+    if manifest is None:
+        with open(args.recipe, encoding="utf-8") as handle:
+            manifest = yaml.safe_load(handle).get("train_manifest")
+    path = os.path.join(os.path.dirname(os.path.join(ROOT, manifest or "")), "parameters.jsonl")
+    if not manifest or not os.path.isfile(path):
+        return None
+    parameters = read_parameters(path, split="test")
+    return ceilings(parameters, args.keep_ratios, args.modalities) if parameters else None
 
 
 def _cell(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -289,17 +403,37 @@ def render(summary: dict) -> str:
         for variant in variants:
             row = summary["accuracy"][variant].get(setting, {})
             lines.append(f"| {variant} | " + " | ".join(_cell(row.get(r)) for r in ratios) + " |")
+        ceilings = (summary.get("ceilings") or {}).get(setting)
+        if ceilings:
+            for key, name in (
+                ("ideal_observer", "*ideal observer*"),
+                ("dominant_reader", "*dominant-expression reader*"),
+            ):
+                cells = [f"{100 * ceilings[r][key]:.1f}" if r in ceilings else "–" for r in ratios]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    endpoint = summary.get("primary_endpoint")
+    if endpoint:
+        t, boot = endpoint["t_over_seeds"], endpoint["bootstrap_over_clips"]
+        t_range = "–" if t["low"] is None else f"[{100 * t['low']:.1f}, {100 * t['high']:.1f}]"
+        lines += [
+            f"**Primary endpoint** (stated before the run): {endpoint['setting']} accuracy at rho = "
+            f"{endpoint['keep_ratio']:g}, `full` − `{endpoint['comparator']}` (the better of `pooling` / `lora_cut`): "
+            f"{100 * t['mean']:+.1f} points; 95% t interval over {t['n']} seeds {t_range}; 95% bootstrap over "
+            f"{endpoint['clips']} test clips [{100 * boot['low']:.1f}, {100 * boot['high']:.1f}].",
+            "",
+        ]
     lines += [
         "### Imagination on held-out clips (rho = 0.3, 0.5, 0.7)",
         "",
-        "Skill = EWM loss / baseline loss (below 1 beats the baseline: copying the last observed token, or predicting",
-        "the held-out set's mean target). Similarity = mean cosine between different clips' targets / last-step",
+        "Skill = EWM loss / baseline loss (below 1 beats the baseline: copying the last observed token, the mean",
+        "of the observed tokens, a ridge regression on [mean, last] fit on training clips, or the held-out set's mean",
+        "target). Similarity = mean cosine between different clips' targets / last-step",
         "predictions (near 1: collapsed to a constant). Cosine per rollout step as in the paper's Table 8.",
         "",
-        "| variant | stage | EWM loss | skill vs copy-last | skill vs set-mean | target sim. | prediction sim. "
-        "| cosine per step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | stage | EWM loss | skill vs copy-last | skill vs mean-of-past | skill vs ridge "
+        "| skill vs set-mean | target sim. | prediction sim. | cosine per step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in variants:
         for stage in ("init", "trained"):
@@ -310,6 +444,8 @@ def render(summary: dict) -> str:
             cells = [
                 _cell(stats["ewm_loss"], 1.0, 3),
                 _cell(stats["skill_copy_last"], 1.0, 2),
+                _cell(stats.get("skill_mean_of_past"), 1.0, 2),
+                _cell(stats.get("skill_ridge"), 1.0, 2),
                 _cell(stats["skill_set_mean"], 1.0, 2),
                 _cell(stats["target_similarity"], 1.0, 3),
                 _cell(stats["prediction_similarity"], 1.0, 3),
@@ -371,7 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", default=RECIPE, help="training recipe (YAML) every variant starts from")
     parser.add_argument("--variants-file", default=VARIANTS)
     parser.add_argument("--variants", nargs="+", default=list(MINIATURE), help="names in --variants-file")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
+    parser.add_argument(
+        "--data",
+        default=None,
+        help=f"a demo folder every run trains and is scored on (made when missing, 1,200 + 1,200 clips; e.g. "
+        f"{MINIATURE_DATA}): its emotion.jsonl replaces the recipe's manifest, its unlabeled.jsonl the variants' pool",
+    )
     parser.add_argument("--output", default="outputs/ablation")
     parser.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=MODALITIES)
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(KEEP_RATIOS))
@@ -390,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or any(not 0 < r <= 1 for r in args.keep_ratios):
         parser.error("--jobs must be >= 1 and --keep-ratios in (0, 1]")
     args.recipe = os.path.abspath(args.recipe)
+    if args.data:
+        args.extra = [*data_arguments(args.data), *args.extra]
     summary = sweep(args)
     print(render(summary))
     print(f"wrote {os.path.join(args.output, 'results.json')}, results.md, keep_ratio.png")

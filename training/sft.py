@@ -41,7 +41,7 @@ from modeling_affectverse.data.collator import (
     has_reasoning,
     row_problem,
 )
-from modeling_affectverse.data.demo_data import generate_demo_dataset
+from modeling_affectverse.data.demo_data import QUICKSTART_CLIPS, generate_demo_dataset
 from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.loading import EWM_CONFIG_FILE, load
 from modeling_affectverse.processing_affectverse import ANSWER_FORMATS
@@ -59,6 +59,20 @@ class ScriptArguments:
     eval_manifest: str | None = field(default=None, metadata={"help": "Evaluation manifest (default: none)."})
     eval_split: str = field(default="test", metadata={"help": "Rows of this split are evaluated / predicted on."})
     media_root: str | None = field(default=None, metadata={"help": "Media paths root (default: manifest folder)."})
+    unlabeled_manifest: str | None = field(
+        default=None,
+        metadata={
+            "help": "Manifest of rows marked 'unlabeled' (e.g. data/demo/unlabeled.jsonl): mixed into training, they "
+            "train the world model through the imagination loss only (no LM loss, no answer)."
+        },
+    )
+    unlabeled_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "Share of the training rows drawn from --unlabeled_manifest (0.5: as many as the labelled rows; "
+            "capped by the pool's size, which is then said)."
+        },
+    )
     demo_data: str | None = field(
         default=None, metadata={"help": "Generate the embedded demo dataset here first if it is missing."}
     )
@@ -97,6 +111,8 @@ class ScriptArguments:
             raise ValueError(f"init_adapter {self.init_adapter}: not an adapter folder written by training/sft.py")
         if isinstance(self.ewm_config, str):
             self.ewm_config = json.loads(self.ewm_config) if self.ewm_config.strip() else None
+        if not 0 <= self.unlabeled_ratio < 1:
+            raise ValueError(f"unlabeled_ratio must lie in [0, 1), got {self.unlabeled_ratio}")
         unknown = sorted(k for k in self.ewm_config or {} if not k.startswith("ewm_"))
         if unknown:
             raise ValueError(f"ewm_config takes only ewm_* fields of AffectVerseConfig, got {unknown}")
@@ -117,10 +133,31 @@ def load_rows(path: str, split: str, media_root: str | None, strict: bool):
     return rows
 
 
-def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int = 8) -> tuple[float, float, int]:
-    """Closed-set accuracy of the model on manifest rows (whole clips, every modality), chance (1 / candidates) and
-    the number of rows scored. Emotion rows choose among their label set, sentiment rows between the two answers."""
-    collator = AffectVerseCollator.for_prediction(processor, media=MediaOptions(fps=fps))
+def mix_unlabeled(train_rows, script_args, strict: bool, seed: int):
+    """The labelled training rows plus rows of the unlabeled pool, so that `unlabeled_ratio` of the mix is unlabeled
+    (a seeded draw from the pool; all of it when the pool is smaller, and then said)."""
+    import datasets
+
+    pool = load_rows(script_args.unlabeled_manifest, "unlabeled", script_args.media_root, strict)
+    labelled = pool.filter(lambda row: not row["unlabeled"])
+    if len(labelled):
+        raise ValueError(f"{script_args.unlabeled_manifest}: {len(labelled)} row(s) are not marked 'unlabeled'")
+    ratio = script_args.unlabeled_ratio
+    wanted = round(len(train_rows) * ratio / (1 - ratio))
+    if wanted > len(pool):
+        print(f"unlabeled_ratio {ratio}: {wanted} unlabeled rows wanted, the pool has {len(pool)}: all are used")
+    pool = pool.shuffle(seed=seed).select(range(min(wanted, len(pool))))
+    print(f"training on {len(train_rows)} labelled + {len(pool)} unlabeled rows (imagination loss only)")
+    return datasets.concatenate_datasets([train_rows, pool])
+
+
+def held_out_accuracy(
+    model, processor, rows, fps: float = 3.0, batch_size: int = 8, keep_ratio: float = 1.0
+) -> tuple[float, float, int]:
+    """Closed-set accuracy of the model on manifest rows (every modality; clips cut at `keep_ratio`, 1: whole),
+    chance (1 / candidates) and the number of rows scored. Emotion rows choose among their label set, sentiment rows
+    between the two answers."""
+    collator = AffectVerseCollator.for_prediction(processor, keep_ratio=keep_ratio, media=MediaOptions(fps=fps))
     model.eval()
     correct = total = 0
     candidates = 0
@@ -133,6 +170,21 @@ def held_out_accuracy(model, processor, rows, fps: float = 3.0, batch_size: int 
             correct += result["prediction"] == answer_text(row)
             total += 1
     return correct / max(total, 1), 1.0 / max(candidates, 1), total
+
+
+def report_cut_clips(trainer, processor, rows, script_args, fps: float, keep_ratio: float = 0.5) -> None:
+    """The held-out accuracy on clips cut at `keep_ratio`, next to the ideal observer's (the demo's generator
+    parameters, `parameters.jsonl` beside the manifest) when they are there."""
+    from metrics.ceilings import ideal_observer, read_parameters
+
+    accuracy, chance, count = held_out_accuracy(trainer.model, processor, rows, fps=fps, keep_ratio=keep_ratio)
+    line = f"held-out accuracy at rho = {keep_ratio:g} (first half of each clip): {accuracy:.3f} (chance {chance:.3f}"
+    parameters = os.path.join(os.path.dirname(script_args.train_manifest), "parameters.jsonl")
+    if os.path.isfile(parameters):
+        ids = {row["id"] for row in rows}
+        clips = [p for p in read_parameters(parameters) if p["id"] in ids]
+        line += f", ideal observer {ideal_observer(clips, keep_ratio, 'AV'):.3f}"
+    print(line + ")")
 
 
 def report_processes(trainer: AffectVerseSFTTrainer) -> None:
@@ -183,7 +235,7 @@ def main(
 
     # Dataset
     if script_args.demo_data and not os.path.isfile(script_args.train_manifest):
-        generate_demo_dataset(script_args.demo_data)
+        generate_demo_dataset(script_args.demo_data, QUICKSTART_CLIPS, workers=os.cpu_count() or 1)
     strict = training_args.strict_data
     train_rows = load_rows(script_args.train_manifest, script_args.train_split, script_args.media_root, strict)
     if script_args.answer_format == "reasoning":  # rows without a reasoning text cannot be trained in this format
@@ -196,6 +248,8 @@ def main(
         if len(reasoned) < len(train_rows):
             print(f"answer_format reasoning: {len(train_rows) - len(reasoned)} row(s) without reasoning left out")
         train_rows = reasoned
+    if script_args.unlabeled_manifest and script_args.unlabeled_ratio > 0:
+        train_rows = mix_unlabeled(train_rows, script_args, strict, training_args.seed)
     eval_manifest = script_args.eval_manifest
     eval_rows = None
     if eval_manifest:
@@ -204,6 +258,7 @@ def main(
         processor,
         keep_ratio_range=(training_args.keep_ratio_min, training_args.keep_ratio_max),
         modality_dropout=training_args.modality_dropout,
+        whole_clip_probability=training_args.whole_clip_probability,
         seed=training_args.seed,
         answer_format=script_args.answer_format,
         strict=strict,
@@ -268,6 +323,7 @@ def main(
                 f"held-out accuracy ({script_args.eval_split} split, {count} clips, closed-set, whole clips): "
                 f"{accuracy:.3f} (chance {chance:.3f})"
             )
+            report_cut_clips(trainer, processor, rows, script_args, collator.media.fps)
         print(f"adapter (LoRA + EWM) saved to {os.path.abspath(training_args.output_dir)}")
     return trainer
 

@@ -49,6 +49,12 @@ class AffectVerseSFTConfig(SFTConfig):
         default=0.15,
         metadata={"help": "Probability of dropping video or audio (half each) of a sample that has both."},
     )
+    whole_clip_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability that a training sample is seen whole (rho = 1) instead of cut at its drawn rho."
+        },
+    )
     strict_data: bool = field(
         default=False,
         metadata={"help": "Raise on a bad manifest row (missing media, empty answer) instead of skipping it."},
@@ -82,6 +88,8 @@ class AffectVerseSFTConfig(SFTConfig):
             )
         if not 0 <= self.modality_dropout <= 1:
             raise ValueError(f"modality_dropout must lie in [0, 1], got {self.modality_dropout}")
+        if not 0 <= self.whole_clip_probability <= 1:
+            raise ValueError(f"whole_clip_probability must lie in [0, 1], got {self.whole_clip_probability}")
         if self.imagination_loss_weight < 0:
             raise ValueError(f"imagination_loss_weight must be >= 0, got {self.imagination_loss_weight}")
         if self.eval_keep_ratio is not None and not 0 < self.eval_keep_ratio <= 1:
@@ -178,8 +186,11 @@ class AffectVerseSFTTrainer(SFTTrainer):
         weight = self.args.imagination_loss_weight
         window = mode == "train" and num_items_in_batch is not None and self._imagination_targets is not None
         if window:
-            labels = inputs["labels"][..., 1:]
-            loss = lm_loss * (labels != -100).sum() / num_items_in_batch
+            labelled = (inputs["labels"][..., 1:] != -100).sum()
+            # a micro-batch of unlabeled rows has no answer token: its LM term is 0 (the mean over none is NaN)
+            lm_loss = torch.where(labelled > 0, lm_loss, torch.zeros_like(lm_loss))
+            answers = torch.as_tensor(num_items_in_batch, device=labelled.device).clamp(min=1)  # 0: all unlabeled
+            loss = lm_loss * labelled / answers
             if imagination is not None and weight > 0:
                 share = self._targets(inputs) / self._imagination_targets.clamp(min=1)
                 loss = loss + weight * imagination * share

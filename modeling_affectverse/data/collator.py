@@ -68,12 +68,22 @@ def answer_text(row: dict) -> str:
     raise DataError(f"row {row.get('id')!r}: empty or invalid label {label!r} for task {task!r}")
 
 
+def is_unlabeled(row: dict) -> bool:
+    """A row marked `unlabeled` (no answer): trained through the imagination loss only, never the LM loss."""
+    return bool(row.get("unlabeled"))
+
+
 def row_problem(row: dict) -> str | None:
-    """Why a row cannot be trained on, from cheap checks (answer, media files exist and are non-empty), else None."""
-    try:
-        answer_text(row)
-    except DataError as err:
-        return str(err)
+    """Why a row cannot be trained on, from cheap checks (answer, media files exist and are non-empty), else None.
+    An unlabeled row needs no answer, but media: its only use is the imagination of what follows."""
+    if is_unlabeled(row):
+        if not row.get("video") and not row.get("audio"):
+            return f"row {row.get('id')!r}: an unlabeled row without video or audio has nothing to imagine"
+    else:
+        try:
+            answer_text(row)
+        except DataError as err:
+            return str(err)
     for name in ("video", "audio"):
         path = row.get(name)
         if path is not None and (not os.path.isfile(path) or os.path.getsize(path) == 0):
@@ -125,6 +135,9 @@ class AffectVerseCollator:
         keep_ratio_range: training: rho ~ U(low, high) per sample (docs/architecture.md §4.3: U(0.3, 1)).
         modality_dropout: training: probability of dropping one modality of a sample that has both, half video, half
             audio (docs/architecture.md §4.9: 0.15).
+        whole_clip_probability: training: probability that a sample is seen whole (rho = 1) instead of cut at its
+            drawn rho (drawn after the sample's other draws, so 0 draws exactly as before; docs/design-notes.md,
+            "Evidence v2").
         seed: seeds the per-sample draws, together with `epoch` (set by the trainer) and the sample id.
         with_answer: put the answer in the prompt and label it (training, scoring); False gives prompts that end at
             the assistant header, for generation (no labels, the rows need none).
@@ -147,6 +160,7 @@ class AffectVerseCollator:
         with_future: bool = False,
         keep_ratio_range: tuple[float, float] = (0.3, 1.0),
         modality_dropout: float = 0.15,
+        whole_clip_probability: float = 0.0,
         seed: int = 0,
         with_answer: bool = True,
         answer_format: str = "label",
@@ -159,6 +173,8 @@ class AffectVerseCollator:
             raise ValueError(f"keep_ratio_range must satisfy 0 < low <= high <= 1, got {keep_ratio_range}")
         if not 0 <= modality_dropout <= 1:
             raise ValueError(f"modality_dropout must lie in [0, 1], got {modality_dropout}")
+        if not 0 <= whole_clip_probability <= 1:
+            raise ValueError(f"whole_clip_probability must lie in [0, 1], got {whole_clip_probability}")
         if not 0 < keep_ratio <= 1:
             raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio}")
         if answer_format not in ANSWER_FORMATS:
@@ -168,6 +184,7 @@ class AffectVerseCollator:
         self.keep_ratio, self.with_future = float(keep_ratio), with_future
         self.keep_ratio_range = (float(low), float(high))
         self.modality_dropout = float(modality_dropout)
+        self.whole_clip_probability = float(whole_clip_probability)
         self.seed = seed
         self.with_answer = with_answer
         self.answer_format = answer_format
@@ -193,6 +210,7 @@ class AffectVerseCollator:
         *,
         keep_ratio_range: tuple[float, float] = (0.3, 1.0),
         modality_dropout: float = 0.15,
+        whole_clip_probability: float = 0.0,
         seed: int = 0,
         answer_format: str = "label",
         wetr_queries: bool = False,
@@ -206,6 +224,7 @@ class AffectVerseCollator:
             train=True,
             keep_ratio_range=keep_ratio_range,
             modality_dropout=modality_dropout,
+            whole_clip_probability=whole_clip_probability,
             seed=seed,
             answer_format=answer_format,
             wetr_queries=wetr_queries,
@@ -255,13 +274,14 @@ class AffectVerseCollator:
         )
 
     def _decode(self, row: dict) -> _Sample | None:
+        unlabeled = is_unlabeled(row)
         try:
-            if self.with_answer:
+            if self.with_answer and not unlabeled:
                 answer_text(row)
         except DataError as err:
             self._skip(row, "no_answer", err)
             return None
-        if self._format == "reasoning" and self.with_answer and not has_reasoning(row):
+        if self._format == "reasoning" and self.with_answer and not unlabeled and not has_reasoning(row):
             self._skip(row, "no_reasoning", DataError(f"row {row.get('id')!r}: no reasoning text for the answer"))
             return None
         key = (row.get("video"), row.get("audio"), tuple(row.get("segment") or ()))
@@ -352,6 +372,8 @@ class AffectVerseCollator:
             if answer_format == "joint":  # drawn after the other draws: label and reasoning collators draw as before
                 answer_format = "reasoning" if has_reasoning(sample.row) and rng.random() < 0.5 else "label"
             formats.append(answer_format)
+            if self.train and self.whole_clip_probability and rng.random() < self.whole_clip_probability:
+                keep[-1] = 1.0  # seen whole this epoch (drawn last: the draws above are as without it)
         rho = keep if self.train else [self.keep_ratio] * len(samples) if self.with_future else None
         return rho, formats
 
@@ -366,7 +388,7 @@ class AffectVerseCollator:
             prompt = {
                 "video": has_video,
                 "audio": has_audio and not sample.audio_from_video,
-                "answer": self._answer(row, answer_format) if self.with_answer else None,
+                "answer": self._answer(row, answer_format) if self.with_answer and not is_unlabeled(row) else None,
             }
             spans = processor.wetr_query_lines if self.wetr_queries else ""  # text the budget must fit
             own_track = has_video and has_audio and sample.audio_from_video  # one interleaved audio-in-video block
@@ -384,7 +406,9 @@ class AffectVerseCollator:
             kwargs.update(load_audio_from_video=True, audio_from_video_indices=sources)
         batch = dict(processor(text=texts, videos=videos or None, audio=audio or None, **kwargs))
         if self.with_answer:
-            answers = [self._answer(s.row, f) for s, f in zip(samples, formats, strict=True)]
+            answers = [  # an unlabeled row's prompt ends at the assistant header: nothing of it is labelled
+                None if is_unlabeled(s.row) else self._answer(s.row, f) for s, f in zip(samples, formats, strict=True)
+            ]
             try:
                 batch["labels"] = processor.answer_labels(batch["input_ids"], batch["attention_mask"], answers)
             except ValueError as err:
@@ -475,4 +499,12 @@ class AffectVerseCollator:
         return batch
 
 
-__all__ = ["AffectVerseCollator", "DataError", "MediaOptions", "answer_text", "has_reasoning", "row_problem"]
+__all__ = [
+    "AffectVerseCollator",
+    "DataError",
+    "MediaOptions",
+    "answer_text",
+    "has_reasoning",
+    "is_unlabeled",
+    "row_problem",
+]

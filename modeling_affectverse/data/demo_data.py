@@ -1,25 +1,27 @@
-"""The embedded demo dataset: real `.mp4` clips of a synthetic face and voice whose emotion evolves over the clip.
+"""The embedded demo dataset (v2): real `.mp4` clips of a synthetic face and voice whose emotion changes slowly.
 
-Each clip (H.264 video + AAC audio, written through `av`) starts in one expression and moves to another; the label
-is the expression it ends in, in the MER six-class space. The face's mouth curve and opening, brow tilt and height,
-eye openness and skin tint move together with a voiced tone whose pitch register, contour, vibrato, energy and
-timbre follow the same emotion. The change starts between 20% and 40% of the clip and is complete by 75% at the
-latest, so the first 20% shows only the start expression (which is never the label) and the label is only certain
-from the last quarter. The subtitle is drawn from a pool of neutral sentences, independent of the label: what the
-clip ends as has to be read from how it evolves, which is what the Emotion World Module is for.
+Each clip (H.264 video + AAC audio, written through `av`) starts in one expression S and moves to another, its label
+L (MER six classes); S is never L and is drawn independently of it. The change is slow and early: it starts at 5-15%
+of the clip and completes at 75-85%, easing in (w = progress^2), so a clip cut at rho = 0.3-0.5 is still dominated by
+S while the direction of change is already visible: naming the dominant expression scores below chance, following
+the trend scores near the ceiling (`ideal_observer`). Face (mouth, brows, eyes, skin tint) and voice (pitch register,
+contour, vibrato, energy, timbre) follow the same blend. The subtitle is neutral and independent of the label.
 
-    python -m modeling_affectverse.data.demo_data --output data/demo  # 480 clips of 1-3 s, seed 0 (about 35 s)
+    python -m modeling_affectverse.data.demo_data --output data/demo  # 1,200 labelled + 1,200 unlabelled clips
 
-writes `data/demo/clips/demo_XXXX.mp4`, `data/demo/emotion.jsonl` (label: the final expression; `reasoning`: the
-change of face and voice in words, the target of the reasoning answer format) and
-`data/demo/sentiment.jsonl` (the same clips, label: the final expression's valence in [-3, 3], MOSI-style).
-Every 6th clip is in the `test` split, the rest `train`. Same seed, same arguments: byte-identical manifests and
-identical decoded frames.
+writes `clips/demo_XXXX.mp4` and `clips/pool_XXXX.mp4`, `emotion.jsonl` (label: the final expression; `reasoning`:
+the change in words), `sentiment.jsonl` (the same clips, label: the final expression's valence in [-3, 3]),
+`unlabeled.jsonl` (the pool: rows marked `unlabeled`, no label; for the world model's imagination only) and
+`parameters.jsonl` (every clip's draws: label, start, duration, onset, completion; the ideal observer reads them).
+Splits by index: of every 12 clips 8 are `train`, 1 `validation`, 3 `test` (800 / 100 / 300 of 1,200). Each clip's
+draws come from its own generator (`clip_rng`), so clips can be made in parallel (`--workers`) and the same seed
+gives byte-identical manifests and identical decoded frames whatever the number of workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -70,15 +72,38 @@ CUES = {
     "surprise": ("raised brows and an open mouth", "a very high voice"),
     "worried": ("raised inner brows and a greenish face", "a trembling voice"),
 }
-NUM_CLIPS = 480  # 400 train, 80 test: the tiny model needs a few hundred clips to generalise, not to memorise
+NUM_CLIPS = 1200  # labelled: 800 train / 100 validation / 300 test (`split_of`)
+QUICKSTART_CLIPS = 600  # the quickstart's subset (400 / 50 / 150): its time budget
+NUM_UNLABELED = 1200  # the unlabelled pool from the same process (the world model's imagination loss only)
 FRAME_SIZE = 112
 FRAME_RATE = 12
 SAMPLE_RATE = 24_000  # not 16 kHz on purpose: decoding resamples, as with real media
+ONSET = (0.05, 0.15)  # the change starts here (fraction of the clip) ...
+COMPLETION = (0.75, 0.85)  # ... and is complete here (w < 0.5 up to rho = 0.5 in every clip)
+EASE = 2.0  # blend weight w = ((t - onset) / (completion - onset)) ** EASE, clipped to [0, 1]: slow at first
+POOLS = {"demo": 0, "pool": 1}  # id prefix -> the pool's entry in each clip's seed
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
+def split_of(index: int) -> str:
+    """The split of labelled clip `index`: of every 12, 8 train, 1 validation, 3 test."""
+    position = index % 12
+    return "train" if position < 8 else "validation" if position == 8 else "test"
+
+
+def clip_rng(seed: int, pool: str, index: int) -> np.random.Generator:
+    """Clip `index` of `pool`'s own generator: its draws do not depend on any other clip."""
+    return np.random.default_rng([seed, POOLS[pool], index])
+
+
+def pool_labels(seed: int, pool: str, count: int) -> list[str]:
+    """Balanced labels: the six classes repeated, in a seeded order."""
+    order = np.random.default_rng([seed, POOLS[pool], 2**31]).permutation(count)
+    return [MER_LABELS[i % len(MER_LABELS)] for i in order]
+
+
+def blend_weight(t: np.ndarray, onset: float, completion: float) -> np.ndarray:
+    """Blend weight of the label at clip fractions `t`: 0 before the onset, 1 from the completion, eased in."""
+    return np.clip((np.asarray(t, dtype=np.float64) - onset) / (completion - onset), 0.0, 1.0) ** EASE
 
 
 def _blend(start: dict, end: dict, weight: float) -> dict:
@@ -122,7 +147,9 @@ def draw_face(state: dict, look: dict, size: int = FRAME_SIZE) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
-def voice(states: list[dict], seconds: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def voice(
+    states: list[dict], seconds: float, syllable_rate: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
     """A voiced tone `(N,)` float32 following the per-sample blended states (pitch, vibrato, energy, syllables)."""
     n = int(round(seconds * sample_rate))
     t = np.arange(n, dtype=np.float64) / sample_rate
@@ -131,7 +158,7 @@ def voice(states: list[dict], seconds: float, rng: np.random.Generator, sample_r
     pitch = param["pitch"] + param["slope"] * (t / seconds - 0.5) + param["vibrato"] * np.sin(2 * np.pi * 6 * t)
     phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
     tone = sum(np.sin(h * phase) * h ** -param["rolloff"] for h in range(1, 9))
-    syllables = 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3, 5) * t) ** 2
+    syllables = 0.55 + 0.45 * np.sin(2 * np.pi * syllable_rate * t) ** 2
     wave = 0.25 * param["energy"] * syllables * tone + 0.003 * rng.standard_normal(n)
     fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.02)
     return (wave * fade).astype(np.float32)
@@ -170,51 +197,118 @@ def start_expression(states: list[dict]) -> str:
     return next(name for name, values in EXPRESSIONS.items() if values == states[0])
 
 
-def make_clip(label: str, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
-    """Frames, wave and per-frame expression states of a clip that starts in another expression, ends in `label`."""
-    start = str(rng.choice([name for name in EXPRESSIONS if name != label]))
-    seconds = round(float(rng.uniform(1.0, 3.0)) * FRAME_RATE) / FRAME_RATE
-    # the change starts between 20% and 40% of the clip and is complete 25-35% of the clip later (by 75%): the first
-    # 20% shows only the start expression, half of the clip at most part of the change, the last quarter the label
-    onset = float(rng.uniform(0.2, 0.4))
-    offset = onset + float(rng.uniform(0.25, 0.35))
+def draw_clip(label: str, rng: np.random.Generator) -> dict:
+    """Everything random about one clip, drawn in a fixed order: start expression, duration, onset, completion, look,
+    head bob, syllable rate, subtitle, valence jitter, and the seed of the voice's noise."""
+    start = str(rng.choice([name for name in EXPRESSIONS if name != label]))  # never the label, uniform otherwise
+    # whole thirds of a second: decoded at 3 fps, the frames then last exactly as long as the audio, so a cut at rho
+    # is at rho x the clip for both (a padded last frame would otherwise lengthen what rho is a fraction of)
+    seconds = round(float(rng.uniform(1.0, 3.0)) * 3) / 3
+    onset = float(rng.uniform(*ONSET))
+    completion = float(rng.uniform(*COMPLETION))
     look = {
-        "background": rng.uniform(0.2, 0.9, 3).astype(np.float32),
-        "skin": rng.uniform([0.85, 0.7, 0.6], [1.0, 0.85, 0.75]).astype(np.float32),
+        "background": [float(x) for x in rng.uniform(0.2, 0.9, 3)],
+        "skin": [float(x) for x in rng.uniform([0.85, 0.7, 0.6], [1.0, 0.85, 0.75])],
         "cx": 0.5 + float(rng.uniform(-0.04, 0.04)),
         "cy": 0.5 + float(rng.uniform(-0.03, 0.03)),
     }
-    num_frames = int(round(seconds * FRAME_RATE))
-    progress = _smoothstep((np.arange(num_frames) / max(1, num_frames - 1) - onset) / (offset - onset))
-    states = [_blend(EXPRESSIONS[start], EXPRESSIONS[label], float(w)) for w in progress]
-    bob = 0.01 * np.sin(np.linspace(0, 2 * np.pi * rng.uniform(0.3, 1.0), num_frames))
-    frames = [draw_face(state, {**look, "cy": look["cy"] + float(b)}) for state, b in zip(states, bob, strict=True)]
-    return frames, voice(states, seconds, rng), states
+    return {
+        "label": label,
+        "start": start,
+        "seconds": seconds,
+        "onset": onset,
+        "completion": completion,
+        "look": look,
+        "bob": float(rng.uniform(0.3, 1.0)),
+        "syllable_rate": float(rng.uniform(3, 5)),
+        "subtitle": int(rng.integers(len(SUBTITLES))),
+        "valence_jitter": float(rng.uniform(-0.4, 0.4)),
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+def render_clip(draws: dict) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
+    """Frames, wave and per-frame expression states of the clip `draws` describes (deterministic)."""
+    num_frames = int(round(draws["seconds"] * FRAME_RATE))
+    weights = blend_weight(np.arange(num_frames) / max(1, num_frames - 1), draws["onset"], draws["completion"])
+    states = [_blend(EXPRESSIONS[draws["start"]], EXPRESSIONS[draws["label"]], float(w)) for w in weights]
+    look = {key: np.asarray(value, dtype=np.float32) for key, value in draws["look"].items()}
+    bob = 0.01 * np.sin(np.linspace(0, 2 * np.pi * draws["bob"], num_frames))
+    frames = [
+        draw_face(state, {**look, "cy": float(look["cy"]) + float(b)}) for state, b in zip(states, bob, strict=True)
+    ]
+    wave = voice(states, draws["seconds"], draws["syllable_rate"], np.random.default_rng(draws["noise_seed"]))
+    return frames, wave, states
+
+
+def make_clip(label: str, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
+    """Frames, wave and per-frame expression states of a clip that starts in another expression, ends in `label`."""
+    return render_clip(draw_clip(label, rng))
+
+
+def _write_one(job: tuple) -> dict:
+    """Draw, render and write one clip (a worker's task); returns its draws."""
+    seed, pool, index, label, clips_dir = job
+    draws = draw_clip(label, clip_rng(seed, pool, index))
+    frames, wave, _ = render_clip(draws)
+    write_clip(os.path.join(clips_dir, f"{pool}_{index:04d}.mp4"), frames, wave)
+    return draws
+
+
+def _clip_row(pool: str, index: int, draws: dict) -> dict:
+    """The manifest fields every task shares."""
+    relative = os.path.join("clips", f"{pool}_{index:04d}.mp4")
+    return {
+        "id": f"{pool}_{index:04d}",
+        "split": split_of(index) if pool == "demo" else "unlabeled",
+        "video": relative,
+        "audio": relative,
+        "subtitle": SUBTITLES[draws["subtitle"]],
+    }
 
 
 def generate_demo_dataset(
-    output: str, num_clips: int = NUM_CLIPS, seed: int = 0, progress: bool = True
+    output: str,
+    num_clips: int = NUM_CLIPS,
+    seed: int = 0,
+    progress: bool = True,
+    num_unlabeled: int = 0,
+    workers: int = 1,
 ) -> dict[str, str]:
-    """Write `num_clips` clips and the two manifests under `output`. Returns the manifests' paths by task."""
-    rng = np.random.default_rng(seed)
+    """Write `num_clips` labelled clips (and `num_unlabeled` pool clips) and the manifests under `output`.
+
+    Returns the manifests' paths by name (`emotion`, `sentiment`, `parameters`, and `unlabeled` with a pool)."""
     clips_dir = os.path.join(output, "clips")
     os.makedirs(clips_dir, exist_ok=True)
-    labels = [MER_LABELS[i % len(MER_LABELS)] for i in rng.permutation(num_clips)]
-    emotion_rows, sentiment_rows = [], []
-    for index in tqdm(range(num_clips), desc="demo clips", disable=not progress):
-        label = labels[index]
-        frames, wave, states = make_clip(label, rng)
-        name = f"demo_{index:04d}"
-        path = os.path.join(clips_dir, f"{name}.mp4")
-        write_clip(path, frames, wave)
-        relative = os.path.join("clips", f"{name}.mp4")
-        common = {
-            "id": name,
-            "split": "test" if index % 6 == 5 else "train",
-            "video": relative,
-            "audio": relative,
-            "subtitle": SUBTITLES[int(rng.integers(len(SUBTITLES)))],
-        }
+    jobs = [(seed, "demo", i, label, clips_dir) for i, label in enumerate(pool_labels(seed, "demo", num_clips))]
+    jobs += [(seed, "pool", i, label, clips_dir) for i, label in enumerate(pool_labels(seed, "pool", num_unlabeled))]
+    bar = tqdm(total=len(jobs), desc="demo clips", disable=not progress)
+    if workers > 1:
+        import multiprocessing
+
+        # fork where there is one (no interpreter start-up per worker; the workers run numpy and av only)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as workers_pool:
+            drawn = []
+            for draws in workers_pool.imap(_write_one, jobs, chunksize=8):
+                drawn.append(draws)
+                bar.update(1)
+    else:
+        drawn = []
+        for job in jobs:
+            drawn.append(_write_one(job))
+            bar.update(1)
+    bar.close()
+    emotion_rows, sentiment_rows, unlabeled_rows, parameters = [], [], [], []
+    for (_, pool, index, label, _), draws in zip(jobs, drawn, strict=True):
+        common = _clip_row(pool, index, draws)
+        parameters.append({"id": common["id"], "split": common["split"], **{k: draws[k] for k in PARAMETER_KEYS}})
+        if pool == "pool":
+            unlabeled_rows.append(
+                {**common, "dataset": "demo", "task": "emotion", "label": None, "label_set": MER_LABELS,
+                 "unlabeled": True}
+            )  # fmt: skip
+            continue
         emotion_rows.append(
             {
                 **common,
@@ -222,37 +316,49 @@ def generate_demo_dataset(
                 "task": "emotion",
                 "label": label,
                 "label_set": MER_LABELS,
-                "reasoning": describe_clip(start_expression(states), label),
+                "reasoning": describe_clip(draws["start"], label),
             }
         )
-        valence = round(VALENCE[label] + float(rng.uniform(-0.4, 0.4)), 1)
+        valence = round(VALENCE[label] + draws["valence_jitter"], 1)
         sentiment_rows.append(
             {**common, "dataset": "demo-sentiment", "task": "sentiment", "label": float(np.clip(valence, -3, 3))}
         )
-    manifests = {"emotion": os.path.join(output, "emotion.jsonl"), "sentiment": os.path.join(output, "sentiment.jsonl")}
+    manifests = {name: os.path.join(output, f"{name}.jsonl") for name in ("emotion", "sentiment", "parameters")}
     write_manifest(emotion_rows, manifests["emotion"])
     write_manifest(sentiment_rows, manifests["sentiment"])
+    with open(manifests["parameters"], "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, sort_keys=True) + "\n" for row in parameters)
+    if unlabeled_rows:
+        manifests["unlabeled"] = os.path.join(output, "unlabeled.jsonl")
+        write_manifest(unlabeled_rows, manifests["unlabeled"])
     return manifests
+
+
+PARAMETER_KEYS = ("label", "start", "seconds", "onset", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line this script takes (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="data/demo", help="folder for clips/ and the manifests")
-    parser.add_argument("--num-clips", type=int, default=NUM_CLIPS)
+    parser.add_argument("--num-clips", type=int, default=NUM_CLIPS, help="labelled clips (8/12 train, 1/12 val.)")
+    parser.add_argument("--num-unlabeled", type=int, default=NUM_UNLABELED, help="clips of the unlabelled pool")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing clips")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.num_clips < 1:
-        parser.error("--num-clips must be at least 1")
-    manifests = generate_demo_dataset(args.output, args.num_clips, args.seed)
+    if args.num_clips < 1 or args.num_unlabeled < 0 or args.workers < 1:
+        parser.error("--num-clips must be at least 1, --num-unlabeled at least 0, --workers at least 1")
+    manifests = generate_demo_dataset(
+        args.output, args.num_clips, args.seed, num_unlabeled=args.num_unlabeled, workers=args.workers
+    )
     print(
-        f"wrote {args.num_clips} clips to {os.path.join(args.output, 'clips')}; manifests: "
-        + ", ".join(manifests.values())
+        f"wrote {args.num_clips} clips (+ {args.num_unlabeled} unlabelled) to {os.path.join(args.output, 'clips')}; "
+        "manifests: " + ", ".join(manifests.values())
     )
     return 0
 

@@ -24,7 +24,8 @@ import datasets
 from modeling_affectverse.processing_affectverse import TASKS
 
 FIELDS = ("id", "dataset", "split", "task", "video", "audio", "subtitle", "label", "label_set")
-OPTIONAL_FIELDS = ("segment", "modality_labels", "reasoning")  # reasoning: the reasoning answer format's target
+OPTIONAL_FIELDS = ("segment", "modality_labels", "reasoning", "unlabeled")  # reasoning: the reasoning format's target;
+# unlabeled: true marks a row without a label (the world model's imagination loss only: `sft.py --unlabeled_manifest`)
 MODALITY_LABEL_KEYS = ("text", "audio", "video")
 
 
@@ -59,6 +60,7 @@ def manifest_features(task: str) -> datasets.Features:
             "segment": datasets.List(datasets.Value("float64")),
             "modality_labels": {key: datasets.Value("float64") for key in MODALITY_LABEL_KEYS},
             "reasoning": string,
+            "unlabeled": datasets.Value("bool"),
         }
     )
 
@@ -95,11 +97,16 @@ def validate_row(row: dict, where: str = "row") -> dict:
     out["audio"] = out["audio"] or None
 
     label = row.get("label")
-    if task == "emotion" and not (isinstance(label, str) and label.strip()):
+    if out["unlabeled"] is not None and not isinstance(out["unlabeled"], bool):
+        raise ManifestError(f"{where}: field 'unlabeled' must be true, false or absent, got {out['unlabeled']!r}")
+    if out["unlabeled"]:
+        if label is not None:
+            raise ManifestError(f"{where}: a row marked 'unlabeled' must not carry a label, got {label!r}")
+    elif task == "emotion" and not (isinstance(label, str) and label.strip()):
         raise ManifestError(f"{where}: field 'label' of an emotion row must be a non-empty string, got {label!r}")
-    if task == "sentiment" and not _finite_number(label):
+    elif task == "sentiment" and not _finite_number(label):
         raise ManifestError(f"{where}: field 'label' of a sentiment row must be a finite number, got {label!r}")
-    if task == "open_vocabulary" and not (
+    elif task == "open_vocabulary" and not (
         isinstance(label, list) and label and all(isinstance(x, str) and x.strip() for x in label)
     ):
         raise ManifestError(f"{where}: field 'label' of an open_vocabulary row must be a non-empty list of strings")
@@ -111,7 +118,7 @@ def validate_row(row: dict, where: str = "row") -> dict:
             raise ManifestError(f"{where}: field 'label_set' must be a non-empty list of strings, got {label_set!r}")
         if len(set(label_set)) != len(label_set):
             raise ManifestError(f"{where}: field 'label_set' repeats a label: {label_set}")
-        if task == "emotion" and label not in label_set:
+        if task == "emotion" and not out["unlabeled"] and label not in label_set:
             raise ManifestError(f"{where}: field 'label' {label!r} is not in the row's label_set {label_set}")
     segment = out["segment"]
     if segment is not None and not (

@@ -142,7 +142,8 @@ def test_rollout_steps_and_belief_count_set_the_shapes():
 # -- docs/architecture.md §4.4-4.5: time embeddings, frozen targets ----------------------------------------------------
 @pytest.mark.parametrize("time_embedding", [True, False])
 def test_reversing_the_observed_past_changes_the_imagination_only_with_time(time_embedding):
-    ewm = make_ewm(ewm_time_embedding=time_embedding)
+    """The absolute forecast (the residual one starts from the last observed token, which reversing changes)."""
+    ewm = make_ewm(ewm_time_embedding=time_embedding, ewm_forecast="absolute")
     hidden, video, audio = batch([8], [8])
     times = torch.arange(hidden.shape[1], dtype=torch.float32)[None] * 0.04
     rho = torch.tensor([0.5])
@@ -220,3 +221,57 @@ def test_every_switch_builds_only_what_it_uses():
                     "aggregate_single", "boundary_proj", "up_proj"}  # fmt: skip
     config.ewm_time_embedding = False
     assert set(dict(EmotionWorldModule(config).named_children())) == full - {"time_embedding"}
+
+
+# -- issue 23: the residual forecast starts at copy-last and learns only a change -------------------------------------
+def test_residual_forecast_starts_at_copy_last_and_trains_from_there():
+    torch.manual_seed(0)
+    ewm = make_ewm(ewm_forecast="residual")
+    hidden, video, audio = batch([8, 6], [10, 12])
+    times = torch.arange(hidden.shape[1], dtype=torch.float32)[None].expand(2, -1) * 0.04
+    rho = torch.tensor([0.5, 0.4])
+    pairs = ewm(hidden, video, audio, rho, times).pairs
+    for modality in (VIDEO, AUDIO):
+        p = pairs[modality].compact()
+        # every step, every query: the last observed token in target space, exactly (the change starts at zero)
+        torch.testing.assert_close(p.imagined, p.copy_last[:, None, None].expand_as(p.imagined), rtol=0, atol=0)
+    absolute = make_ewm(ewm_forecast="absolute")
+    assert not hasattr(absolute.video_imagination.delta, "weight")  # built only for the residual forecast
+    out = ewm(hidden, video, audio, rho, times)
+    out.imagination_loss.backward()
+    change = ewm.video_imagination.delta
+    assert change.weight.grad.abs().sum() > 0  # training moves the change first
+    with torch.no_grad():
+        change.weight.add_(0.1 * torch.randn_like(change.weight))
+        moved = ewm(hidden, video, audio, rho, times).pairs[VIDEO].compact()
+    assert (moved.imagined - moved.copy_last[:, None, None]).abs().amax() > 1e-3
+
+
+def test_shuffled_targets_permute_the_targets_across_samples_and_nothing_else():
+    torch.manual_seed(0)
+    hidden, video, audio = batch([8, 8, 8, 8], [10, 10, 10, 10])
+    times = torch.arange(hidden.shape[1], dtype=torch.float32)[None].expand(4, -1) * 0.04
+    rho = torch.tensor([0.5, 0.5, 0.6, 0.4])
+    plain, shuffled = make_ewm(), make_ewm(ewm_shuffled_targets=True)
+    shuffled.load_state_dict(plain.state_dict())
+    plain.train(), shuffled.train()
+    torch.manual_seed(1)
+    reference = plain(hidden, video, audio, rho, times)
+    torch.manual_seed(1)
+    control = shuffled(hidden, video, audio, rho, times)
+    torch.testing.assert_close(control.belief_tokens, reference.belief_tokens)  # the model's input is untouched
+    for modality in (VIDEO, AUDIO):
+        a, b = reference.pairs[modality].compact(), control.pairs[modality].compact()
+        torch.testing.assert_close(b.imagined, a.imagined)
+        torch.testing.assert_close(b.copy_last, a.copy_last)
+        # each row's target is another row's: a derangement of the same targets
+        match = [
+            [bool(torch.equal(b.target[i], a.target[j])) for j in range(len(a.target))] for i in range(len(b.target))
+        ]
+        assert all(sum(row) == 1 for row in match) and not any(match[i][i] for i in range(len(match)))
+    assert not torch.allclose(control.imagination_loss, reference.imagination_loss)
+    shuffled.eval()  # evaluation scores the real futures
+    torch.testing.assert_close(
+        shuffled(hidden, video, audio, rho, times).imagination_loss,
+        plain.eval()(hidden, video, audio, rho, times).imagination_loss,
+    )
