@@ -92,7 +92,7 @@ def test_adapter_folder_reloads_and_merged_export_matches(trained, demo_manifest
     rows = load_manifest(demo_manifest, cache_dir=str(tmp_path))
     processor = trainer.processing_class
     batch = AffectVerseCollator.for_prediction(processor, with_answer=True)(
-        [rows[5], rows[11]]
+        [rows[9], rows[10]]
     )  # the two held-out clips
     model = trainer.model.eval()
     with torch.no_grad():
