@@ -29,7 +29,7 @@ import evaluate
 import torch
 from tqdm.auto import tqdm
 
-from modeling_affectverse.data.collator import AffectVerseCollator
+from modeling_affectverse.data.collator import AffectVerseCollator, MediaOptions
 from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.loading import load
 from modeling_affectverse.processing_affectverse import SENTIMENT_ANSWERS, extract_answer
@@ -131,13 +131,14 @@ def run(args) -> dict:
         base.enable_wetr(wetr_config(args))
         use_wetr_queries(processor, args)
     new = 0
+    media = MediaOptions(store={}) if getattr(args, "cache_media", False) else None  # one decode per clip
     with open(predictions_path, "a", encoding="utf-8") as out:
         for manifest in args.manifest:
             rows = [r for r in load_manifest(manifest) if r["split"] == args.split]  # media paths resolved
             for setting in args.modalities:
                 for ratio in args.keep_ratios:
                     collator = AffectVerseCollator.for_prediction(
-                        processor, keep_ratio=ratio, answer_format=args.answer_format, wetr_queries=wetr
+                        processor, keep_ratio=ratio, answer_format=args.answer_format, wetr_queries=wetr, media=media
                     )
                     todo = [r for r in rows if (r["dataset"], setting, float(ratio), r["id"]) not in done]
                     desc = f"{os.path.basename(manifest)} {MODALITIES[setting]} rho={ratio:g}"
@@ -338,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-predictions", type=int, default=None, help="stop after this many new predictions")
+    parser.add_argument(
+        "--cache-media",
+        action="store_true",
+        help="decode each clip once for all modality settings and keep ratios (holds the split's decoded media in "
+        "memory: for small sets such as the demo's)",
+    )
     return parser
 
 

@@ -24,7 +24,7 @@ import os
 import warnings
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -109,12 +109,16 @@ class MediaOptions:
         max_frames, max_audio_seconds: memory guards for long clips (the processor then fits the token budget).
         cache: keep each row's decoded media in memory (a small dataset seen for many epochs, like the demo), so a
             clip is decoded once rather than once per epoch.
+        store: a dict shared by several collators as their decoded-media cache (implies `cache`): an evaluation
+            that cuts the same clips at several keep ratios and modality settings decodes each clip once. Entries
+            are keyed by the decoding options too, so collators with different options can share one store.
     """
 
     fps: float = 3.0
     max_frames: int | None = 64
     max_audio_seconds: float | None = 30.0
     cache: bool = False
+    store: dict | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 class AffectVerseCollator:
@@ -193,7 +197,7 @@ class AffectVerseCollator:
         self.media = media or MediaOptions()
         self._format = "reasoning" if answer_format == "joint" and not train else answer_format  # fixed unless drawn
         self._layout_ids: dict | None = None
-        self._media: dict = {}
+        self._media: dict = {} if self.media.store is None else self.media.store
         self._prompt_room: dict = {}  # tokens left for a subtitle, per kind of prompt (see _fit_subtitle)
         self.last_kept: list[int] = []  # indices of the last call's rows that are in its batch, in batch order
         self.last_skipped: list[tuple] = []  # (id, reason, message) of the last call's skipped rows
@@ -284,7 +288,9 @@ class AffectVerseCollator:
         if self._format == "reasoning" and self.with_answer and not unlabeled and not has_reasoning(row):
             self._skip(row, "no_reasoning", DataError(f"row {row.get('id')!r}: no reasoning text for the answer"))
             return None
-        key = (row.get("video"), row.get("audio"), tuple(row.get("segment") or ()))
+        decoding = self.media
+        options = (decoding.fps, self.processor.frame_size, decoding.max_frames, decoding.max_audio_seconds)
+        key = (row.get("video"), row.get("audio"), tuple(row.get("segment") or ()), *options)
         try:
             media = self._media.get(key) or decode_clip(
                 row.get("video"),
@@ -299,7 +305,7 @@ class AffectVerseCollator:
         except MediaError as err:
             self._skip(row, type(err).__name__, err)
             return None
-        if self.media.cache:
+        if self.media.cache or self.media.store is not None:
             self._media[key] = media
         frames = None if media.video is None else media.video.frames
         fps = self.media.fps if media.video is None else media.video.fps

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from metrics.ceilings import probe_accuracy
-from metrics.imagination_report import fit_ridge, imagination_report, ridge_predict
+from metrics.imagination_report import collect, fit_ridge, imagination_report, ridge_predict
+from modeling_affectverse.data.collator import MediaOptions
 from modeling_affectverse.data.manifest import load_manifest
 from modeling_affectverse.tiny import build_tiny_model
 
@@ -44,3 +45,18 @@ def test_report_scores_every_baseline_and_residual_starts_at_copy_last(demo_mani
         assert report[f"skill_{name}"] == pytest.approx(report["ewm_loss"] / report[f"{name}_loss"])
     assert report["skill_copy_last"] == pytest.approx(1.0, abs=1e-6)  # the residual forecast at initialisation
     assert report["mean_of_past_loss"] != pytest.approx(report["copy_last_loss"])
+
+
+def test_probe_features_are_per_clip_and_do_not_depend_on_the_batch(demo_manifest):
+    rows = [row for row in load_manifest(demo_manifest)][:5]
+    model, processor = build_tiny_model(seed=0)
+    _, batched = collect(model, processor, rows, (0.5,), batch_size=4, media=MediaOptions(store={}))
+    _, alone = collect(model, processor, rows, (0.5,), batch_size=1)
+    for name in ("belief", "pooled"):
+        assert batched["0.5"][name].shape[0] == len(rows)
+        torch.testing.assert_close(batched["0.5"][name], alone["0.5"][name], atol=1e-5, rtol=1e-4)
+    assert batched["0.5"]["pooled"].abs().sum() > 0 and batched["0.5"]["belief"].abs().sum() > 0
+    # the report fits both probes on the training clips and scores the held-out ones, per rho
+    report = imagination_report(model, processor, rows[3:], keep_ratios=(0.5,), fit_rows=rows[:3])
+    assert set(report["probes"]) == {"0.5"}
+    assert all(0.0 <= report["probes"]["0.5"][name] <= 1.0 for name in ("belief", "pooled"))

@@ -39,6 +39,10 @@ def test_sweep_writes_tables_and_a_resumed_sweep_skips_finished_runs(demo_manife
     assert summary["accuracy"]["full"]["AVT"]["0.5"]["n"] == 1  # one seed
     assert summary["imagination"]["lora_only"] == {}  # nothing imagines there
     assert set(summary["imagination"]["full"]) == {"init", "trained"}
+    probes = summary["imagination"]["full"]["trained"]["probes"]  # belief and pooled probes per report rho
+    assert set(probes) == {"0.3", "0.5", "0.7"}
+    assert all(p["belief"]["n"] == p["pooled"]["n"] == 1 for p in probes.values())
+    assert "Label probes" in render(summary)
     result = json.load(open(os.path.join(output, "runs", "full", "seed0", "result.json")))
     assert result["seed"] == 0 and "--seed" in result["arguments"] and result["recipe"].endswith("demo.yaml")
     assert summary["recipe"] == os.path.join("configuration", "recipes", "demo.yaml")

@@ -1,7 +1,7 @@
 """Evidence that it works: the demo recipe learns the held-out clips, and the imagination learns something real.
 
-One shortened demo-recipe run (fewer steps than the quickstart's) is shared by the tests below; it is the slowest
-part of the suite (about a minute on 2 cores).
+One demo-recipe run (the quickstart's recipe, on the quickstart's 600 clips) is shared by the tests below; it is the
+slowest part of the suite (about two minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from modeling_affectverse.tiny import build_tiny_model
 from tests.training.conftest import parse_recipe
 from training.sft import held_out_accuracy, main
 
-STEPS = 150  # the quickstart trains 300
+STEPS = 300  # the demo recipe's (configuration/recipes/demo.yaml), as the quickstart trains
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +37,23 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="demo data v2 (issue 23): the demo recipe, trained on clips cut at rho ~ U(0.3, 1), scores 0.36 on the "
-    "validation split after 300 steps; it is being re-tuned on validation (docs/design-notes.md, 'Evidence v2')",
-)
 def test_demo_recipe_learns_the_held_out_clips(demo_run):
     trainer = demo_run["trainer"]
     accuracy, chance, count = held_out_accuracy(trainer.model, trainer.processing_class, demo_run["held_out"])
     assert count == len(demo_run["held_out"]) >= 40
     assert chance == pytest.approx(1 / 6)
-    assert accuracy >= 0.5  # three times chance after half the quickstart's steps (it reaches >= 0.8 there)
+    assert accuracy >= 0.8  # the quickstart's claim (README)
 
 
 @pytest.mark.slow
-def test_imagination_beats_both_baselines_and_its_targets_do_not_collapse(demo_run):
+def test_imagination_beats_copy_last_mean_of_past_and_set_mean_and_its_targets_do_not_collapse(demo_run):
     trained, initial = demo_run["trained"], demo_run["initial"]
     assert trained["pairs"] == initial["pairs"] > 0
     assert trained["skill_copy_last"] < 1.0  # better than copying the last observed token
     assert trained["skill_set_mean"] < 1.0  # better than the held-out set's mean target (a constant)
+    assert trained["skill_mean_of_past"] < 1.0  # better than the mean observed token (issue 23)
+    # the default forecaster (ewm_forecast="absolute", chosen on validation) is scored against the ridge forecaster
+    # in the ablation runner's report and docs/miniature, not here: that ratio is reported, not asserted
     assert trained["ewm_loss"] < initial["ewm_loss"]
     # Targets come from a frozen projection of the base encoders' features (the demo recipe's adapters on the vision
     # merger and the audio projection are switched off for them: test_partial_observation). The original target (the
@@ -69,8 +67,9 @@ def test_imagination_beats_both_baselines_and_its_targets_do_not_collapse(demo_r
 @pytest.mark.slow
 def test_training_logs_the_skill_scores(demo_run):
     logs = [entry for entry in demo_run["trainer"].state.log_history if "imagination_loss" in entry]
-    assert logs and all("imagination_skill_copy_last" in e and "imagination_target_similarity" in e for e in logs)
-    assert "imagination_skill_batch_mean" in logs[-1]
+    assert logs and all("imagination_skill_copy_last" in e for e in logs)
+    # similarity and the batch-mean skill need two cut samples in the step (a quarter of the samples are cut)
+    assert any("imagination_target_similarity" in e and "imagination_skill_batch_mean" in e for e in logs)
 
 
 @pytest.mark.slow

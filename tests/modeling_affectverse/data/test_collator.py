@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_affectverse.data.collator import AffectVerseCollator, DataError, answer_text
+from modeling_affectverse.data.collator import AffectVerseCollator, DataError, MediaOptions, answer_text
 from modeling_affectverse.data.manifest import load_manifest
 
 
@@ -115,3 +115,24 @@ def test_prompt_only_batches_end_at_the_assistant_turn(processor, rows):
     tokens = processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
     assert tokens[-4:] == ["<|belief|>"] * 4
     assert processor.tokenizer.decode(batch["input_ids"][0]).endswith("<|im_start|>assistant\n" + "<|belief|>" * 4)
+
+
+def test_a_shared_media_store_decodes_each_clip_once_and_changes_nothing(processor, rows, monkeypatch):
+    import modeling_affectverse.data.collator as collator_module
+
+    batch = [rows[0], rows[1]]
+    plain = [AffectVerseCollator.for_prediction(processor, keep_ratio=r)(batch) for r in (1.0, 0.5)]
+    calls = []
+    decode = collator_module.decode_clip
+    monkeypatch.setattr(collator_module, "decode_clip", lambda *a, **k: calls.append(a) or decode(*a, **k))
+    options = MediaOptions(store={})
+    shared = [AffectVerseCollator.for_prediction(processor, keep_ratio=r, media=options)(batch) for r in (1.0, 0.5)]
+    assert len(calls) == len(batch)  # two collators (two keep ratios), one decode per clip
+    for expected, got in zip(plain, shared, strict=True):
+        assert expected.keys() == got.keys()
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+    # other decoding options are other entries of the same store: decoded again, not reused
+    AffectVerseCollator.for_prediction(processor, media=MediaOptions(fps=2.0, store=options.store))(batch)
+    assert len(calls) == 2 * len(batch)
