@@ -313,6 +313,7 @@ def aggregate(results: list[dict], args) -> dict:
         "imagination": imagination,
         "runs": runs,
         "primary_endpoint": primary_endpoint(results),
+        "secondary_comparisons": secondary_comparisons(results),
         "ceilings": held_out_ceilings(results, args),
     }
 
@@ -331,14 +332,54 @@ def clip_correctness(result: dict, setting: str, ratio: float) -> dict[str, bool
     }
 
 
+# secondary comparisons at the endpoint's cell, stated with it before the sweep (exploratory: no multiplicity
+# correction): the negative control, the pool, the forecaster's parameterisation, and what beliefs add over free
+# tokens and over an untrained imagination
+SECONDARY = (
+    ("full", "shuffled_targets"),
+    ("full_unlabeled", "full"),
+    ("full_residual", "full"),
+    ("full", "random_tokens"),
+    ("full", "lambda_0"),
+)
+
+
+def _correctness(results: list[dict], setting: str, ratio: float) -> dict[str, dict[int, dict[str, bool]]]:
+    """Variant -> seed -> clip id -> right or wrong."""
+    correct: dict[str, dict[int, dict[str, bool]]] = {}
+    for result in results:
+        correct.setdefault(result["variant"], {})[result["seed"]] = clip_correctness(result, setting, ratio)
+    return correct
+
+
+def paired_comparison(correct: dict, a: str, b: str) -> dict | None:
+    """Accuracy of `a` minus `b` on the clips both were scored on, paired by seed: a t interval over the seeds'
+    differences, a bootstrap over clips, and McNemar per seed (two single models on the same clips)."""
+    from metrics.statistics import mcnemar, paired_bootstrap, t_interval
+
+    if a not in correct or b not in correct:
+        return None
+    seeds = sorted(s for s in set(correct[a]) & set(correct[b]) if correct[a][s] and correct[b][s])
+    clips = sorted(set.intersection(*[set(correct[v][s]) for v in (a, b) for s in seeds])) if seeds else []
+    if not clips:
+        return None
+    x = np.array([[correct[a][s][c] for c in clips] for s in seeds], dtype=float)
+    y = np.array([[correct[b][s][c] for c in clips] for s in seeds], dtype=float)
+    return {
+        "a": a,
+        "b": b,
+        "seeds": seeds,
+        "clips": len(clips),
+        "t_over_seeds": t_interval(x.mean(1) - y.mean(1)),
+        "bootstrap_over_clips": paired_bootstrap(x, y),
+        "mcnemar_per_seed": [mcnemar(x[k], y[k]) for k in range(len(seeds))],
+    }
+
+
 def primary_endpoint(results: list[dict], setting: str = "AVT", ratio: float = 0.5) -> dict | None:
     """`full` minus the better of `pooling` / `lora_cut` (higher mean over seeds, chosen once), cut-clip accuracy
     at rho = 0.5 under A+V+T: paired by seed (t interval) and by clip (bootstrap); stated before the sweep runs."""
-    from metrics.statistics import paired_bootstrap, t_interval
-
-    correct = {}
-    for result in results:
-        correct.setdefault(result["variant"], {})[result["seed"]] = clip_correctness(result, setting, ratio)
+    correct = _correctness(results, setting, ratio)
     comparators = [v for v in ("pooling", "lora_cut") if v in correct]
     if "full" not in correct or not comparators:
         return None
@@ -347,23 +388,17 @@ def primary_endpoint(results: list[dict], setting: str = "AVT", ratio: float = 0
         return float(np.mean([np.mean(list(c.values())) for c in correct[variant].values() if c]))
 
     comparator = max(comparators, key=mean_accuracy)
-    seeds = sorted(set(correct["full"]) & set(correct[comparator]))
-    clips = (
-        sorted(set.intersection(*[set(correct[v][s]) for v in ("full", comparator) for s in seeds])) if seeds else []
-    )
-    if not clips:
+    comparison = paired_comparison(correct, "full", comparator)
+    if comparison is None:
         return None
-    a = np.array([[correct["full"][s][c] for c in clips] for s in seeds], dtype=float)
-    b = np.array([[correct[comparator][s][c] for c in clips] for s in seeds], dtype=float)
-    return {
-        "setting": setting,
-        "keep_ratio": ratio,
-        "comparator": comparator,
-        "seeds": seeds,
-        "clips": len(clips),
-        "t_over_seeds": t_interval(a.mean(1) - b.mean(1)),
-        "bootstrap_over_clips": paired_bootstrap(a, b),
-    }
+    return {"setting": setting, "keep_ratio": ratio, "comparator": comparator, **comparison}
+
+
+def secondary_comparisons(results: list[dict], setting: str = "AVT", ratio: float = 0.5) -> list[dict]:
+    """The `SECONDARY` pairs at the endpoint's cell, each as `paired_comparison` (pairs not run are left out)."""
+    correct = _correctness(results, setting, ratio)
+    pairs = [paired_comparison(correct, a, b) for a, b in SECONDARY]
+    return [{"setting": setting, "keep_ratio": ratio, **pair} for pair in pairs if pair is not None]
 
 
 def held_out_ceilings(results: list[dict], args) -> dict | None:
@@ -420,17 +455,7 @@ def render(summary: dict) -> str:
                 cells = [f"{100 * ceilings[r][key]:.1f}" if r in ceilings else "–" for r in ratios]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    endpoint = summary.get("primary_endpoint")
-    if endpoint:
-        t, boot = endpoint["t_over_seeds"], endpoint["bootstrap_over_clips"]
-        t_range = "–" if t["low"] is None else f"[{100 * t['low']:.1f}, {100 * t['high']:.1f}]"
-        lines += [
-            f"**Primary endpoint** (stated before the run): {endpoint['setting']} accuracy at rho = "
-            f"{endpoint['keep_ratio']:g}, `full` − `{endpoint['comparator']}` (the better of `pooling` / `lora_cut`): "
-            f"{100 * t['mean']:+.1f} points; 95% t interval over {t['n']} seeds {t_range}; 95% bootstrap over "
-            f"{endpoint['clips']} test clips [{100 * boot['low']:.1f}, {100 * boot['high']:.1f}].",
-            "",
-        ]
+    lines += _comparison_lines(summary)
     lines += [
         "### Imagination on held-out clips (rho = 0.3, 0.5, 0.7)",
         "",
@@ -465,6 +490,49 @@ def render(summary: dict) -> str:
     if no_imagination:
         lines += ["", f"No imagination (nothing to report): {', '.join(no_imagination)}."]
     return "\n".join(lines) + "\n"
+
+
+def _interval(stat: dict) -> str:
+    return "–" if stat.get("low") is None else f"[{100 * stat['low']:+.1f}, {100 * stat['high']:+.1f}]"
+
+
+def _mcnemar_cell(comparison: dict) -> str:
+    return ", ".join(f"{m['p_value']:.2g} ({m['only_a']}/{m['only_b']})" for m in comparison["mcnemar_per_seed"])
+
+
+def _comparison_lines(summary: dict) -> list[str]:
+    """The primary endpoint's sentence and the table of secondary comparisons (each a paired comparison)."""
+    lines = []
+    endpoint = summary.get("primary_endpoint")
+    if endpoint:
+        t, boot = endpoint["t_over_seeds"], endpoint["bootstrap_over_clips"]
+        lines += [
+            f"**Primary endpoint** (stated before the run): {endpoint['setting']} accuracy at rho = "
+            f"{endpoint['keep_ratio']:g}, `full` − `{endpoint['comparator']}` (the better of `pooling` / `lora_cut`): "
+            f"{100 * t['mean']:+.1f} points; 95% t interval over {t['n']} seeds {_interval(t)}; 95% bootstrap over "
+            f"{endpoint['clips']} test clips {_interval(boot)}; McNemar per seed, p (clips only `full` / only "
+            f"`{endpoint['comparator']}` right): {_mcnemar_cell(endpoint)}.",
+            "",
+        ]
+    secondary = summary.get("secondary_comparisons") or []
+    if secondary:
+        first = secondary[0]
+        lines += [
+            f"Secondary comparisons, same cell ({first['setting']}, rho = {first['keep_ratio']:g}; stated with the "
+            "endpoint, exploratory, no correction for multiplicity): accuracy difference in points, 95% intervals, "
+            "McNemar p per seed (clips only a / only b right).",
+            "",
+            "| a − b | difference | t over seeds | bootstrap over clips | McNemar per seed |",
+            "|---|---|---|---|---|",
+        ]
+        for c in secondary:
+            t, boot = c["t_over_seeds"], c["bootstrap_over_clips"]
+            lines.append(
+                f"| `{c['a']}` − `{c['b']}` | {100 * t['mean']:+.1f} | {_interval(t)} | {_interval(boot)} "
+                f"| {_mcnemar_cell(c)} |"
+            )
+        lines.append("")
+    return lines
 
 
 def _probe_table(summary: dict) -> list[str]:

@@ -74,3 +74,49 @@ def test_committed_miniature_is_what_the_runner_renders():
 def test_the_miniature_variants_are_the_issues():
     assert set(MINIATURE) >= {"lora_only", "lora_cut", "pooling", "random_tokens", "full", "lambda_0"}
     assert {"shuffled_targets", "full_unlabeled"} <= set(MINIATURE) <= set(load_variants())
+
+
+def _fake_run(tmp_path, variant: str, seed: int, right: list[bool]) -> dict:
+    """A finished run whose predictions at (AVT, 0.5) are right on the clips marked True; other cells are noise."""
+    run_dir = tmp_path / variant / f"seed{seed}"
+    (run_dir / "bench").mkdir(parents=True)
+    records = [
+        {"id": f"c{k}", "modality": "AVT", "keep_ratio": 0.5, "reference": "happy",
+         "prediction": "happy" if ok else "sad"}
+        for k, ok in enumerate(right)
+    ]  # fmt: skip
+    records.append({"id": "c0", "modality": "AT", "keep_ratio": 0.5, "reference": "happy", "prediction": "sad"})
+    records.append({"id": "skipped", "modality": "AVT", "keep_ratio": 0.5, "reference": "happy", "skipped": True})
+    with open(run_dir / "bench" / "predictions.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records)
+    return {"variant": variant, "seed": seed, "run_dir": str(run_dir)}
+
+
+def test_primary_endpoint_and_secondary_comparisons_by_hand(tmp_path):
+    from training.ablate import primary_endpoint, secondary_comparisons
+
+    full = {0: [1, 1, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 1]}
+    pooling = {0: [1, 0, 0, 0, 1, 0], 1: [0, 1, 0, 1, 0, 0]}  # 2/6 and 2/6
+    lora_cut = {0: [0, 0, 0, 0, 1, 0], 1: [0, 0, 0, 0, 0, 1]}  # worse: not the comparator
+    shuffled = {0: [1, 1, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 1]}  # identical to full
+    results = [
+        _fake_run(tmp_path, variant, seed, [bool(v) for v in right])
+        for variant, table in (("full", full), ("pooling", pooling), ("lora_cut", lora_cut),
+                               ("shuffled_targets", shuffled))
+        for seed, right in table.items()
+    ]  # fmt: skip
+    endpoint = primary_endpoint(results)
+    assert endpoint["comparator"] == "pooling" and endpoint["seeds"] == [0, 1] and endpoint["clips"] == 6
+    assert endpoint["t_over_seeds"]["mean"] == pytest.approx(((4 - 2) / 6 + (4 - 2) / 6) / 2)
+    assert endpoint["bootstrap_over_clips"]["mean"] == pytest.approx(endpoint["t_over_seeds"]["mean"])
+    # seed 0: clips 1, 2 only full right, none only pooling; seed 1: 0, 4, 5 only full, 3 only pooling
+    assert [(m["only_a"], m["only_b"]) for m in endpoint["mcnemar_per_seed"]] == [(2, 0), (3, 1)]
+    secondary = secondary_comparisons(results)
+    assert [(c["a"], c["b"]) for c in secondary] == [("full", "shuffled_targets")]  # the other pairs were not run
+    same = secondary[0]
+    assert same["t_over_seeds"]["mean"] == 0.0 and all(m["p_value"] == 1.0 for m in same["mcnemar_per_seed"])
+    summary = {"primary_endpoint": endpoint, "secondary_comparisons": secondary}
+    from training.ablate import _comparison_lines
+
+    text = "\n".join(_comparison_lines(summary))
+    assert "`full` − `pooling`" in text and "+33.3 points" in text and "| `full` − `shuffled_targets` | +0.0 |" in text
