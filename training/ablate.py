@@ -256,6 +256,7 @@ def aggregate(results: list[dict], args) -> dict:
     for result in results:
         by_variant.setdefault(result["variant"], []).append(result)
     accuracy, imagination, runs = {}, {}, {}
+    parameters = evaluated_parameters(results, args)
     for variant, items in by_variant.items():
         runs[variant] = [
             {"seed": r["seed"], "arguments": [_relative(a) for a in r["arguments"]], "seconds": r["seconds"]}
@@ -314,7 +315,8 @@ def aggregate(results: list[dict], args) -> dict:
         "runs": runs,
         "primary_endpoint": primary_endpoint(results),
         "secondary_comparisons": secondary_comparisons(results),
-        "ceilings": held_out_ceilings(results, args),
+        "ceilings": held_out_ceilings(parameters, args),
+        "start_naming": start_naming(results, parameters, args),
     }
 
 
@@ -401,13 +403,13 @@ def secondary_comparisons(results: list[dict], setting: str = "AVT", ratio: floa
     return [{"setting": setting, "keep_ratio": ratio, **pair} for pair in pairs if pair is not None]
 
 
-def held_out_ceilings(results: list[dict], args) -> dict | None:
-    """The ideal observer and the dominant-expression reader on the evaluated clips (`parameters.jsonl` next to the
-    recipe's manifest, the demo's), per setting and rho; None for other data."""
-    from metrics.ceilings import ceilings, read_parameters
+def evaluated_parameters(results: list[dict], args) -> list[dict]:
+    """The generator's draws for the evaluated clips (`parameters.jsonl` next to the recipe's manifest, the
+    demo's); empty for other data."""
+    from metrics.ceilings import read_parameters
 
     if not results:
-        return None
+        return []
     arguments = results[0]["arguments"]
     manifest = arguments[arguments.index("--train_manifest") + 1] if "--train_manifest" in arguments else None
     if manifest is None:
@@ -415,9 +417,42 @@ def held_out_ceilings(results: list[dict], args) -> dict | None:
             manifest = yaml.safe_load(handle).get("train_manifest")
     path = os.path.join(os.path.dirname(os.path.join(ROOT, manifest or "")), "parameters.jsonl")
     if not manifest or not os.path.isfile(path):
-        return None
-    parameters = read_parameters(path, split="test")
+        return []
+    return read_parameters(path, split="test")
+
+
+def held_out_ceilings(parameters: list[dict], args) -> dict | None:
+    """The ideal observer and the dominant-expression reader on the evaluated clips, per setting and rho."""
+    from metrics.ceilings import ceilings
+
     return ceilings(parameters, args.keep_ratios, args.modalities) if parameters else None
+
+
+def start_naming(results: list[dict], parameters: list[dict], args, setting: str = "AVT") -> dict | None:
+    """Variant -> rho -> mean +- std over seeds of the share of answers that name the clip's start expression
+    (never its label): how often a model reads the expression on screen instead of the change."""
+    start = {row["id"]: row["start"] for row in parameters}
+    if not start:
+        return None
+    shares: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        path = os.path.join(ROOT, result.get("run_dir", ""), "bench", "predictions.jsonl")
+        if not result.get("run_dir") or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+        for ratio in args.keep_ratios:
+            named = [
+                r.get("prediction") == start[r["id"]]
+                for r in records
+                if r["modality"] == setting and float(r["keep_ratio"]) == float(ratio) and r["id"] in start
+                and not r.get("skipped")
+            ]  # fmt: skip
+            if named:
+                shares.setdefault(result["variant"], {}).setdefault(f"{float(ratio):g}", []).append(np.mean(named))
+    if not shares:
+        return None
+    return {v: {r: _mean_std([float(x) for x in xs]) for r, xs in by_ratio.items()} for v, by_ratio in shares.items()}
 
 
 def _cell(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -455,6 +490,7 @@ def render(summary: dict) -> str:
                 cells = [f"{100 * ceilings[r][key]:.1f}" if r in ceilings else "–" for r in ratios]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _start_naming_lines(summary)
     lines += _comparison_lines(summary)
     lines += [
         "### Imagination on held-out clips (rho = 0.3, 0.5, 0.7)",
@@ -490,6 +526,27 @@ def render(summary: dict) -> str:
     if no_imagination:
         lines += ["", f"No imagination (nothing to report): {', '.join(no_imagination)}."]
     return "\n".join(lines) + "\n"
+
+
+def _start_naming_lines(summary: dict) -> list[str]:
+    """The table of answers that name the start expression, per variant and rho (A+V+T)."""
+    naming = summary.get("start_naming")
+    if not naming:
+        return []
+    ratios = [f"{r:g}" for r in summary["keep_ratios"]]
+    lines = [
+        "### Answers naming the start expression (%, A+V+T)",
+        "",
+        "The start is never the label: a model that names the expression dominating what it saw is wrong, and lands",
+        "here; one that follows the change does not.",
+        "",
+        "| variant | " + " | ".join(f"rho = {r}" for r in ratios) + " |",
+        "|---" * (len(ratios) + 1) + "|",
+    ]
+    for variant in summary["variants"]:
+        row = naming.get(variant, {})
+        lines.append(f"| {variant} | " + " | ".join(_cell(row.get(r)) for r in ratios) + " |")
+    return [*lines, ""]
 
 
 def _interval(stat: dict) -> str:

@@ -120,3 +120,25 @@ def test_primary_endpoint_and_secondary_comparisons_by_hand(tmp_path):
 
     text = "\n".join(_comparison_lines(summary))
     assert "`full` − `pooling`" in text and "+33.3 points" in text and "| `full` − `shuffled_targets` | +0.0 |" in text
+
+
+def test_start_naming_counts_answers_equal_to_the_start_expression(tmp_path):
+    import argparse
+
+    from training.ablate import start_naming
+
+    results = [
+        _fake_run(tmp_path, "full", 0, [True, True, True, False, True, False]),  # wrong answers say "sad"
+        _fake_run(tmp_path, "full", 1, [True, False, False, False, True, True]),
+    ]
+    parameters = [{"id": f"c{k}", "start": "sad" if k < 3 else "angry"} for k in range(6)]
+    args = argparse.Namespace(keep_ratios=[1.0, 0.5])
+    naming = start_naming(results, parameters, args)
+    # seed 0: no clip below 3 is wrong -> 0/6; seed 1: clips 1, 2 wrong with start "sad" -> 2/6 (3 is "angry")
+    assert naming["full"]["0.5"]["mean"] == pytest.approx((0 + 2 / 6) / 2) and naming["full"]["0.5"]["n"] == 2
+    assert "1" not in naming["full"]  # no predictions at rho = 1 in these runs
+    assert start_naming(results, [], args) is None  # not the demo: nothing to count
+    summary = {"keep_ratios": [1.0, 0.5], "variants": ["full"], "start_naming": naming}
+    from training.ablate import _start_naming_lines
+
+    assert "| full | – | 16.7 ± 23.6 |" in _start_naming_lines(summary)
