@@ -141,7 +141,7 @@ class AffectVerseCollator:
             audio (docs/architecture.md §4.9: 0.15).
         whole_clip_probability: training: probability that a sample is seen whole (rho = 1) instead of cut at its
             drawn rho (drawn after the sample's other draws, so 0 draws exactly as before; docs/design-notes.md,
-            "Evidence v2").
+            "Evidence v2"). Never for an unlabeled row: seen whole it would add no loss at all.
         seed: seeds the per-sample draws, together with `epoch` (set by the trainer) and the sample id.
         with_answer: put the answer in the prompt and label it (training, scoring); False gives prompts that end at
             the assistant header, for generation (no labels, the rows need none).
@@ -378,8 +378,9 @@ class AffectVerseCollator:
             if answer_format == "joint":  # drawn after the other draws: label and reasoning collators draw as before
                 answer_format = "reasoning" if has_reasoning(sample.row) and rng.random() < 0.5 else "label"
             formats.append(answer_format)
-            if self.train and self.whole_clip_probability and rng.random() < self.whole_clip_probability:
-                keep[-1] = 1.0  # seen whole this epoch (drawn last: the draws above are as without it)
+            whole = self.train and self.whole_clip_probability and not is_unlabeled(sample.row)
+            if whole and rng.random() < self.whole_clip_probability:  # an unlabeled row is always cut: seen whole
+                keep[-1] = 1.0  # it has no answer and no future, nothing to learn (drawn last: the rest as without)
         rho = keep if self.train else [self.keep_ratio] * len(samples) if self.with_future else None
         return rho, formats
 

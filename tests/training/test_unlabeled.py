@@ -77,3 +77,27 @@ def test_unlabeled_rows_add_zero_lm_loss_and_train_the_ewm(trained, demo_manifes
     assert ewm and sum(float(g.abs().sum()) for g in ewm) > 0
     assert all(g is None or float(g.abs().sum()) == 0 for g in lora)  # no answer: nothing reaches the LLM's LoRA
     model.zero_grad(set_to_none=True)
+
+
+def test_unlabeled_rows_are_always_cut_and_the_labelled_draws_do_not_change(trained, demo_manifest):
+    """A whole unlabeled clip has no answer and no future: it would add no loss. The whole-clip draw skips it, and
+    the labelled rows' draws (one generator per row) are the same with or without unlabeled rows in the batch."""
+    trainer, pool = trained
+    processor = trainer.processing_class
+    unlabeled, labelled = rows_of(pool, "unlabeled")[:2], rows_of(demo_manifest, "train")[:4]
+
+    def collator(probability: float) -> AffectVerseCollator:
+        return AffectVerseCollator.for_training(
+            processor, keep_ratio_range=(0.5, 0.5), modality_dropout=0.0, whole_clip_probability=probability
+        )
+
+    always = collator(1.0)
+    always(labelled[:2] + unlabeled)
+    assert always.last_keep_ratio == [1.0, 1.0, 0.5, 0.5]  # labelled rows whole, unlabeled rows still cut
+    assert "future_input_features" in always(unlabeled)  # their futures are the imagination's targets
+
+    some = collator(0.5)
+    some(labelled)
+    alone = list(some.last_keep_ratio)
+    some(labelled + unlabeled)
+    assert some.last_keep_ratio[: len(labelled)] == alone and some.last_keep_ratio[len(labelled) :] == [0.5, 0.5]
