@@ -647,6 +647,10 @@ def plot(summary: dict, path: str, setting: str = "AVT") -> None:
             capsize=3,
             label=variant,
         )
+    ceilings = (summary.get("ceilings") or {}).get(setting)
+    if ceilings:  # the ideal observer per rho (the generator's own draws) and the dominant-expression reader
+        for key, style, name in (("ideal_observer", "k--", "ideal observer"), ("dominant_reader", "k:", "dominant")):
+            axis.plot(ratios, [100 * ceilings[f"{r:g}"][key] for r in ratios], style, lw=1, label=f"({name})")
     axis.set_xlabel("keep ratio rho (fraction of each clip observed)")
     axis.set_ylabel(f"held-out accuracy, % ({setting})")
     axis.legend(fontsize=8)
