@@ -455,6 +455,11 @@ def start_naming(results: list[dict], parameters: list[dict], args, setting: str
     return {v: {r: _mean_std([float(x) for x in xs]) for r, xs in by_ratio.items()} for v, by_ratio in shares.items()}
 
 
+def _table_head(columns: list[str]) -> list[str]:
+    """A markdown table's header and rule: a `variant` column, then `columns`."""
+    return ["| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+
+
 def _cell(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     if stat is None or stat["mean"] is None:
         return "–"
@@ -475,8 +480,7 @@ def render(summary: dict) -> str:
         lines += [
             f"### {setting}",
             "",
-            "| variant | " + " | ".join(f"rho = {r}" for r in ratios) + " |",
-            "|---" * (len(ratios) + 1) + "|",
+            *_table_head([f"rho = {r}" for r in ratios]),
         ]
         for variant in variants:
             row = summary["accuracy"][variant].get(setting, {})
@@ -540,8 +544,7 @@ def _start_naming_lines(summary: dict) -> list[str]:
         "The start is never the label: a model that names the expression dominating what it saw is wrong, and lands",
         "here; one that follows the change does not.",
         "",
-        "| variant | " + " | ".join(f"rho = {r}" for r in ratios) + " |",
-        "|---" * (len(ratios) + 1) + "|",
+        *_table_head([f"rho = {r}" for r in ratios]),
     ]
     for variant in summary["variants"]:
         row = naming.get(variant, {})
@@ -609,8 +612,7 @@ def _probe_table(summary: dict) -> list[str]:
         "no imagination). Beliefs no better than pooled: the aggregation adds nothing; both above the model's",
         "own accuracy: the LLM does not use what its inputs carry.",
         "",
-        "| variant | " + " | ".join(f"rho = {r} belief / pooled" for r in ratios) + " |",
-        "|---" * (len(ratios) + 1) + "|",
+        *_table_head([f"rho = {r} belief / pooled" for r in ratios]),
     ]
     for variant, probes in rows:
         cells = [f"{_cell(probes[r]['belief'])} / {_cell(probes[r]['pooled'])}" for r in ratios]
