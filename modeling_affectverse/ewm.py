@@ -117,7 +117,8 @@ class EWMOutput(ModelOutput):
         belief_tokens: `(B, n_max, D)` belief tokens in LLM width, zero rows past `belief_counts`.
         belief_counts: `(B,)` belief tokens per sample: dual, single or 0 (no usable modality).
         imagination_loss: scalar, or None when no sample has a future to supervise (rho = 1), or the belief
-            construction does not imagine.
+            construction does not imagine. In sharded training (`every_parameter_used`) a micro-batch without a
+            future gets a 0 on the graph instead (its cosine stays None: nothing was scored).
         imagination_cosine: `(K,)` detached mean cosine per rollout step, or None like the loss.
         imagination_baselines: `(2,)` detached loss of two trivial predictors on the same pairs: copying the last
             observed token, and predicting the batch's mean target; None like the loss.
@@ -926,6 +927,10 @@ class EmotionWorldModule(nn.Module):
             imagination_loss = sum(loss.sum() for loss in terms.losses) / (count * config.ewm_rollout_steps)
             imagination_cosine = sum(cosine.sum(0) for cosine in terms.cosines) / count  # (K,)
             imagination_baselines, target_similarity = self._baselines(terms.pairs, facts)
+        elif self.every_parameter_used and config.imagines:
+            # sharded training, no future in this micro-batch (whole clips): a 0 on the graph in the loss's place, so
+            # that every process's backward passes the same module outputs (ZeRO-3 records and compares that order)
+            imagination_loss = 0.0 * beliefs.sum()
         emotion_trajectory = emotion_loss = None
         if config.emotion_labels is not None:
             emotion_trajectory, emotion_loss = self._emotion_terms(

@@ -355,8 +355,9 @@ class AffectVersePreTrainedModel(Qwen2_5OmniThinkerForConditionalGeneration):
         every micro-batch, because each call gathers that module's weight shards from all processes. With this on,
         a micro-batch without video or audio still runs that encoder once on a minimal placeholder input (its output
         enters the sequence times 0), the encoders run for the imagination's targets whatever the batch holds, and
-        the EWM adds 0 x each of its trainable parameters, so every process produces every gradient
-        (docs/architecture.md §7, "Scale-out"). Nothing a loss or an output sees changes."""
+        the EWM adds 0 x each of its trainable parameters, so every process produces every gradient, and a
+        micro-batch without a future returns an imagination loss of 0 on the graph, so every process's backward
+        passes the same outputs (docs/architecture.md §7, "Scale-out"). Nothing a loss or an output sees changes."""
         self.every_module_runs = enabled
         for module in self.modules():
             if isinstance(module, EmotionWorldModule):  # PEFT's modules_to_save copy too

@@ -221,7 +221,7 @@ class AffectVerseSFTTrainer(SFTTrainer):
         if emotion is not None:  # emotion-first: logged with the rest, no read of its own
             stats[7 + steps], stats[8 + steps] = emotion.detach(), 1.0
         stats[0] = lm_loss.detach()
-        if imagination is not None:
+        if imagination is not None and outputs.imagination_cosine is not None:  # scored pairs (not sharding's 0)
             stats[1], stats[2] = imagination.detach(), 1.0
             stats[3 : 3 + steps] = outputs.imagination_cosine.detach()
             stats[3 + steps : 5 + steps] = outputs.imagination_baselines.detach()

@@ -204,3 +204,27 @@ def test_errors_name_the_problem(model, make_inputs, processor):
 def test_belief_token_id_must_be_in_vocab(processor):
     with pytest.raises(ValueError, match="belief_token_id"):
         AffectVerseConfig(text_config={"vocab_size": 100}, belief_token_id=100)
+
+
+def test_sharded_training_gives_a_batch_without_a_future_a_zero_imagination_loss_on_the_graph(
+    model, processor, demo_manifest
+):
+    """ZeRO-3 records the order of the module outputs a backward passes and requires it equal on every process: a
+    micro-batch of whole clips (no future) must hand back an imagination loss on the graph as a cut one does. It is
+    0, with no cosine (nothing scored, so the trainer logs no imagination for it); off sharding it stays None."""
+    from modeling_affectverse.data.collator import AffectVerseCollator
+    from modeling_affectverse.data.manifest import load_manifest
+
+    rows = [row for row in load_manifest(demo_manifest) if row["split"] == "train"][:2]
+    whole = AffectVerseCollator.for_training(processor, modality_dropout=0.0, whole_clip_probability=1.0)(rows)
+    cut = AffectVerseCollator.for_training(processor, keep_ratio_range=(0.5, 0.5), modality_dropout=0.0)(rows)
+    model.train()
+    assert model(**whole, use_cache=False).imagination_loss is None  # unsharded: nothing to add
+    model.run_every_module(True)
+    idle = model(**whole, use_cache=False)
+    assert idle.imagination_loss is not None and idle.imagination_loss.requires_grad
+    assert float(idle.imagination_loss) == 0.0 and idle.imagination_cosine is None
+    (idle.loss + idle.imagination_loss).backward()  # the graph reaches the EWM's weights
+    assert any(p.grad is not None for n, p in model.named_parameters() if n.startswith("ewm."))
+    scored = model(**cut, use_cache=False)
+    assert scored.imagination_loss > 0 and scored.imagination_cosine is not None  # a real one is untouched

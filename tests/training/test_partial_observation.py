@@ -263,7 +263,10 @@ def test_lora_cut_trains_on_cut_clips_and_its_adapter_holds_no_ewm(run_sft, demo
         keys = list(handle.keys())
     assert keys and not any(".ewm." in key for key in keys)
     collator, processor = trainer.data_collator, trainer.processing_class
+    # the same truncation exposure as every EWM variant: the recipe's share of whole clips, nothing of its own
+    assert collator.whole_clip_probability == trainer.args.whole_clip_probability == 0.75
     collator.modality_dropout = 0.0  # compare like with like (a dropped modality is a shorter clip too)
+    collator.whole_clip_probability = 0.0  # here: the cut samples, every one of them
     rows = list(load_manifest(demo_manifest))[:4]
     batch = collator(rows)
     assert not any(key.startswith("future_") for key in batch) and "keep_ratio" not in batch

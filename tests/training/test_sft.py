@@ -39,11 +39,15 @@ def trained(demo_manifest, tmp_path_factory):
 
 def test_demo_recipe_both_losses_fall(trained):
     trainer, _ = trained
+    # the LM loss is logged every step; the imagination's only on steps whose batch holds a cut clip (the recipe sees
+    # 3 samples in 4 whole: a batch of 8 is all whole about 1 step in 10)
+    assert len(logged(trainer, "lm_loss")) == 40
+    imagined = len(logged(trainer, "imagination_loss"))
+    assert 30 <= imagined <= 40
+    assert len(logged(trainer, "imagination_cosine_step3")) == imagined
     for key in ("lm_loss", "imagination_loss"):
         values = logged(trainer, key)
-        assert len(values) == 40
         assert sum(values[-10:]) / 10 < sum(values[:10]) / 10, key
-    assert len(logged(trainer, "imagination_cosine_step3")) == 40
 
 
 def test_trainable_parameters_changed_and_frozen_ones_did_not(trained):
