@@ -39,6 +39,7 @@ RECIPE = os.path.join(ROOT, "configuration", "recipes", "demo.yaml")
 MODALITIES = ("AVT", "AT", "VT")
 KEEP_RATIOS = (1.0, 0.7, 0.5, 0.3, 0.1)
 IMAGINATION_RATIOS = (0.3, 0.5, 0.7)
+ENDPOINT_SETTING, ENDPOINT_RATIO = "AVT", 0.5  # the primary endpoint's cell (issue 23), fixed before the sweep
 RIDGE_FIT_CLIPS = 200  # training clips the ridge forecaster is fit on (x 3 keep ratios)
 # docs/miniature (issue 23): the variants with identical truncation exposure, the negative control, the pool
 MINIATURE = (
@@ -257,6 +258,7 @@ def aggregate(results: list[dict], args) -> dict:
         by_variant.setdefault(result["variant"], []).append(result)
     accuracy, imagination, runs = {}, {}, {}
     parameters = evaluated_parameters(results, args)
+    correct = _correctness(results, ENDPOINT_SETTING, ENDPOINT_RATIO)  # read once: the endpoint and the comparisons
     for variant, items in by_variant.items():
         runs[variant] = [
             {"seed": r["seed"], "arguments": [_relative(a) for a in r["arguments"]], "seconds": r["seconds"]}
@@ -313,25 +315,34 @@ def aggregate(results: list[dict], args) -> dict:
         "accuracy": accuracy,
         "imagination": imagination,
         "runs": runs,
-        "primary_endpoint": primary_endpoint(results),
-        "secondary_comparisons": secondary_comparisons(results),
+        "primary_endpoint": primary_endpoint(results, correct=correct),
+        "secondary_comparisons": secondary_comparisons(results, correct=correct),
         "ceilings": held_out_ceilings(parameters, args),
         "start_naming": start_naming(results, parameters, args),
     }
 
 
-def clip_correctness(result: dict, setting: str, ratio: float) -> dict[str, bool]:
-    """Clip id -> right or wrong, from a run's predictions (`bench/predictions.jsonl`)."""
+def run_predictions(result: dict) -> list[dict]:
+    """A run's prediction records (`bench/predictions.jsonl`); none when the run has no such file."""
     path = os.path.join(ROOT, result.get("run_dir", ""), "bench", "predictions.jsonl")
     if not result.get("run_dir") or not os.path.isfile(path):
-        return {}
+        return []
     with open(path, encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    return {
-        r["id"]: r.get("prediction") == r["reference"]
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _scored(records: list[dict], setting: str, ratio: float) -> list[dict]:
+    """The records of one table cell (modality setting x keep ratio) that were scored (not skipped)."""
+    return [
+        r
         for r in records
         if r["modality"] == setting and float(r["keep_ratio"]) == float(ratio) and not r.get("skipped")
-    }
+    ]
+
+
+def clip_correctness(result: dict, setting: str, ratio: float) -> dict[str, bool]:
+    """Clip id -> right or wrong, from a run's predictions (`bench/predictions.jsonl`)."""
+    return {r["id"]: r.get("prediction") == r["reference"] for r in _scored(run_predictions(result), setting, ratio)}
 
 
 # secondary comparisons at the endpoint's cell, stated with it before the sweep (exploratory: no multiplicity
@@ -378,10 +389,13 @@ def paired_comparison(correct: dict, a: str, b: str) -> dict | None:
     }
 
 
-def primary_endpoint(results: list[dict], setting: str = "AVT", ratio: float = 0.5) -> dict | None:
+def primary_endpoint(
+    results: list[dict], setting: str = ENDPOINT_SETTING, ratio: float = ENDPOINT_RATIO, correct: dict | None = None
+) -> dict | None:
     """`full` minus the better of `pooling` / `lora_cut` (higher mean over seeds, chosen once), cut-clip accuracy
-    at rho = 0.5 under A+V+T: paired by seed (t interval) and by clip (bootstrap); stated before the sweep runs."""
-    correct = _correctness(results, setting, ratio)
+    at rho = 0.5 under A+V+T: paired by seed (t interval) and by clip (bootstrap); stated before the sweep runs.
+    `correct`: `_correctness` of `results` at the cell, when the caller has it already."""
+    correct = _correctness(results, setting, ratio) if correct is None else correct
     comparators = [v for v in ("pooling", "lora_cut") if v in correct]
     if "full" not in correct or not comparators:
         return None
@@ -396,9 +410,11 @@ def primary_endpoint(results: list[dict], setting: str = "AVT", ratio: float = 0
     return {"setting": setting, "keep_ratio": ratio, "comparator": comparator, **comparison}
 
 
-def secondary_comparisons(results: list[dict], setting: str = "AVT", ratio: float = 0.5) -> list[dict]:
+def secondary_comparisons(
+    results: list[dict], setting: str = ENDPOINT_SETTING, ratio: float = ENDPOINT_RATIO, correct: dict | None = None
+) -> list[dict]:
     """The `SECONDARY` pairs at the endpoint's cell, each as `paired_comparison` (pairs not run are left out)."""
-    correct = _correctness(results, setting, ratio)
+    correct = _correctness(results, setting, ratio) if correct is None else correct
     pairs = [paired_comparison(correct, a, b) for a, b in SECONDARY]
     return [{"setting": setting, "keep_ratio": ratio, **pair} for pair in pairs if pair is not None]
 
@@ -436,18 +452,10 @@ def start_naming(results: list[dict], parameters: list[dict], args, setting: str
         return None
     shares: dict[str, dict[str, list[float]]] = {}
     for result in results:
-        path = os.path.join(ROOT, result.get("run_dir", ""), "bench", "predictions.jsonl")
-        if not result.get("run_dir") or not os.path.isfile(path):
-            continue
-        with open(path, encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
+        records = run_predictions(result)
         for ratio in args.keep_ratios:
-            named = [
-                r.get("prediction") == start[r["id"]]
-                for r in records
-                if r["modality"] == setting and float(r["keep_ratio"]) == float(ratio) and r["id"] in start
-                and not r.get("skipped")
-            ]  # fmt: skip
+            cell = [r for r in _scored(records, setting, ratio) if r["id"] in start]
+            named = [r.get("prediction") == start[r["id"]] for r in cell]
             if named:
                 shares.setdefault(result["variant"], {}).setdefault(f"{float(ratio):g}", []).append(np.mean(named))
     if not shares:
